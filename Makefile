@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+WORKSPACE ?= demo
+PORT   ?= 8501
+
+.PHONY: install run test bench browser clean
+
+$(BIN)/abproxy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/abproxy
+
+run: install
+	@test -f $(WORKSPACE)/abproxy.yaml || $(BIN)/abproxy demo --workspace $(WORKSPACE)
+	$(BIN)/abproxy run --workspace $(WORKSPACE) || true
+	@echo "abproxy report: http://localhost:$(PORT)"
+	$(BIN)/abproxy serve --workspace $(WORKSPACE) --port $(PORT)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	    echo "warning: could not install Debian's chromium; browser tests will be skipped"; }
+
+test: install browser
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/analyze.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

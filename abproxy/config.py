@@ -1,0 +1,369 @@
+"""The workspace file `abproxy.yaml`: typed models, loading, clear errors.
+
+Every model forbids unknown keys so a typo never passes silently. `load_config` returns a
+validated `Config` or raises `ConfigError` listing every problem with its key path.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_FILE = "abproxy.yaml"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, max_length=63)]
+Key = Annotated[str, Field(pattern=KEY.pattern, max_length=100)]
+Aggregate = Literal["sum", "count", "count_distinct_days", "max", "min", "avg", "exists"]
+
+
+class ConfigError(Exception):
+    """The workspace configuration is invalid; `problems` lists (key path, message)."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
+        self.path, self.problems = str(path), problems
+        lines = [f"{self.path}: {len(problems)} problem(s)"]
+        lines += [f"  {where}: {what}" for where, what in problems]
+        super().__init__("\n".join(lines))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(Strict):
+    ingest_every_minutes: PositiveFloat = 15
+    analyze_cron: str = "0 * * * *"
+    misfire_grace_seconds: PositiveInt = 300
+
+    @field_validator("analyze_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a 5-field cron expression ({exc}); e.g. '0 * * * *'") from exc
+        return value
+
+
+class DuckDBSettings(Strict):
+    memory_limit: str = "4GB"
+    threads: PositiveInt | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)", value.strip()):
+            raise ValueError("expected a size like '4GB' or '512MB'")
+        return value.strip()
+
+
+class EventSource(Strict):
+    """Which events feed one number of a unit: name, optional SQL predicate, aggregate."""
+
+    event: Key
+    aggregate: Aggregate = "sum"
+    where: str | None = None
+    column: Identifier = "value"
+
+
+class Capping(Strict):
+    """Winsorize per-unit values at an absolute value or a pooled quantile (METHODS §6)."""
+
+    quantile: float | None = Field(default=None, gt=0.5, lt=1)
+    value: float | None = None
+    ignore_zeros: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> "Capping":
+        if (self.quantile is None) == (self.value is None):
+            raise ValueError("give exactly one of 'quantile' (e.g. 0.99) or 'value' (an absolute cap)")
+        return self
+
+
+class Cuped(Strict):
+    pre_window_days: PositiveFloat = 14
+
+
+class Metric(Strict):
+    type: Literal["mean", "proportion", "ratio"]
+    name: str | None = None
+    description: str = ""
+    owner: str = ""
+    event: Key | None = None
+    aggregate: Aggregate | None = None
+    where: str | None = None
+    column: Identifier = "value"
+    numerator: EventSource | None = None
+    denominator: EventSource | None = None
+    sql: str | None = None
+    window_days: PositiveFloat = 14
+    capping: Capping | None = None
+    cuped: Cuped | bool | None = None
+    higher_is_better: bool = True
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Metric":
+        if self.sql is not None:
+            if self.event or self.numerator or self.denominator:
+                raise ValueError("a raw 'sql' metric takes no 'event', 'numerator' or 'denominator'")
+            if self.cuped:
+                raise ValueError("CUPED is not available for raw 'sql' metrics")
+            return self
+        if self.type == "ratio":
+            if self.numerator is None or self.denominator is None:
+                raise ValueError("a ratio metric needs 'numerator' and 'denominator' ({event, aggregate})")
+            if self.event is not None:
+                raise ValueError("a ratio metric takes 'numerator'/'denominator', not 'event'")
+        else:
+            if self.event is None:
+                raise ValueError(f"a {self.type} metric needs 'event' (the event name to aggregate)")
+            if self.numerator or self.denominator:
+                raise ValueError(f"'numerator'/'denominator' are for ratio metrics, not {self.type}")
+        if self.type == "proportion" and self.capping is not None:
+            raise ValueError("capping does not apply to a proportion metric")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or ""
+
+    @property
+    def cuped_days(self) -> float | None:
+        if self.cuped is True:
+            return Cuped().pre_window_days
+        if isinstance(self.cuped, Cuped):
+            return self.cuped.pre_window_days
+        return None
+
+    def source(self) -> EventSource:
+        """The event source of a mean/proportion metric."""
+        default = "count" if self.type == "proportion" else "sum"
+        return EventSource(event=self.event, aggregate=self.aggregate or default,
+                           where=self.where, column=self.column)
+
+
+class Variant(Strict):
+    """A variant and the model behind it (lineage)."""
+
+    model: str = ""
+    version: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    training_data: str = ""
+    link: str = ""
+    description: str = ""
+
+
+class Guardrail(Strict):
+    metric: Key
+    margin: float = Field(default=0.0, ge=0)
+    relative: bool = True
+
+
+class Decision(Strict):
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    sequential: bool = True
+    sequential_tuning: PositiveFloat = 5000
+    min_days: float = Field(default=7, ge=0)
+    min_units_per_variant: int = Field(default=1000, ge=0)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    target_mde: PositiveFloat = 0.02
+    max_days: PositiveFloat | None = None
+    segment_harm: Literal["block", "warn"] = "warn"
+    min_segment_units: PositiveInt = 500
+
+
+class Drift(Strict):
+    decay_fraction: float = Field(default=0.5, gt=0, lt=1)
+    recent_days: PositiveInt = 7
+
+
+class Experiment(Strict):
+    name: str = ""
+    hypothesis: str = ""
+    owner: str = ""
+    status: Literal["running", "shipped", "rolled_back", "stopped"] = "running"
+    start: dt.date | None = None
+    end: dt.date | None = None
+    control: Key
+    variants: dict[Key, Variant]
+    allocation: dict[Key, PositiveFloat] | None = None
+    primary: list[Key] = Field(min_length=1)
+    secondary: list[Key] = Field(default_factory=list)
+    guardrails: list[Key | Guardrail] = Field(default_factory=list)
+    segments: list[Identifier] = Field(default_factory=list)
+    decision: Decision = Field(default_factory=Decision)
+    holdback: bool = False
+    launched_at: dt.date | None = None
+    drift: Drift = Field(default_factory=Drift)
+
+    @model_validator(mode="after")
+    def _arms(self) -> "Experiment":
+        if len(self.variants) < 2:
+            raise ValueError("an experiment needs at least two variants (the control and one treatment)")
+        if self.control not in self.variants:
+            raise ValueError(f"control '{self.control}' is not one of the variants {sorted(self.variants)}")
+        if self.allocation is not None:
+            if set(self.allocation) != set(self.variants):
+                raise ValueError(f"allocation names {sorted(self.allocation)} but the variants are {sorted(self.variants)}")
+            total = sum(self.allocation.values())
+            if abs(total - 1) > 1e-6:
+                raise ValueError(f"allocation sums to {total:g}; the shares must sum to 1")
+        if self.start and self.end and self.end < self.start:
+            raise ValueError("'end' is before 'start'")
+        return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.allocation) if self.allocation else {v: 1 / len(self.variants) for v in self.variants}
+
+    @property
+    def treatments(self) -> list[str]:
+        return [v for v in self.variants if v != self.control]
+
+    @property
+    def guardrail_specs(self) -> list[Guardrail]:
+        return [g if isinstance(g, Guardrail) else Guardrail(metric=g) for g in self.guardrails]
+
+    def roles(self) -> dict[str, str]:
+        """metric key -> role, in display order: primary, guardrail, secondary."""
+        roles = {m: "primary" for m in self.primary}
+        roles.update({g.metric: "guardrail" for g in self.guardrail_specs if g.metric not in roles})
+        roles.update({m: "secondary" for m in self.secondary if m not in roles})
+        return roles
+
+
+class Webhook(Strict):
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Notifications(Strict):
+    webhooks: list[Webhook | str] = Field(default_factory=list)
+    command: str | None = None
+    link: str = "http://localhost:8501"
+    retries: int = Field(default=3, ge=0, le=10)
+    timeout_seconds: PositiveFloat = 5
+
+
+class HealthSettings(Strict):
+    volume_change: float = Field(default=0.5, gt=0)
+    volume_trailing_days: PositiveInt = 14
+    event_missing_days: PositiveFloat = 2
+    late_hours: PositiveFloat = 48
+    null_rate_increase: float = Field(default=0.05, gt=0, le=1)
+    max_future_minutes: PositiveFloat = 10
+
+
+class Config(Strict):
+    warehouse: str = "data/warehouse.duckdb"
+    inbox: str = "inbox"
+    snapshot: str = "data/report.duckdb"
+    schedule: Schedule = Field(default_factory=Schedule)
+    duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
+    metrics: dict[Key, Metric] = Field(default_factory=dict)
+    experiments: dict[Key, Experiment] = Field(default_factory=dict)
+    notifications: Notifications = Field(default_factory=Notifications)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+
+def definition_hash(config: Config, experiment: str) -> str:
+    """sha256 of an experiment's definition and the definitions of the metrics it uses."""
+    return hashlib.sha256(json.dumps(definitions(config, experiment), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def definitions(config: Config, experiment: str) -> dict[str, Any]:
+    exp = config.experiments[experiment]
+    return {
+        "experiment": exp.model_dump(mode="json"),
+        "metrics": {m: config.metrics[m].model_dump(mode="json") for m in exp.roles()},
+    }
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"str", "Guardrail", "Cuped", "bool"}))]
+    return ".".join(parts) or "(top level)"
+
+
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors():
+        where, msg = _location(item["loc"]), item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?): remove it or fix its spelling (see the README's configuration reference)"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        problems.append((where, msg))
+    return list(dict.fromkeys(problems))
+
+
+def _unknown_metrics(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Metrics named by experiments but not defined, checked on the raw mapping so they are
+    reported together with every other problem."""
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    known = ", ".join(sorted(metrics)) or "none defined"
+    problems = []
+    experiments = data.get("experiments") if isinstance(data.get("experiments"), dict) else {}
+    for key, exp in experiments.items():
+        if not isinstance(exp, dict):
+            continue
+        for field in ("primary", "secondary", "guardrails"):
+            names = exp.get(field) or []
+            for i, item in enumerate(names if isinstance(names, list) else []):
+                name = item.get("metric") if isinstance(item, dict) else item
+                if isinstance(name, str) and name not in metrics:
+                    problems.append((f"experiments.{key}.{field}.{i}",
+                                     f"unknown metric '{name}'; define it under 'metrics' (known: {known})"))
+    return problems
+
+
+def parse_config(data: Any, path: Path | str = CONFIG_FILE) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [("(top level)", "expected a mapping of keys such as 'metrics' and 'experiments'")])
+    problems = _unknown_metrics(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc) + problems
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(workspace: Path | str) -> Config:
+    path = Path(workspace) / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(path, [("(file)", f"not found; create a workspace with 'abproxy init {workspace}' "
+                                            "or point --workspace at one")])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(path, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_config(data, path)
+
+
+def resolve_workspace(workspace: str | os.PathLike | None) -> Path:
+    return Path(workspace or os.environ.get("ABPROXY_WORKSPACE") or ".").resolve()

@@ -1,0 +1,126 @@
+"""Opening DuckDB, applying `sql/` migrations, publishing the read-only report snapshot.
+
+The job is the only writer of the warehouse. After each run it copies what the report needs
+into a new DuckDB file beside the snapshot and renames it into place (atomic on POSIX), so a
+reader sees either the previous or the next complete snapshot, never a half-written one.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import duckdb
+import pandas as pd
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs")
+
+
+class WarehouseError(Exception):
+    """The warehouse cannot be opened or upgraded; the message says what to do."""
+
+
+def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    found = sorted((int(m.group(1)), p) for p in sql_dir.iterdir() if (m := MIGRATION.match(p.name)))
+    return found
+
+
+def migrate(con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> list[int]:
+    """Apply every migration newer than the recorded schema version, each in its own transaction."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    applied = []
+    for version, path in migrations(sql_dir):
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(path.read_text())
+            con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, path.name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+def _configure(con: duckdb.DuckDBPyConnection, memory_limit: str | None, threads: int | None) -> None:
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+
+
+def connect(path: Path | str, memory_limit: str | None = None, threads: int | None = None,
+            read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and upgrade) the warehouse. Raises WarehouseError with advice if it is locked."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise WarehouseError(f"{path}: no warehouse yet; run 'abproxy ingest' or 'abproxy run' first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseError(f"{path} is in use by another abproxy process (the scheduler?); "
+                                 "stop it or use the read-only commands") from None
+        raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from None
+    _configure(con, memory_limit, threads)
+    if not read_only:
+        migrate(con)
+    return con
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
+                     extra: Mapping[str, pd.DataFrame] | None = None) -> Path:
+    """Copy the report's tables (and `extra` frames) to a new file, then rename it over `snapshot`."""
+    snapshot = Path(snapshot)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    tmp = snapshot.with_name(f".{snapshot.name}.{uuid.uuid4().hex}.tmp")
+    alias = "snap_" + uuid.uuid4().hex[:8]
+    con.execute(f"ATTACH '{tmp}' AS {alias}")
+    try:
+        for table in SNAPSHOT_TABLES:
+            con.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}")
+        for name, frame in (extra or {}).items():
+            if not re.fullmatch(r"[a-z_]+", name):
+                raise ValueError(f"snapshot table name {name!r}")
+            con.register("_snapshot_frame", frame)
+            con.execute(f"CREATE TABLE {alias}.{name} AS SELECT * FROM _snapshot_frame")
+            con.unregister("_snapshot_frame")
+        con.execute(f"CREATE TABLE {alias}.snapshot_info AS SELECT current_timestamp::TIMESTAMP AS published_at")
+    finally:
+        con.execute(f"DETACH {alias}")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, snapshot)
+    return snapshot
+
+
+def open_snapshot(snapshot: Path | str) -> duckdb.DuckDBPyConnection:
+    """Open the published snapshot read-only (raises WarehouseError if none was published yet)."""
+    snapshot = Path(snapshot)
+    if not snapshot.exists():
+        raise WarehouseError(f"{snapshot}: no report snapshot yet; run 'abproxy run' (or 'make run') first")
+    con = duckdb.connect(str(snapshot), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
