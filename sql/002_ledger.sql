@@ -73,6 +73,7 @@ CREATE TABLE health (
     status      VARCHAR NOT NULL,         -- ok | warn | fail
     metric      VARCHAR,
     segment     VARCHAR,
+    variant     VARCHAR,
     value       DOUBLE,
     threshold   DOUBLE,
     detail      VARCHAR

@@ -9,11 +9,20 @@ import math
 from dataclasses import dataclass
 
 
+# Q − S²/n below this fraction of Q is rounding noise of the sums: treat as 0.
+REL_NOISE = 1e-12
+
+
 def _var(n: int, s: float, q: float) -> float:
-    """Sample variance (n-1), s² = (Q − S²/n)/(n−1), clipped at 0 (§1)."""
+    """Sample variance (n-1), s² = (Q − S²/n)/(n−1), clipped at 0 (§1).
+
+    Differences smaller than REL_NOISE·Q cannot be told apart from rounding
+    in the sums (METHODS: "Q−S²/n cancels badly") and are returned as 0.
+    """
     if n < 2:
         return math.nan
-    return max((q - s * s / n) / (n - 1), 0.0)
+    ss = q - s * s / n
+    return ss / (n - 1) if ss > REL_NOISE * abs(q) else 0.0
 
 
 @dataclass(frozen=True)

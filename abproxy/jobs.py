@@ -1,0 +1,155 @@
+"""The writing job: workspace lock, ingest → analyze → publish snapshot, recorded in `job_runs`.
+
+Every command that writes the warehouse goes through `run_job`, so there is exactly one writer:
+the workspace lock (a lock file holding the pid, guarded by flock) makes a second writer refuse.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from . import catalog
+from .analysis import AnalysisRun, analyze
+from .ingest import IngestSummary, ingest
+from .ledger import dumps
+from .warehouse import connect, publish_snapshot
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+JobKind = Literal["ingest", "analyze", "run"]
+
+
+class LockError(Exception):
+    """Another abproxy process is writing this workspace."""
+
+
+class WorkspaceLock:
+    """An exclusive, process-wide lock on a workspace. The file holds the owner's pid; a lock left
+    by a dead process is stale and taken over (flock is released by the kernel when a process dies)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = None
+
+    def acquire(self) -> "WorkspaceLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise LockError(f"workspace is busy: abproxy process {owner} holds {self.path} (a running "
+                            "'abproxy schedule' or 'serve'?); stop it first, or use the read-only commands "
+                            "(history, diff, models, report)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "WorkspaceLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    kind: str
+    status: str = "ok"
+    ingest: IngestSummary | None = None
+    runs: list[AnalysisRun] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
+    """Experiments a pass analyses: running ones, and shipped ones that keep a holdback."""
+    if only:
+        unknown = [k for k in only if k not in ws.config.experiments]
+        if unknown:
+            known = ", ".join(ws.config.experiments) or "none"
+            raise KeyError(f"unknown experiment '{unknown[0]}' (known: {known})")
+        return list(only)
+    return [k for k, e in ws.config.experiments.items()
+            if e.status == "running" or (e.status == "shipped" and e.holdback)]
+
+
+def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = None,
+            experiments: list[str] | None = None, lock: bool = True, progress: bool = False,
+            on_runs: Callable[[Workspace, list[AnalysisRun]], None] | None = None) -> JobResult:
+    """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end."""
+    keys = analysable(ws, experiments) if kind != "ingest" else []
+    guard = WorkspaceLock(ws.lock_file) if lock else None
+    if guard:
+        guard.acquire()
+    try:
+        return _run_locked(ws, kind, as_of, keys, progress, on_runs)
+    finally:
+        if guard:
+            guard.release()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
+    cfg = ws.config
+    result = JobResult(uuid.uuid4().hex[:12], kind)
+    con = connect(ws.warehouse, cfg.duckdb.memory_limit, cfg.duckdb.threads)
+    try:
+        con.execute("INSERT INTO job_runs (job_id, kind, started_at, status) VALUES (?, ?, ?, 'running')",
+                    [result.job_id, kind, _now()])
+        try:
+            if kind in ("ingest", "run"):
+                result.ingest = ingest(con, ws.inbox, progress=progress,
+                                       max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
+                result.errors += [f"{f['path']}: {f['message']}" for f in result.ingest.failures]
+            if kind in ("analyze", "run"):
+                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id)
+                result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
+            result.status = "failed" if result.errors else "ok"
+        except BaseException as exc:
+            result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            result.errors.append(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _finish(con, result)
+            publish_snapshot(con, ws.snapshot, catalog.snapshot_tables(cfg))
+        if on_runs and result.runs:
+            on_runs(ws, result.runs)
+        return result
+    finally:
+        con.close()
+
+
+def _finish(con, result: JobResult) -> None:
+    summary = result.ingest
+    con.execute("""UPDATE job_runs SET finished_at = ?, status = ?, files_loaded = ?, rows_loaded = ?,
+                   experiments_analyzed = ?, errors = ? WHERE job_id = ?""",
+                [_now(), result.status, summary.files_loaded if summary else 0,
+                 summary.rows_loaded if summary else 0, sum(r.status == "ok" for r in result.runs),
+                 dumps(result.errors), result.job_id])

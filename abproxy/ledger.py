@@ -1,0 +1,112 @@
+"""The analysis ledger: append-only run history, diffs between runs, the model leaderboard."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import AnalysisRun
+
+
+@lru_cache(maxsize=1)
+def code_version() -> tuple[str, str | None]:
+    """(package version, git commit or None)."""
+    try:
+        version = metadata.version("abproxy")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return version, commit
+
+
+def watermark(con: duckdb.DuckDBPyConnection, experiment: str, as_of: dt.datetime) -> dict[str, Any]:
+    """What data a run saw: row counts and max timestamps up to as_of, and the ingested files."""
+    exp_rows, exp_max = con.execute(
+        "SELECT count(*), max(exposed_at) FROM exposures WHERE experiment = ? AND exposed_at <= ?",
+        [experiment, as_of]).fetchone()
+    ev_rows, ev_max = con.execute("SELECT count(*), max(occurred_at) FROM events WHERE occurred_at <= ?",
+                                  [as_of]).fetchone()
+    files = [r[0] for r in con.execute(
+        "SELECT sha256 FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()]
+    paths = [r[0] for r in con.execute(
+        "SELECT path FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()]
+    return {"exposure_rows": exp_rows, "max_exposed_at": _iso(exp_max), "event_rows": ev_rows,
+            "max_occurred_at": _iso(ev_max), "files": paths, "file_hashes": files}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf → None, tuples → lists, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(_clean(value), sort_keys=True, default=str)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
+    """Append one run with its results, series and health checks, in one transaction."""
+    version, commit = code_version()
+    v = run.verdict
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            run.run_id, run.job_id, run.experiment, run.started_at, run.finished_at, run.as_of, run.status,
+            run.error, run.definition_hash, dumps(run.definitions), dumps(run.watermark), version, commit,
+            dumps(run.parameters), run.method, v.decision if v else None, v.ship_variant if v else None,
+            dumps(list(v.reasons) if v else []), run.srm.p_value if run.srm else None, dumps(run.units),
+            run.days_running])
+        if run.results:
+            rows = []
+            for r in run.results:
+                rec = _clean(r.record())
+                rows.append((run.run_id, run.experiment, rec["metric"], rec["role"], rec["variant"], rec["control"],
+                             rec["segment"], rec["segment_value"], rec["control_units"], rec["variant_units"],
+                             rec["control_mean"], rec["variant_mean"], rec["abs_effect"], rec["abs_ci"][0],
+                             rec["abs_ci"][1], rec["rel_effect"], rec["rel_ci"][0], rec["rel_ci"][1], rec["p_value"],
+                             rec["p_value_adjusted"], rec["significant"], rec["cuped_variance_reduction"], rec["mde"],
+                             rec["mde_rel"], rec["method"], rec["warning"], dumps(rec["details"])))
+            _insert(con, "results", rows)
+        if run.series:
+            _insert(con, "series", [(run.run_id, run.experiment, p.metric, p.variant, p.kind, p.day, p.control_units,
+                                     p.variant_units, *_clean([p.abs_effect, p.abs_se, p.rel_effect, *p.rel_ci]))
+                                    for p in run.series])
+        if run.health:
+            _insert(con, "health", [(run.run_id, run.experiment, c.check, c.status, c.metric, c.segment, c.variant,
+                                     *_clean([c.value, c.threshold]), c.detail) for c in run.health])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    frame = pd.DataFrame(rows, columns=columns)
+    con.register("_ledger_rows", frame)
+    try:
+        con.execute(f"INSERT INTO {table} SELECT * FROM _ledger_rows")
+    finally:
+        con.unregister("_ledger_rows")

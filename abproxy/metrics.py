@@ -1,0 +1,266 @@
+"""Metric definitions → one SQL query per experiment: per-unit values, then sufficient statistics.
+
+The query (see `experiment_sql`) has four steps, all inside DuckDB:
+  1. `exposed`: first exposure per unit; units seen in more than one variant are dropped (and counted);
+  2. `unit_values`: one scan of `events` joined to the units, each metric's post-exposure window
+     (and CUPED pre-window) aggregated with FILTER clauses; units without events count as 0;
+  3. capping at a pooled quantile or an absolute value (METHODS §6);
+  4. n, Σy, Σy², Σx, Σx², Σxy per variant with GROUPING SETS for overall, exposure day and segments.
+Every identifier from the configuration is validated and quoted; names never reach SQL unquoted.
+This module is the one place that writes metric SQL: a second engine would be a second backend here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from .config import IDENTIFIER, Config, EventSource, Experiment, Metric
+
+PRE = "pre"
+FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
+
+
+class MetricSQLError(ValueError):
+    """A metric cannot be turned into SQL; the message names the metric and the problem."""
+
+
+def quote_ident(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise MetricSQLError(f"'{name}' is not a valid column name (letters, digits, underscore)")
+    return f'"{name}"'
+
+
+def literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def timestamp_literal(value: dt.datetime) -> str:
+    return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def interval_days(days: float) -> str:
+    return f"INTERVAL {int(round(days * 86400))} SECOND"
+
+
+def predicate(where: str | None, metric: str) -> str:
+    if not where:
+        return "TRUE"
+    if FORBIDDEN_IN_PREDICATE.search(where):
+        raise MetricSQLError(f"metric '{metric}': 'where' must be one SQL condition (no ';' or comments)")
+    return f"({where})"
+
+
+@dataclass(frozen=True)
+class MetricColumns:
+    """Where a metric's per-unit numbers live in the unit table: y (outcome or ratio numerator)
+    and x (ratio denominator or CUPED covariate), or no x."""
+
+    key: str
+    alias: str
+    metric: Metric
+
+    @property
+    def y(self) -> str:
+        return f"{self.alias}_y"
+
+    @property
+    def x(self) -> str | None:
+        if self.metric.type == "ratio" or self.metric.cuped_days:
+            return f"{self.alias}_x"
+        return None
+
+
+def _aggregate(source: EventSource, window: str, metric: str, as_bool: bool) -> str:
+    column = f"e.{quote_ident(source.column)}"
+    cond = f"e.event = {literal(source.event)} AND {window} AND {predicate(source.where, metric)}"
+    expr = {
+        "sum": f"sum({column}) FILTER (WHERE {cond})",
+        "count": f"count(*) FILTER (WHERE {cond})",
+        "count_distinct_days": f"count(DISTINCT CAST(e.occurred_at AS DATE)) FILTER (WHERE {cond})",
+        "max": f"max({column}) FILTER (WHERE {cond})",
+        "min": f"min({column}) FILTER (WHERE {cond})",
+        "avg": f"avg({column}) FILTER (WHERE {cond})",
+        "exists": f"CAST(count(*) FILTER (WHERE {cond}) > 0 AS DOUBLE)",
+    }[source.aggregate]
+    if as_bool and source.aggregate != "exists":
+        expr = f"CAST(coalesce({expr}, 0) > 0 AS DOUBLE)"
+    return f"CAST({expr} AS DOUBLE)"
+
+
+def _post_window(days: float) -> str:
+    return f"e.occurred_at >= u.exposed_at AND e.occurred_at < u.exposed_at + {interval_days(days)}"
+
+
+def _pre_window(days: float) -> str:
+    return f"e.occurred_at < u.exposed_at AND e.occurred_at >= u.exposed_at - {interval_days(days)}"
+
+
+def _event_columns(col: MetricColumns) -> list[tuple[str, str]]:
+    """(alias, aggregate expression over the joined events) for an event-based metric."""
+    m = col.metric
+    if m.type == "ratio":
+        return [(col.y, _aggregate(m.numerator, _post_window(m.window_days), col.key, False)),
+                (col.x, _aggregate(m.denominator, _post_window(m.window_days), col.key, False))]
+    source = m.source()
+    out = [(col.y, _aggregate(source, _post_window(m.window_days), col.key, m.type == "proportion"))]
+    if m.cuped_days:
+        out.append((col.x, _aggregate(source, _pre_window(m.cuped_days), col.key, m.type == "proportion")))
+    return out
+
+
+def _sources(metric: Metric) -> list[EventSource]:
+    if metric.sql is not None:
+        return []
+    return [metric.numerator, metric.denominator] if metric.type == "ratio" else [metric.source()]
+
+
+def _raw_sql(col: MetricColumns, experiment: str, as_of: dt.datetime) -> str:
+    sql = col.metric.sql.strip().rstrip(";")
+    if ";" in sql:
+        raise MetricSQLError(f"metric '{col.key}': 'sql' must be a single SELECT statement")
+    sql = sql.replace("{as_of}", timestamp_literal(as_of)).replace("{experiment}", literal(experiment))
+    return sql
+
+
+@dataclass(frozen=True)
+class ExperimentQuery:
+    sql: str
+    columns: tuple[MetricColumns, ...]
+    segments: tuple[str, ...]
+
+
+def metric_columns(config: Config, experiment: Experiment) -> tuple[MetricColumns, ...]:
+    return tuple(MetricColumns(key, f"m{i}", config.metrics[key]) for i, key in enumerate(experiment.roles()))
+
+
+def experiment_sql(config: Config, key: str, as_of: dt.datetime,
+                   exposure_columns: set[str] | None = None, event_columns: set[str] | None = None,
+                   keys: list[str] | None = None) -> ExperimentQuery:
+    """Build the single query returning per-variant sufficient statistics for one experiment.
+
+    Rows: one per grouping set — `dim` is 'overall', 'day' or a segment name, `dim_value` its value.
+    Columns: variant, dim, dim_value, n, then for each metric alias a: a_y_sum, a_y_sq
+    (and a_x_sum, a_x_sq, a_xy for ratio/CUPED metrics); plus `excluded_multi` in the overall rows.
+    """
+    exp = config.experiments[key]
+    columns = metric_columns(config, exp)
+    if keys is not None:
+        columns = tuple(c for c in columns if c.key in keys)
+    segments = tuple(exp.segments)
+    _check_columns(columns, segments, exposure_columns, event_columns)
+    as_of_sql = timestamp_literal(as_of)
+    seg_select = "".join(f", arg_min({quote_ident(s)}, exposed_at) AS seg_{i}" for i, s in enumerate(segments))
+    seg_cols = "".join(f", seg_{i}" for i in range(len(segments)))
+    variants = ", ".join(literal(v) for v in exp.variants)
+
+    event_metrics = [c for c in columns if c.metric.sql is None]
+    raw_metrics = [c for c in columns if c.metric.sql is not None]
+    parts = [f"""exposed AS (
+    SELECT unit_id, min(exposed_at) AS exposed_at, count(DISTINCT variant) AS n_variants,
+           arg_min(variant, exposed_at) AS variant{seg_select}
+    FROM exposures
+    WHERE experiment = {literal(key)} AND exposed_at <= {as_of_sql}
+    GROUP BY unit_id
+)""", f"""units AS (
+    SELECT unit_id, exposed_at, variant, CAST(exposed_at AS DATE) AS exposure_day{seg_cols}
+    FROM exposed WHERE n_variants = 1 AND variant IN ({variants})
+)"""]
+    if event_metrics:
+        aggs = [f"{expr} AS {alias}" for c in event_metrics for alias, expr in _event_columns(c)]
+        sources = [s for c in event_metrics for s in _sources(c.metric)]
+        names = ", ".join(sorted({literal(s.event) for s in sources}))
+        post = max(c.metric.window_days for c in event_metrics)
+        pre = max([c.metric.cuped_days or 0 for c in event_metrics])
+        lower = f"u.exposed_at - {interval_days(pre)}" if pre else "u.exposed_at"
+        parts.append(f"""unit_events AS (
+    SELECT u.unit_id,
+           {(',' + chr(10) + '           ').join(aggs)}
+    FROM units u JOIN events e ON e.unit_id = u.unit_id
+    WHERE e.event IN ({names}) AND e.occurred_at <= {as_of_sql}
+      AND e.occurred_at >= {lower} AND e.occurred_at < u.exposed_at + {interval_days(post)}
+    GROUP BY u.unit_id
+)""")
+    value_cols, joins = [], []
+    if event_metrics:
+        joins.append("LEFT JOIN unit_events ue ON ue.unit_id = u.unit_id")
+        for c in event_metrics:
+            value_cols += [f"coalesce(ue.{a}, 0) AS {a}" for a, _ in _event_columns(c)]
+    for c in raw_metrics:
+        joins.append(f"LEFT JOIN ({_raw_sql(c, key, as_of)}) {c.alias} ON CAST({c.alias}.unit_id AS VARCHAR) = u.unit_id")
+        value_cols.append(f"coalesce(CAST({c.alias}.value AS DOUBLE), 0) AS {c.y}")
+        if c.x:
+            value_cols.append(f"coalesce(CAST({c.alias}.denominator AS DOUBLE), 0) AS {c.x}")
+    parts.append(f"""unit_values AS (
+    SELECT u.unit_id, u.variant, u.exposure_day{''.join(f', u.seg_{i}' for i in range(len(segments)))},
+           {', '.join(value_cols)}
+    FROM units u {' '.join(joins)}
+)""")
+    parts.append(_capped(columns))
+    parts.append(f"""multi AS (SELECT count(*) AS excluded_multi FROM exposed WHERE n_variants > 1)""")
+    sums = []
+    for c in columns:
+        sums += [f"sum({c.y}) AS {c.y}_sum", f"sum({c.y} * {c.y}) AS {c.y}_sq"]
+        if c.x:
+            sums += [f"sum({c.x}) AS {c.x}_sum", f"sum({c.x} * {c.x}) AS {c.x}_sq", f"sum({c.y} * {c.x}) AS {c.alias}_xy"]
+    sets = ["(variant)", "(variant, exposure_day)"] + [f"(variant, seg_{i})" for i in range(len(segments))]
+    dim_case = " ".join(f"WHEN GROUPING(seg_{i}) = 0 THEN {literal(s)}" for i, s in enumerate(segments))
+    val_case = " ".join(f"WHEN GROUPING(seg_{i}) = 0 THEN CAST(seg_{i} AS VARCHAR)" for i in range(len(segments)))
+    select = f"""SELECT variant,
+       CASE WHEN GROUPING(exposure_day) = 0 THEN 'day' {dim_case} ELSE 'overall' END AS dim,
+       CASE WHEN GROUPING(exposure_day) = 0 THEN CAST(exposure_day AS VARCHAR) {val_case} ELSE '' END AS dim_value,
+       count(*) AS n,
+       {(',' + chr(10) + '       ').join(sums)},
+       any_value((SELECT excluded_multi FROM multi)) AS excluded_multi
+FROM capped
+GROUP BY GROUPING SETS ({', '.join(sets)})"""
+    sql = "WITH " + ",\n".join(parts) + "\n" + select
+    return ExperimentQuery(sql, columns, segments)
+
+
+def _capped(columns: tuple[MetricColumns, ...]) -> str:
+    """Winsorize capped metrics: min(x, c), c a pooled quantile of the unit values (METHODS §6)."""
+    caps, replace = [], []
+    for c in columns:
+        cap = c.metric.capping
+        if cap is None:
+            continue
+        targets = [c.y] + ([c.x] if c.metric.cuped_days else [])
+        for col in targets:
+            if cap.value is not None:
+                bound = repr(float(cap.value))
+            else:
+                nonzero = f" FILTER (WHERE {col} <> 0)" if cap.ignore_zeros else ""
+                caps.append(f"quantile_cont({col}, {cap.quantile!r}){nonzero} AS cap_{col}")
+                bound = f"coalesce(cap_{col}, {col})"
+            replace.append(f"least({col}, {bound}) AS {col}")
+    if not replace:
+        return "capped AS (SELECT * FROM unit_values)"
+    cap_from = f", (SELECT {', '.join(caps)} FROM unit_values) caps" if caps else ""
+    return f"capped AS (SELECT unit_values.* REPLACE ({', '.join(replace)}) FROM unit_values{cap_from})"
+
+
+def _check_columns(columns, segments, exposure_columns, event_columns) -> None:
+    for s in segments:
+        quote_ident(s)
+        if exposure_columns is not None and s not in exposure_columns:
+            raise MetricSQLError(f"segment '{s}' is not a column of the exposures (known attributes: "
+                                 f"{', '.join(sorted(exposure_columns - CORE_EXPOSURE)) or 'none'})")
+    for c in columns:
+        for source in _sources(c.metric):
+            quote_ident(source.column)
+            if event_columns is not None and source.column not in event_columns:
+                raise MetricSQLError(f"metric '{c.key}': column '{source.column}' is not in the events table")
+
+
+CORE_EXPOSURE = {"unit_id", "experiment", "variant", "exposed_at", "file_id", "loaded_at"}
+
+
+def metric_sql(config: Config, metric: str, experiment: str | None = None) -> str:
+    """The generated query for one metric (for the metrics catalog), on an experiment using it."""
+    users = [k for k, e in config.experiments.items() if metric in e.roles()]
+    key = experiment or (users[0] if users else None)
+    if key is None:
+        return "-- not used by any experiment yet"
+    return experiment_sql(config, key, dt.datetime(2000, 1, 1), keys=[metric]).sql.replace(
+        "TIMESTAMP '2000-01-01 00:00:00.000000'", "{as_of}")

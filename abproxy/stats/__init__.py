@@ -1,0 +1,22 @@
+"""Pure statistics for abproxy: sufficient statistics in, effects out (see METHODS.md)."""
+from abproxy.stats.effects import (
+    Effect,
+    cuped_effect,
+    mean_effect,
+    proportion_effect,
+    ratio_effect,
+    sequential,
+)
+from abproxy.stats.heterogeneity import Heterogeneity, cochran_q
+from abproxy.stats.multiple import adjust_pvalues
+from abproxy.stats.power import Power, days_needed, power_analysis
+from abproxy.stats.srm import SRMResult, srm_test
+from abproxy.stats.sufficient import JointMoments, Moments
+from abproxy.stats.trend import Trend, effect_trend
+
+__all__ = [
+    "Effect", "Heterogeneity", "JointMoments", "Moments", "Power", "SRMResult", "Trend",
+    "adjust_pvalues", "cochran_q", "cuped_effect", "days_needed", "effect_trend",
+    "mean_effect", "power_analysis", "proportion_effect", "ratio_effect", "sequential",
+    "srm_test",
+]

@@ -1,0 +1,248 @@
+"""Pure decision rules: statistics + health → a rollout decision with plain-language reasons.
+
+Order of precedence (first that applies wins):
+  INVALID              a health check failed: the numbers cannot be trusted.
+  SHIP                 some treatment has a primary metric significantly better, no primary worse, no
+                       guardrail harmed beyond its margin, no harmed segment (policy 'block'), and
+                       min_days / min_units_per_variant reached. The best such treatment is named.
+  ROLLBACK             a treatment's primary metric is significantly worse, or a guardrail is
+                       significantly worse beyond its margin, or (policy 'block') a segment is harmed.
+  KEEP_RUNNING         not enough data yet (days, units, or power for the target effect).
+  NO_DETECTABLE_EFFECT planned sample reached and nothing significant: effects beyond the CI are ruled out.
+This module imports nothing from the project and does no I/O.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+Decision = Literal["SHIP", "ROLLBACK", "KEEP_RUNNING", "NO_DETECTABLE_EFFECT", "INVALID"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One metric × treatment comparison, as the verdict needs it."""
+
+    metric: str
+    label: str
+    role: str                      # primary | guardrail | secondary
+    variant: str
+    abs_effect: float
+    abs_ci: tuple[float, float]
+    rel_effect: float
+    rel_ci: tuple[float, float]
+    significant: bool              # after multiple-testing adjustment
+    higher_is_better: bool = True
+    margin: float = 0.0            # guardrails: tolerated harm (relative fraction or absolute units)
+    margin_relative: bool = True
+    proportion: bool = False       # absolute effects print as percentage points
+    extra_units_needed: float | None = None   # per variant, to reach the target MDE (power)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A health check result that matters to the decision."""
+
+    check: str
+    status: str                    # ok | warn | fail
+    detail: str
+    segment: str | None = None
+    metric: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    alpha: float = 0.05
+    min_days: float = 7
+    min_units_per_variant: int = 1000
+    max_days: float | None = None
+    segment_harm: str = "warn"     # block | warn
+    units_per_day: float | None = None   # per variant, to turn units into days
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    ship_variant: str | None
+    reasons: tuple[str, ...]
+    per_variant: dict[str, str] = field(default_factory=dict)
+
+
+def pct(x: float, signed: bool = True) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def _effect_text(o: Outcome, level: float) -> str:
+    if math.isfinite(o.rel_effect):
+        return f"{o.label} {pct(o.rel_effect)} ({level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+    return f"{o.label} {o.abs_effect:+.4g} ({level:.0%} CI {o.abs_ci[0]:+.4g} to {o.abs_ci[1]:+.4g})"
+
+
+def _bad_side(o: Outcome) -> tuple[float, float]:
+    """(point, CI bound nearest to zero) of the effect in the 'harm' direction, positive = worse."""
+    sign = -1 if o.higher_is_better else 1
+    effect, ci = (o.rel_effect, o.rel_ci) if o.margin_relative and math.isfinite(o.rel_effect) else (o.abs_effect, o.abs_ci)
+    lo, hi = sorted((sign * ci[0], sign * ci[1]))
+    return sign * effect, lo if lo > 0 else (hi if hi < 0 else 0.0)
+
+
+def better(o: Outcome) -> bool:
+    return o.significant and (o.abs_effect > 0) == o.higher_is_better and o.abs_effect != 0
+
+
+def worse(o: Outcome) -> bool:
+    return o.significant and (o.abs_effect < 0) == o.higher_is_better and o.abs_effect != 0
+
+
+def guardrail_harmed(o: Outcome) -> bool:
+    """Significantly worse and the whole CI lies beyond the tolerated margin."""
+    sign = -1 if o.higher_is_better else 1
+    ci = o.rel_ci if o.margin_relative and math.isfinite(o.rel_effect) else o.abs_ci
+    return worse(o) and min(sign * ci[0], sign * ci[1]) > o.margin
+
+
+def _margin_text(o: Outcome) -> str:
+    if o.margin_relative:
+        return f"{o.margin * 100:g}%"
+    return f"{o.margin * 100:g} pt" if o.proportion else f"{o.margin:g}"
+
+
+def _guardrail_reason(o: Outcome, level: float) -> str:
+    if guardrail_harmed(o):
+        return f"{_effect_text(o, level)}: guardrail harmed beyond its {_margin_text(o)} margin"
+    if worse(o):
+        return f"{_effect_text(o, level)}: significantly worse, but within its {_margin_text(o)} margin"
+    return f"{o.label} unchanged within its {_margin_text(o)} margin ({pct(o.rel_effect)}, {level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+
+
+def _arm_status(arm: list[Outcome], harmed_segments: list[Flag], policy: Policy) -> str:
+    primary = [o for o in arm if o.role == "primary"]
+    guard = [o for o in arm if o.role == "guardrail"]
+    blocked = policy.segment_harm == "block" and harmed_segments
+    if any(worse(o) for o in primary) or any(guardrail_harmed(o) for o in guard) or blocked:
+        return "ROLLBACK"
+    if any(better(o) for o in primary):
+        return "SHIP"
+    return "NONE"
+
+
+def _progress(days: float, units: dict[str, int], policy: Policy) -> tuple[bool, str]:
+    fewest = min(units.values()) if units else 0
+    enough = days >= policy.min_days and fewest >= policy.min_units_per_variant
+    text = (f"ran {days:.1f} days (minimum {policy.min_days:g}); {fewest:,} units in the smallest arm "
+            f"(minimum {policy.min_units_per_variant:,})")
+    return enough, text
+
+
+def _more_needed(primary: list[Outcome], days: float, units: dict[str, int], policy: Policy) -> str:
+    fewest = min(units.values()) if units else 0
+    parts = []
+    if days < policy.min_days:
+        parts.append(f"{policy.min_days - days:.0f} more day(s) to reach the {policy.min_days:.0f}-day minimum")
+    if fewest < policy.min_units_per_variant:
+        parts.append(f"{policy.min_units_per_variant - fewest:,} more units in the smallest arm")
+    extra = max((o.extra_units_needed or 0) for o in primary) if primary else 0
+    if extra > 0:
+        text = f"about {math.ceil(extra):,} more units per variant for the power to detect the target effect"
+        if policy.units_per_day:
+            text += f" (~{math.ceil(extra / policy.units_per_day)} more day(s) at the current rate)"
+        parts.append(text)
+    return "Needs " + "; ".join(parts) if parts else "Needs more data"
+
+
+def _planned_reached(primary: list[Outcome], days: float, units: dict[str, int], policy: Policy) -> bool:
+    enough, _ = _progress(days, units, policy)
+    if policy.max_days is not None and days >= policy.max_days:
+        return True
+    powered = all((o.extra_units_needed or 0) <= 0 for o in primary)
+    return enough and powered
+
+
+def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, units: dict[str, int],
+           policy: Policy, control: str) -> Verdict:
+    """The verdict for one experiment. `units` maps every variant (control included) to its units."""
+    level = 1 - policy.alpha
+    failed = [f for f in flags if f.status == "fail"]
+    if failed:
+        reasons = ["The numbers cannot be trusted: " + "; ".join(f.detail for f in failed)]
+        reasons += [f"Warning: {f.detail}" for f in flags if f.status == "warn"]
+        return Verdict("INVALID", None, tuple(reasons))
+
+    arms = sorted({o.variant for o in outcomes})
+    harmed = {v: [f for f in flags if f.check == "segment_harm" and f.status == "warn" and f.variant in (v, None)] for v in arms}
+    status = {v: _arm_status([o for o in outcomes if o.variant == v], harmed[v], policy) for v in arms}
+    enough, progress = _progress(days_running, units, policy)
+    multi = len(arms) > 1
+
+    def arm_reasons(v: str) -> list[str]:
+        arm = [o for o in outcomes if o.variant == v]
+        prefix = f"{v}: " if multi else ""
+        lines = []
+        for o in (o for o in arm if o.role == "primary"):
+            word = "significantly better" if better(o) else "significantly worse" if worse(o) else "not significant"
+            lines.append(f"{prefix}{_effect_text(o, level)}, {word}")
+        lines += [prefix + _guardrail_reason(o, level) for o in arm if o.role == "guardrail"]
+        lines += [f"{prefix}Segment harmed: {f.detail}" for f in harmed[v]]
+        return lines
+
+    primary_all = [o for o in outcomes if o.role == "primary"]
+    shippable = [v for v in arms if status[v] == "SHIP"]
+    if shippable and enough:
+        best = max(shippable, key=lambda v: min((o.rel_effect if o.higher_is_better else -o.rel_effect)
+                                                for o in primary_all if o.variant == v))
+        reasons = [f"Ship {best}: the primary metric improved and no guardrail was harmed"]
+        reasons += arm_reasons(best)
+        reasons += [f"Not shipped: {v} ({status[v].lower().replace('none', 'no significant improvement')})"
+                    for v in arms if v != best]
+        reasons.append(progress.capitalize())
+        reasons += _warnings(flags)
+        return Verdict("SHIP", best, tuple(reasons), status)
+
+    if any(s == "ROLLBACK" for s in status.values()):
+        bad = [v for v in arms if status[v] == "ROLLBACK"]
+        cause = ("a primary metric or guardrail got significantly worse" if any(_arm_harm(outcomes, v) for v in bad)
+                 else "a segment is significantly harmed (policy: block)")
+        reasons = [f"Roll back {', '.join(bad)}: {cause}"]
+        for v in bad:
+            reasons += arm_reasons(v)
+        reasons.append(progress.capitalize())
+        reasons += _warnings(flags)
+        return Verdict("ROLLBACK", None, tuple(reasons), status)
+
+    if shippable:  # significant, but minimum duration or sample not reached
+        reasons = ["Promising but too early to ship: " + _more_needed(primary_all, days_running, units, policy)]
+        for v in shippable:
+            reasons += arm_reasons(v)
+        reasons.append(progress.capitalize())
+        reasons += _warnings(flags)
+        return Verdict("KEEP_RUNNING", None, tuple(reasons), status)
+
+    if _planned_reached(primary_all, days_running, units, policy):
+        ruled = [f"{o.label}{' (' + o.variant + ')' if multi else ''}: effects outside {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])} ruled out"
+                 for o in primary_all]
+        reasons = ["No detectable effect on the primary metric with the planned sample"] + ruled
+        for v in arms:
+            reasons += [r for r in arm_reasons(v) if "unchanged" in r or "margin" in r]
+        reasons.append(progress.capitalize())
+        reasons += _warnings(flags)
+        return Verdict("NO_DETECTABLE_EFFECT", None, tuple(reasons), status)
+
+    reasons = ["Keep running: " + _more_needed(primary_all, days_running, units, policy)]
+    for v in arms:
+        reasons += arm_reasons(v)
+    reasons.append(progress.capitalize())
+    reasons += _warnings(flags)
+    return Verdict("KEEP_RUNNING", None, tuple(reasons), status)
+
+
+def _arm_harm(outcomes: list[Outcome], v: str) -> bool:
+    arm = [o for o in outcomes if o.variant == v]
+    return any(worse(o) for o in arm if o.role == "primary") or any(guardrail_harmed(o) for o in arm if o.role == "guardrail")
+
+
+def _warnings(flags: list[Flag]) -> list[str]:
+    return [f"Warning: {f.detail}" for f in flags if f.status == "warn" and f.check != "segment_harm"]
