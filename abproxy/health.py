@@ -1,22 +1,35 @@
-"""Health checks: fragility (data quality), bias (segments) and drift (effect over time).
+"""Health checks: fragility (data quality, decision robustness), bias (segments), drift (effect over time).
 
 Each check returns `Check(status ok|warn|fail, numbers, plain explanation)`. A `fail` makes the
 verdict INVALID; a `warn` is shown (and `segment_harm` blocks SHIP when the policy says so).
+Data-quality checks live in `quality.py`; this module holds the checks on the statistics.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
+from scipy.stats import ks_2samp, norm
 
-from .config import Config
-from .stats import cochran_q
+from .config import Capping, Config, Cuped, Experiment, Metric
+from .metrics import experiment_sql, literal
+from .stats import adjust_pvalues, cochran_q, effect_trend
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import AnalysisRun
+
+log = logging.getLogger(__name__)
+MIN_TREND_DAYS = 5           # daily cohorts needed for the novelty trend
+KS_P = 0.001                 # distribution drift threshold (like SRM: rerun every hour, false alarms cost)
+KS_SAMPLE = 20_000           # units per variant and window drawn (by hash of unit_id) for the KS test
+KS_MIN_UNITS = 100
+STABILITY_RUNS = 5           # the current verdict and the 4 runs before it
+ACTIONABLE = {"SHIP", "ROLLBACK"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,12 @@ class Check:
     def record(self) -> dict[str, Any]:
         return asdict(self)
 
+
+def _pct(x: float | None) -> str:
+    return f"{x * 100:+.1f}%" if x is not None and math.isfinite(x) else "n/a"
+
+
+# ------------------------------------------------------------------ assignment
 
 def srm_check(run: "AnalysisRun") -> Check:
     srm = run.srm
@@ -52,57 +71,325 @@ def multi_exposure_check(run: "AnalysisRun", warn_share: float = 0.01, fail_shar
     share = run.excluded_multi / total if total else 0.0
     status = "fail" if share > fail_share else "warn" if share > warn_share else "ok"
     detail = (f"{run.excluded_multi:,} units ({share:.1%}) were exposed to more than one variant and are excluded"
-              + ("; the assignment is leaking between arms" if status != "ok" else ""))
+              + (f"; the assignment is leaking between arms (warn above {warn_share:.0%}, fail above "
+                 f"{fail_share:.0%}) — make the assignment sticky per unit" if status != "ok" else ""))
     return Check("multiple_exposures", status, detail, value=share, threshold=warn_share)
 
 
+# ------------------------------------------------------------------ bias: segments
+
 def segment_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
-    """Bias: a segment significantly harmed while the overall effect is not harmful, and Cochran's Q
-    heterogeneity across the values of each segment dimension (METHODS §11)."""
+    """Bias: a segment significantly harmed (BH within its dimension, from analysis) while the overall
+    effect is not harmful; and Cochran's Q heterogeneity across the values of each dimension
+    (METHODS §11), Holm-adjusted over dimensions × metrics × variants so a clean test rarely warns."""
     exp = config.experiments[key]
     overall = {(r.metric, r.variant): r for r in run.results if r.segment == ""}
-    checks = []
     segs = [r for r in run.results if r.segment != ""]
+    checks = []
     for r in segs:
-        metric = config.metrics[r.metric]
+        hib = config.metrics[r.metric].higher_is_better
         o = overall.get((r.metric, r.variant))
-        harmful = r.significant and (r.effect.abs_effect < 0) == metric.higher_is_better
-        overall_harmful = o is not None and o.significant and (o.effect.abs_effect < 0) == metric.higher_is_better
+        harmful = r.significant and (r.effect.abs_effect < 0) == hib
+        overall_harmful = o is not None and o.significant and (o.effect.abs_effect < 0) == hib
         if harmful and not overall_harmful:
             checks.append(Check("segment_harm", "warn",
                                 f"{r.segment}={r.segment_value}: {r.metric} {_pct(r.effect.rel_effect)} "
                                 f"(95% CI {_pct(r.effect.rel_ci[0])} to {_pct(r.effect.rel_ci[1])}, adjusted p = "
                                 f"{r.p_value_adjusted:.2g}) for {r.variant} while the overall effect is "
-                                f"{_pct(o.effect.rel_effect) if o else 'n/a'}",
+                                f"{_pct(o.effect.rel_effect) if o else 'n/a'}; review the model for this segment "
+                                "before rolling out to it",
                                 metric=r.metric, segment=f"{r.segment}={r.segment_value}", variant=r.variant,
                                 value=r.effect.rel_effect, threshold=0.0))
+    if segs and not checks:
+        checks.append(Check("segment_harm", "ok", f"No segment significantly harmed ({len(segs)} segment × metric "
+                                                  "× variant comparisons, BH within each dimension)"))
+    tests = []
     for dim in exp.segments:
         for (metric, variant) in overall:
             rows = [r for r in segs if r.segment == dim and r.metric == metric and r.variant == variant
                     and math.isfinite(r.effect.abs_se) and r.effect.abs_se > 0]
-            if len(rows) < 2:
-                continue
-            het = cochran_q([r.effect.abs_effect for r in rows], [r.effect.abs_se ** 2 for r in rows])
-            status = "warn" if het.p_value < exp.decision.alpha else "ok"
-            checks.append(Check("segment_heterogeneity", status,
-                                f"{metric} effect across {dim} ({len(rows)} groups): Cochran's Q = {het.q:.2f}, "
-                                f"p = {het.p_value:.3g}, I² = {het.i2:.0%}"
-                                + ("; the effect differs between segments" if status == "warn" else ""),
-                                metric=metric, segment=dim, variant=variant, value=het.p_value,
-                                threshold=exp.decision.alpha))
+            if len(rows) >= 2:
+                het = cochran_q([r.effect.abs_effect for r in rows], [r.effect.abs_se ** 2 for r in rows])
+                if math.isfinite(het.p_value):
+                    tests.append((dim, metric, variant, len(rows), het))
+    alpha = exp.decision.alpha
+    adjusted = adjust_pvalues([t[4].p_value for t in tests], "holm", alpha)
+    for (dim, metric, variant, k, het), p in zip(tests, adjusted):
+        status = "warn" if p < alpha else "ok"
+        checks.append(Check("segment_heterogeneity", status,
+                            f"{metric} effect across {dim} ({k} groups) for {variant}: Cochran's Q = {het.q:.2f}, "
+                            f"p = {het.p_value:.3g} (Holm-adjusted {p:.3g}), I² = {het.i2:.0%}"
+                            + ("; the effect differs between segments — look at the segment table before "
+                               "generalising the overall effect" if status == "warn" else ""),
+                            metric=metric, segment=dim, variant=variant, value=p, threshold=alpha))
     return checks
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%" if x is not None and math.isfinite(x) else "n/a"
+# ------------------------------------------------------------------ drift: effect over time
 
+def _daily(run: "AnalysisRun", metric: str, variant: str, z: float) -> tuple[np.ndarray, ...]:
+    """(day index, day, relative effect, its SE) of the daily exposure cohorts with finite numbers."""
+    pts = sorted((p for p in run.series if p.kind == "daily" and p.metric == metric and p.variant == variant),
+                 key=lambda p: p.day)
+    se = np.array([(p.rel_ci[1] - p.rel_ci[0]) / (2 * z) for p in pts], dtype=float)
+    rel = np.array([p.rel_effect for p in pts], dtype=float)
+    keep = np.isfinite(se) & np.isfinite(rel) & (se > 0)
+    days = np.array([p.day for p in pts], dtype=object)[keep]
+    index = np.array([(d - days[0]).days for d in days], dtype=float) if len(days) else np.array([])
+    return index, days, rel[keep], se[keep]
+
+
+def novelty_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
+    """Novelty/primacy: WLS trend of the daily cohorts' relative effect of each primary metric; warn when
+    it falls significantly and the fitted effect on the last day is below (1 − decay_fraction) × the
+    fitted effect on the first day."""
+    exp = config.experiments[key]
+    alpha, decay = exp.decision.alpha, exp.drift.decay_fraction
+    z = float(norm.ppf(1 - alpha / 2))
+    out = []
+    for metric in exp.primary:
+        sign = 1 if config.metrics[metric].higher_is_better else -1
+        for variant in exp.treatments:
+            x, days, y, se = _daily(run, metric, variant, z)
+            if len(x) < MIN_TREND_DAYS:
+                continue
+            tr = effect_trend(x, y, se ** 2)
+            if tr.warning:
+                continue
+            w = 1 / se ** 2
+            intercept = float(np.sum(w * y) / np.sum(w) - tr.slope * np.sum(w * x) / np.sum(w))
+            early, late = intercept + tr.slope * x[0], intercept + tr.slope * x[-1]
+            fading = (sign * tr.slope < 0 and tr.p_value < alpha and sign * early > 0
+                      and sign * late < (1 - decay) * sign * early)
+            trend = (f"trend {tr.slope * 100:+.2f} pt per day over {len(x)} daily cohorts "
+                     f"{days[0]}..{days[-1]}, p = {tr.p_value:.2g}")
+            detail = (f"{metric} ({variant}): the lift is fading: {_pct(early)} in the first days, {_pct(late)} "
+                      f"lately ({trend}); the long-run effect is likely smaller than the average — keep running "
+                      "or keep a holdback before relying on it" if fading else
+                      f"{metric} ({variant}): no fading effect ({_pct(early)} first, {_pct(late)} lately; {trend})")
+            out.append(Check("novelty", "warn" if fading else "ok", detail, metric=metric, variant=variant,
+                             value=tr.slope, threshold=decay))
+    return out
+
+
+def _launch(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime):
+    """The ledger run that estimated the launch effect: the last run at or before `launched_at`
+    (end of that day), else the first SHIP run. Returns (run_id, as_of, {(metric, variant): rel})."""
+    frame = con.execute(f"""
+        SELECT r.run_id, r.as_of, r.started_at, r.decision, x.metric, x.variant, x.rel_effect
+        FROM runs r JOIN results x ON x.run_id = r.run_id
+        WHERE r.experiment = ? AND r.status = 'ok' AND r.as_of <= ? AND x.segment = ''
+          AND x.metric IN ({', '.join(literal(m) for m in exp.primary)})
+        ORDER BY r.as_of, r.started_at""", [key, as_of]).df()
+    if frame.empty:
+        return None
+    if exp.launched_at is not None:
+        before = frame[frame["as_of"] < dt.datetime.combine(exp.launched_at, dt.time()) + dt.timedelta(days=1)]
+        run_id = before["run_id"].iloc[-1] if len(before) else None
+    else:
+        run_id = None
+    if run_id is None:
+        ships = frame[frame["decision"] == "SHIP"]
+        if ships.empty:
+            return None
+        run_id = ships["run_id"].iloc[0]
+    rows = frame[frame["run_id"] == run_id]
+    effects = {(m, v): float(e) for m, v, e in zip(rows["metric"], rows["variant"], rows["rel_effect"])}
+    return run_id, rows["as_of"].iloc[0].to_pydatetime(), effects
+
+
+def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                    run: "AnalysisRun") -> list[Check]:
+    """A shipped experiment that keeps a holdback: the effect of the recent exposure cohorts against the
+    launch estimate in the ledger, and the per-unit distribution of the primary metric (KS test)."""
+    exp = config.experiments[key]
+    if exp.status != "shipped" or not exp.holdback:
+        return []
+    launch = _launch(con, exp, key, as_of)
+    if launch is None:
+        return [Check("launch_decay", "ok", "No launch estimate in the ledger yet (no run before launched_at and "
+                                            "no SHIP run); the effect will be compared once one exists")]
+    run_id, launch_as_of, effects = launch
+    alpha, decay, recent = exp.decision.alpha, exp.drift.decay_fraction, exp.drift.recent_days
+    z = float(norm.ppf(1 - alpha / 2))
+    out = []
+    for metric in exp.primary:
+        sign = 1 if config.metrics[metric].higher_is_better else -1
+        for variant in exp.treatments:
+            x, days, y, se = _daily(run, metric, variant, z)
+            then = effects.get((metric, variant))
+            if not len(x) or then is None or not math.isfinite(then):
+                continue
+            keep = x > x[-1] - recent
+            w = 1 / se[keep] ** 2
+            now, now_se = float(np.sum(w * y[keep]) / np.sum(w)), float(1 / math.sqrt(np.sum(w)))
+            decayed = (sign * then > 0 and sign * now < (1 - decay) * sign * then
+                       and sign * now + z * now_se < sign * then)
+            text = (f"{metric} ({variant}): units exposed {days[keep][0]}..{days[-1]} show {_pct(now)} (95% CI "
+                    f"{_pct(now - z * now_se)} to {_pct(now + z * now_se)}) against {_pct(then)} at launch "
+                    f"(run {run_id} as of {launch_as_of:%Y-%m-%d})")
+            out.append(Check("launch_decay", "warn" if decayed else "ok",
+                             text + (f"; the effect decayed by more than {decay:.0%} since launch — re-evaluate the "
+                                     "model (drift?) before removing the holdback" if decayed else ""),
+                             metric=metric, variant=variant, value=now, threshold=(1 - decay) * then))
+    launched = dt.datetime.combine(exp.launched_at, dt.time()) if exp.launched_at else launch_as_of
+    return out + distribution_drift(con, config, key, as_of, launched)
+
+
+def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                       launched: dt.datetime) -> list[Check]:
+    """Two-sample KS test of the primary metric's per-unit values: the last `recent_days` of exposure
+    cohorts with a complete window vs the `recent_days` before launch, per variant (bounded sample)."""
+    exp = config.experiments[key]
+    metric, recent = exp.primary[0], exp.drift.recent_days
+    window = math.ceil(config.metrics[metric].window_days)
+    hi = (as_of - dt.timedelta(days=window)).date()          # cohorts before hi have a complete window
+    lo, base_lo, base_hi = hi - dt.timedelta(days=recent), launched.date() - dt.timedelta(days=recent), launched.date()
+    if lo < base_hi:
+        return [Check("distribution_drift", "ok", f"{metric}: not yet {recent} days of post-launch cohorts with a "
+                                                  f"complete {window}-day window; compared later", metric=metric)]
+    query = experiment_sql(config, key, as_of, keys=[metric])
+    cut = query.sql.rfind("\nSELECT variant,")
+    y = query.columns[0].y
+    frame = con.execute(f"""{query.sql[:cut]},
+        win AS (SELECT variant, unit_id, {y} AS y,
+                       CASE WHEN exposure_day >= DATE '{base_lo}' AND exposure_day < DATE '{base_hi}' THEN 'launch'
+                            WHEN exposure_day >= DATE '{lo}' AND exposure_day < DATE '{hi}' THEN 'recent' END AS w
+                FROM capped)
+        SELECT variant, w, y FROM win WHERE w IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY variant, w ORDER BY hash(unit_id)) <= {KS_SAMPLE}""").df()
+    out = []
+    for variant in exp.variants:
+        a = frame.loc[(frame["variant"] == variant) & (frame["w"] == "launch"), "y"].to_numpy()
+        b = frame.loc[(frame["variant"] == variant) & (frame["w"] == "recent"), "y"].to_numpy()
+        if min(len(a), len(b)) < KS_MIN_UNITS:
+            continue
+        ks = ks_2samp(a, b)
+        drift = ks.pvalue < KS_P
+        detail = (f"{metric} per unit for {variant}: cohorts {lo}..{hi - dt.timedelta(days=1)} (mean {b.mean():.4g}, "
+                  f"n = {len(b):,}) vs the launch baseline {base_lo}..{base_hi - dt.timedelta(days=1)} (mean "
+                  f"{a.mean():.4g}, n = {len(a):,}): KS D = {ks.statistic:.3f}, p = {ks.pvalue:.2g}")
+        out.append(Check("distribution_drift", "warn" if drift else "ok",
+                         detail + ("; the metric's distribution drifted since launch (population or model behaviour)"
+                                   " — investigate before trusting the launch estimate" if drift else ""),
+                         metric=metric, variant=variant, value=float(ks.pvalue), threshold=KS_P))
+    return out
+
+
+# ------------------------------------------------------------------ entry points
 
 def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                       run: "AnalysisRun") -> list[Check]:
     """Every health check of one experiment run, in display order."""
-    return [srm_check(run), multi_exposure_check(run)] + segment_checks(run, config, key)
+    from .quality import quality_checks
+
+    checks = [srm_check(run), multi_exposure_check(run)] + quality_checks(con, config, key, as_of)
+    checks += segment_checks(run, config, key) + novelty_checks(run, config, key)
+    try:
+        checks += holdback_checks(con, config, key, as_of, run)
+    except (duckdb.Error, ValueError) as exc:
+        checks.append(Check("launch_decay", "warn", f"The holdback checks could not run ({exc})"))
+    return checks
 
 
 def decision_robustness(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                         run: "AnalysisRun") -> list[Check]:
-    return []
+    """Fragility of the decision: the verdict under alternative metric settings, and its history."""
+    if run.verdict is None:
+        return []
+    return [robustness_check(con, config, key, as_of, run), verdict_stability(con, key, run)]
+
+
+def _alternatives(config: Config, exp: Experiment) -> list[tuple[str, str, dict[str, Metric]]]:
+    """(current setting, alternative setting, changed metrics) over primary and guardrail metrics."""
+    keys = [m for m, r in exp.roles().items() if r != "secondary" and config.metrics[m].sql is None]
+    ms = {k: config.metrics[k] for k in keys}
+    out = []
+    means = {k: m for k, m in ms.items() if m.type == "mean"}
+    if means:
+        if any(m.capping for m in means.values()):
+            out.append(("with capping", "without capping", {k: m.model_copy(update={"capping": None})
+                                                            for k, m in means.items()}))
+        else:
+            cap = Capping(quantile=0.99)
+            out.append(("without capping", "with capping at p99", {k: m.model_copy(update={"capping": cap})
+                                                                   for k, m in means.items()}))
+    plain = {k: m for k, m in ms.items() if m.type in ("mean", "proportion")}
+    if plain:
+        if any(m.cuped_days for m in plain.values()):
+            out.append(("with CUPED", "without CUPED", {k: m.model_copy(update={"cuped": None})
+                                                        for k, m in plain.items()}))
+        else:
+            out.append(("without CUPED", f"with CUPED ({Cuped().pre_window_days:g}-day pre-period)",
+                        {k: m.model_copy(update={"cuped": Cuped()}) for k, m in plain.items()}))
+    if ms:
+        windows = {m.window_days for m in ms.values()}
+        one = windows.pop() if len(windows) == 1 else None
+        for factor, word in ((0.5, "halved"), (2.0, "doubled")):
+            alt = f"with a {one * factor:g}-day window" if one else f"with {word} windows"
+            out.append((f"with the {one:g}-day window" if one else "with the configured windows", alt,
+                        {k: m.model_copy(update={"window_days": m.window_days * factor}) for k, m in ms.items()}))
+    return out
+
+
+def _label(decision: str, variant: str | None) -> str:
+    return f"{decision} {variant}" if variant else decision
+
+
+def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                     run: "AnalysisRun") -> Check:
+    """Re-derive the verdict with capping, CUPED and the attribution window changed (one query per
+    alternative, primary and guardrail metrics only, no segments); warn when SHIP/ROLLBACK flips."""
+    from .analysis import StatsTable, overall_results, verdict_for
+
+    base = run.verdict
+    current = _label(base.decision, base.ship_variant)
+    if base.decision == "INVALID":
+        return Check("decision_robustness", "ok", "Not evaluated: the verdict is INVALID")
+    exp = config.experiments[key]
+    lean = exp.model_copy(update={"segments": []})
+    health = [c for c in run.health if c.check not in ("decision_robustness", "verdict_stability")]
+    flips, others, checked = [], [], []
+    for now_label, alt_label, changed in _alternatives(config, exp):
+        cfg = config.model_copy(update={"metrics": {**config.metrics, **changed},
+                                        "experiments": {**config.experiments, key: lean}})
+        query = experiment_sql(cfg, key, as_of, keys=list(changed))
+        results = overall_results(StatsTable(con.execute(query.sql).df(), query), cfg, lean)
+        alt = verdict_for(replace(run, results=results, health=health), cfg, lean)
+        label = _label(alt.decision, alt.ship_variant)
+        checked.append(alt_label)
+        if label == current:
+            continue
+        if base.decision in ACTIONABLE or alt.decision in ACTIONABLE:
+            flips.append(f"{current} only holds {now_label}; {alt_label}: {label}")
+        else:
+            others.append(f"{alt_label}: {label}")
+    if not checked:
+        return Check("decision_robustness", "ok", "No alternative settings apply to these metrics")
+    if flips:
+        return Check("decision_robustness", "warn",
+                     "; ".join(flips) + " — the decision depends on an analysis choice: agree on the metric "
+                     "definition before acting, or collect more data", value=float(len(flips)), threshold=0.0)
+    return Check("decision_robustness", "ok",
+                 f"The decision ({current}) holds {', '.join(checked)}"
+                 + (f" (not actionable either way: {'; '.join(others)})" if others else ""),
+                 value=0.0, threshold=0.0)
+
+
+def verdict_stability(con: duckdb.DuckDBPyConnection, key: str, run: "AnalysisRun") -> Check:
+    """Warn when the decision changed more than once over the current and the previous 4 runs with the
+    same definitions (a decision flip-flopping between runs sits on a threshold)."""
+    past = con.execute("""
+        SELECT decision FROM runs WHERE experiment = ? AND status = 'ok' AND decision IS NOT NULL
+          AND definition_hash = ? AND as_of <= ? AND run_id <> ?
+        ORDER BY as_of DESC, started_at DESC LIMIT ?""",
+                       [key, run.definition_hash, run.as_of, run.run_id, STABILITY_RUNS - 1]).fetchall()
+    history = [r[0] for r in reversed(past)] + [run.verdict.decision]
+    changes = sum(a != b for a, b in zip(history, history[1:]))
+    path = " → ".join(history)
+    if changes > 1:
+        return Check("verdict_stability", "warn",
+                     f"The decision changed {changes} times over the last {len(history)} runs ({path}); it sits on "
+                     "a threshold — wait for more data before acting on it", value=float(changes), threshold=1.0)
+    return Check("verdict_stability", "ok", f"Decisions over the last {len(history)} run(s): {path}",
+                 value=float(changes), threshold=1.0)

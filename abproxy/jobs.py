@@ -18,6 +18,7 @@ from . import catalog
 from .analysis import AnalysisRun, analyze
 from .ingest import IngestSummary, ingest
 from .ledger import dumps
+from .notify import notify_changes
 from .warehouse import connect, publish_snapshot
 from .workspace import Workspace
 
@@ -99,8 +100,10 @@ def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
 
 def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = None,
             experiments: list[str] | None = None, lock: bool = True, progress: bool = False,
-            on_runs: Callable[[Workspace, list[AnalysisRun]], None] | None = None) -> JobResult:
-    """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end."""
+            on_runs: Callable[[Workspace, list[AnalysisRun]], Any] | None = notify_changes) -> JobResult:
+    """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end.
+    `on_runs(ws, runs)` is called after the snapshot is published (default: notifications of
+    verdict changes, `notify.notify_changes`; pass None for none)."""
     keys = analysable(ws, experiments) if kind != "ingest" else []
     guard = WorkspaceLock(ws.lock_file) if lock else None
     if guard:

@@ -75,12 +75,12 @@ def _aggregate(source: EventSource, window: str, metric: str, as_bool: bool) -> 
     column = f"e.{quote_ident(source.column)}"
     cond = f"e.event = {literal(source.event)} AND {window} AND {predicate(source.where, metric)}"
     expr = {
-        "sum": f"sum({column}) FILTER (WHERE {cond})",
+        "sum": f"fsum({column}) FILTER (WHERE {cond})",
         "count": f"count(*) FILTER (WHERE {cond})",
         "count_distinct_days": f"count(DISTINCT CAST(e.occurred_at AS DATE)) FILTER (WHERE {cond})",
         "max": f"max({column}) FILTER (WHERE {cond})",
         "min": f"min({column}) FILTER (WHERE {cond})",
-        "avg": f"avg({column}) FILTER (WHERE {cond})",
+        "avg": f"favg({column}) FILTER (WHERE {cond})",
         "exists": f"CAST(count(*) FILTER (WHERE {cond}) > 0 AS DOUBLE)",
     }[source.aggregate]
     if as_bool and source.aggregate != "exists":
@@ -125,7 +125,8 @@ def _raw_sql(col: MetricColumns, experiment: str, as_of: dt.datetime) -> str:
 
 @dataclass(frozen=True)
 class ExperimentQuery:
-    sql: str
+    sql: str                       # per-variant sufficient statistics (grouping sets)
+    unit_sql: str                  # the per-unit values behind them (tests, distribution checks)
     columns: tuple[MetricColumns, ...]
     segments: tuple[str, ...]
 
@@ -187,7 +188,11 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
         for c in event_metrics:
             value_cols += [f"coalesce(ue.{a}, 0) AS {a}" for a, _ in _event_columns(c)]
     for c in raw_metrics:
-        joins.append(f"LEFT JOIN ({_raw_sql(c, key, as_of)}) {c.alias} ON CAST({c.alias}.unit_id AS VARCHAR) = u.unit_id")
+        # one row per unit: a raw query returning several rows for a unit is summed, never joined as is
+        # (a plain join would duplicate the unit in every metric of the experiment)
+        sums = "fsum(CAST(value AS DOUBLE)) AS value" + (", fsum(CAST(denominator AS DOUBLE)) AS denominator" if c.x else "")
+        joins.append(f"LEFT JOIN (SELECT CAST(unit_id AS VARCHAR) AS unit_id, {sums} FROM ({_raw_sql(c, key, as_of)}) raw "
+                     f"GROUP BY 1) {c.alias} ON {c.alias}.unit_id = u.unit_id")
         value_cols.append(f"coalesce(CAST({c.alias}.value AS DOUBLE), 0) AS {c.y}")
         if c.x:
             value_cols.append(f"coalesce(CAST({c.alias}.denominator AS DOUBLE), 0) AS {c.x}")
@@ -198,11 +203,13 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
 )""")
     parts.append(_capped(columns))
     parts.append(f"""multi AS (SELECT count(*) AS excluded_multi FROM exposed WHERE n_variants > 1)""")
+    # fsum/favg (compensated) rather than sum/avg: a plain parallel DOUBLE sum depends on the thread
+    # schedule, so the same data and as_of gave results differing in the last bits from run to run
     sums = []
     for c in columns:
-        sums += [f"sum({c.y}) AS {c.y}_sum", f"sum({c.y} * {c.y}) AS {c.y}_sq"]
+        sums += [f"fsum({c.y}) AS {c.y}_sum", f"fsum({c.y} * {c.y}) AS {c.y}_sq"]
         if c.x:
-            sums += [f"sum({c.x}) AS {c.x}_sum", f"sum({c.x} * {c.x}) AS {c.x}_sq", f"sum({c.y} * {c.x}) AS {c.alias}_xy"]
+            sums += [f"fsum({c.x}) AS {c.x}_sum", f"fsum({c.x} * {c.x}) AS {c.x}_sq", f"fsum({c.y} * {c.x}) AS {c.alias}_xy"]
     sets = ["(variant)", "(variant, exposure_day)"] + [f"(variant, seg_{i})" for i in range(len(segments))]
     dim_case = " ".join(f"WHEN GROUPING(seg_{i}) = 0 THEN {literal(s)}" for i, s in enumerate(segments))
     val_case = " ".join(f"WHEN GROUPING(seg_{i}) = 0 THEN CAST(seg_{i} AS VARCHAR)" for i in range(len(segments)))
@@ -214,8 +221,8 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
        any_value((SELECT excluded_multi FROM multi)) AS excluded_multi
 FROM capped
 GROUP BY GROUPING SETS ({', '.join(sets)})"""
-    sql = "WITH " + ",\n".join(parts) + "\n" + select
-    return ExperimentQuery(sql, columns, segments)
+    ctes = "WITH " + ",\n".join(parts) + "\n"
+    return ExperimentQuery(ctes + select, ctes + "SELECT * FROM capped", columns, segments)
 
 
 def _capped(columns: tuple[MetricColumns, ...]) -> str:

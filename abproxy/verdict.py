@@ -82,14 +82,6 @@ def _effect_text(o: Outcome, level: float) -> str:
     return f"{o.label} {o.abs_effect:+.4g} ({level:.0%} CI {o.abs_ci[0]:+.4g} to {o.abs_ci[1]:+.4g})"
 
 
-def _bad_side(o: Outcome) -> tuple[float, float]:
-    """(point, CI bound nearest to zero) of the effect in the 'harm' direction, positive = worse."""
-    sign = -1 if o.higher_is_better else 1
-    effect, ci = (o.rel_effect, o.rel_ci) if o.margin_relative and math.isfinite(o.rel_effect) else (o.abs_effect, o.abs_ci)
-    lo, hi = sorted((sign * ci[0], sign * ci[1]))
-    return sign * effect, lo if lo > 0 else (hi if hi < 0 else 0.0)
-
-
 def better(o: Outcome) -> bool:
     return o.significant and (o.abs_effect > 0) == o.higher_is_better and o.abs_effect != 0
 
@@ -116,7 +108,19 @@ def _guardrail_reason(o: Outcome, level: float) -> str:
         return f"{_effect_text(o, level)}: guardrail harmed beyond its {_margin_text(o)} margin"
     if worse(o):
         return f"{_effect_text(o, level)}: significantly worse, but within its {_margin_text(o)} margin"
-    return f"{o.label} unchanged within its {_margin_text(o)} margin ({pct(o.rel_effect)}, {level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+    if better(o):
+        return f"{_effect_text(o, level)}: significantly better (guardrail, {_margin_text(o)} margin)"
+    ci = f"({pct(o.rel_effect)}, {level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+    if _worst_bound(o) <= o.margin:
+        return f"{o.label} unchanged within its {_margin_text(o)} margin {ci}"
+    return f"{o.label} not significantly changed {ci}; harm beyond its {_margin_text(o)} margin not yet ruled out"
+
+
+def _worst_bound(o: Outcome) -> float:
+    """The CI bound furthest in the harmful direction, as a positive number when harmful."""
+    sign = -1 if o.higher_is_better else 1
+    ci = o.rel_ci if o.margin_relative and math.isfinite(o.rel_effect) else o.abs_ci
+    return max(sign * ci[0], sign * ci[1])
 
 
 def _arm_status(arm: list[Outcome], harmed_segments: list[Flag], policy: Policy) -> str:
@@ -142,7 +146,7 @@ def _more_needed(primary: list[Outcome], days: float, units: dict[str, int], pol
     fewest = min(units.values()) if units else 0
     parts = []
     if days < policy.min_days:
-        parts.append(f"{policy.min_days - days:.0f} more day(s) to reach the {policy.min_days:.0f}-day minimum")
+        parts.append(f"{math.ceil(policy.min_days - days):,} more day(s) to reach the {policy.min_days:g}-day minimum")
     if fewest < policy.min_units_per_variant:
         parts.append(f"{policy.min_units_per_variant - fewest:,} more units in the smallest arm")
     extra = max((o.extra_units_needed or 0) for o in primary) if primary else 0
@@ -196,8 +200,7 @@ def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, unit
                                                 for o in primary_all if o.variant == v))
         reasons = [f"Ship {best}: the primary metric improved and no guardrail was harmed"]
         reasons += arm_reasons(best)
-        reasons += [f"Not shipped: {v} ({status[v].lower().replace('none', 'no significant improvement')})"
-                    for v in arms if v != best]
+        reasons += [f"Not shipped: {v} ({_NOT_SHIPPED[status[v]]})" for v in arms if v != best]
         reasons.append(progress.capitalize())
         reasons += _warnings(flags)
         return Verdict("SHIP", best, tuple(reasons), status)
@@ -237,6 +240,10 @@ def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, unit
     reasons.append(progress.capitalize())
     reasons += _warnings(flags)
     return Verdict("KEEP_RUNNING", None, tuple(reasons), status)
+
+
+_NOT_SHIPPED = {"SHIP": "also significantly better, but by less", "ROLLBACK": "harmful: roll it back",
+                "NONE": "no significant improvement"}
 
 
 def _arm_harm(outcomes: list[Outcome], v: str) -> bool:

@@ -35,7 +35,8 @@ def cochran_q(effects: Sequence[float], variances: Sequence[float]) -> Heterogen
         pooled = float(e[0]) if k == 1 else math.nan
         return Heterogeneity(math.nan, max(k - 1, 0), math.nan, math.nan, pooled,
                              "too_few_segments")
-    res = combine_effects(e, v, method_re="dl")
+    with np.errstate(invalid="ignore", divide="ignore"):  # RE parts unused; τ²=0 → 0/0
+        res = combine_effects(e, v, method_re="dl")
     q = float(res.q)
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
     return Heterogeneity(q, k - 1, float(chi2.sf(q, k - 1)), i2, float(res.mean_effect_fe))

@@ -1,0 +1,594 @@
+"""Read-only views of the analysis ledger: an experiment's run history, what changed between two
+runs, and the model leaderboard.
+
+Everything here reads the published report snapshot (never the warehouse, which the scheduler may
+hold open for writing), so these commands work while a job runs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from typing import Any, Iterable
+
+import duckdb
+
+from .warehouse import open_snapshot
+
+MISSING = "(absent)"
+
+
+class HistoryError(Exception):
+    """A run or experiment the user named does not exist; the message is one line with what to do."""
+
+
+# --------------------------------------------------------------------------- snapshot access
+
+def _connect(ws) -> duckdb.DuckDBPyConnection:
+    return open_snapshot(ws.snapshot)
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def _json(value: Any, default: Any = None) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, (dict, list)):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else str(value)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _known_experiments(con: duckdb.DuckDBPyConnection, ws=None) -> list[str]:
+    keys = {r[0] for r in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
+    if "experiments" in _tables(con):
+        keys |= {r[0] for r in con.execute("SELECT experiment FROM experiments").fetchall()}
+    if ws is not None and getattr(ws, "config", None) is not None:
+        keys |= set(ws.config.experiments)
+    return sorted(keys)
+
+
+RUN_COLUMNS = ("run_id, job_id, experiment, started_at, finished_at, as_of, status, error, definition_hash, "
+               "definitions, watermark, code_version, git_commit, parameters, method, decision, ship_variant, "
+               "reasons, srm_p, units, days_running")
+
+
+def _overall(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Overall (unsegmented) results of the given runs, grouped by run id, in a stable order."""
+    if not run_ids:
+        return {}
+    rows = _rows(con, """
+        SELECT run_id, metric, role, variant, control, control_units, variant_units, control_mean, variant_mean,
+               abs_effect, abs_ci_lo, abs_ci_hi, rel_effect, rel_ci_lo, rel_ci_hi, p_value, p_value_adjusted,
+               significant, method
+        FROM results WHERE segment = '' AND list_contains(?, run_id)
+        ORDER BY run_id, CASE role WHEN 'primary' THEN 0 WHEN 'guardrail' THEN 1 ELSE 2 END, metric, variant""",
+                 [run_ids])
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["run_id"], []).append(r)
+    return out
+
+
+def _effect(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metric": r["metric"], "role": r["role"], "variant": r["variant"], "control": r["control"],
+        "control_mean": _num(r["control_mean"]), "variant_mean": _num(r["variant_mean"]),
+        "abs_effect": _num(r["abs_effect"]), "abs_ci": [_num(r["abs_ci_lo"]), _num(r["abs_ci_hi"])],
+        "rel_effect": _num(r["rel_effect"]), "rel_ci": [_num(r["rel_ci_lo"]), _num(r["rel_ci_hi"])],
+        "p_value": _num(r["p_value"]), "p_value_adjusted": _num(r["p_value_adjusted"]),
+        "significant": bool(r["significant"]) if r["significant"] is not None else None,
+        "control_units": r["control_units"], "variant_units": r["variant_units"],
+    }
+
+
+# --------------------------------------------------------------------------- history
+
+def history(ws, key: str) -> list[dict[str, Any]]:
+    """Every run of experiment `key`, oldest first, with its verdict and primary-metric effects."""
+    con = _connect(ws)
+    try:
+        known = _known_experiments(con, ws)
+        if key not in known:
+            raise HistoryError(f"unknown experiment '{key}' (known: {', '.join(known) or 'none yet'})")
+        runs = _rows(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment = ? ORDER BY started_at, run_id", [key])
+        results = _overall(con, [r["run_id"] for r in runs])
+    finally:
+        con.close()
+    out = []
+    for r in runs:
+        primary = [_effect(x) for x in results.get(r["run_id"], []) if x["role"] == "primary"]
+        out.append({
+            "run_id": r["run_id"], "experiment": r["experiment"], "job_id": r["job_id"],
+            "started_at": _iso(r["started_at"]), "finished_at": _iso(r["finished_at"]), "as_of": _iso(r["as_of"]),
+            "status": r["status"], "error": r["error"], "decision": r["decision"], "ship_variant": r["ship_variant"],
+            "reasons": _json(r["reasons"], []),
+            "primary": [{k: e[k] for k in ("metric", "variant", "rel_effect", "rel_ci", "abs_effect",
+                                            "p_value_adjusted", "significant")} for e in primary],
+            "definition_hash": r["definition_hash"], "code_version": r["code_version"],
+            "git_commit": r["git_commit"], "method": r["method"], "units": _json(r["units"], {}),
+            "days_running": _num(r["days_running"]),
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- diff
+
+def resolve_run(con: duckdb.DuckDBPyConnection, ref: str) -> str:
+    """The run id that `ref` (a full id or a unique prefix) names."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise HistoryError("empty run id; see 'abproxy history KEY' for run ids")
+    matches = [r[0] for r in con.execute(
+        "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at", [ref]).fetchall()]
+    if not matches:
+        raise HistoryError(f"no run '{ref}' in the ledger; see 'abproxy history KEY' for run ids")
+    if ref in matches:
+        return ref
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", …" if len(matches) > 5 else "")
+        raise HistoryError(f"run id prefix '{ref}' is ambiguous ({len(matches)} runs: {shown}); give more characters")
+    return matches[0]
+
+
+def _changes(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """Dotted key paths whose values differ, recursively through mappings (and equal-length lists)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in sorted(set(before) | set(after), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in before:
+                out.append({"path": sub, "before": None, "after": after[k], "change": "added"})
+            elif k not in after:
+                out.append({"path": sub, "before": before[k], "after": None, "change": "removed"})
+            else:
+                out += _changes(before[k], after[k], sub)
+        return out
+    if (isinstance(before, list) and isinstance(after, list) and len(before) == len(after)
+            and any(isinstance(x, (dict, list)) for x in before + after)):
+        out = []
+        for i, (b, a) in enumerate(zip(before, after)):
+            out += _changes(b, a, f"{path}.{i}" if path else str(i))
+        return out
+    if before != after:
+        return [{"path": path or "(root)", "before": before, "after": after, "change": "changed"}]
+    return []
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _files_by_path(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = _rows(con, "SELECT path, kind, sha256, rows_loaded, loaded_at FROM files WHERE status = 'loaded' "
+                      "ORDER BY file_id")
+    return {r["path"]: r for r in rows}
+
+
+def _file_entries(paths: Iterable[str], files: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        f = files.get(p, {})
+        out.append({"path": p, "kind": f.get("kind"), "rows": f.get("rows_loaded"),
+                    "loaded_at": _iso(f.get("loaded_at"))})
+    return out
+
+
+def _before_after(before: Any, after: Any, numeric: bool = False) -> dict[str, Any]:
+    out = {"before": before, "after": after, "changed": before != after}
+    if numeric:
+        out["delta"] = (after - before) if isinstance(before, (int, float)) and isinstance(after, (int, float)) else None
+    return out
+
+
+def _data_diff(a: dict[str, Any], b: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    wa, wb = _json(a["watermark"], {}), _json(b["watermark"], {})
+    fa, fb = list(wa.get("files") or []), list(wb.get("files") or [])
+    ha = dict(zip(fa, wa.get("file_hashes") or []))
+    hb = dict(zip(fb, wb.get("file_hashes") or []))
+    added = [p for p in fb if p not in ha]
+    removed = [p for p in fa if p not in hb]
+    replaced = [p for p in fb if p in ha and ha[p] != hb.get(p)]
+    data = {
+        "files_added": _file_entries(added, files),
+        "files_removed": _file_entries(removed, files),
+        "files_replaced": _file_entries(replaced, files),
+        "files_before": len(fa), "files_after": len(fb),
+        "as_of": _before_after(_iso(a["as_of"]), _iso(b["as_of"])),
+        "exposure_rows": _before_after(wa.get("exposure_rows"), wb.get("exposure_rows"), numeric=True),
+        "event_rows": _before_after(wa.get("event_rows"), wb.get("event_rows"), numeric=True),
+        "max_exposed_at": _before_after(wa.get("max_exposed_at"), wb.get("max_exposed_at")),
+        "max_occurred_at": _before_after(wa.get("max_occurred_at"), wb.get("max_occurred_at")),
+        "units": _before_after(_json(a["units"], {}), _json(b["units"], {})),
+    }
+    data["changed"] = bool(added or removed or replaced) or any(
+        data[k]["changed"] for k in ("exposure_rows", "event_rows", "max_exposed_at", "max_occurred_at"))
+    return data
+
+
+def _metrics_diff(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ea = {(r["metric"], r["variant"]): _effect(r) for r in ra}
+    eb = {(r["metric"], r["variant"]): _effect(r) for r in rb}
+    keys = list(dict.fromkeys([*ea, *eb]))
+    out = []
+    for metric, variant in keys:
+        x, y = ea.get((metric, variant)), eb.get((metric, variant))
+        keep = ("abs_effect", "abs_ci", "rel_effect", "rel_ci", "p_value_adjusted", "significant",
+                "control_mean", "variant_mean", "control_units", "variant_units")
+        before = {k: x[k] for k in keep} if x else None
+        after = {k: y[k] for k in keep} if y else None
+        delta = None
+        if x and y:
+            delta = {k: (y[k] - x[k]) if x[k] is not None and y[k] is not None else None
+                     for k in ("abs_effect", "rel_effect", "p_value_adjusted")}
+        out.append({
+            "metric": metric, "variant": variant, "role": (y or x)["role"], "control": (y or x)["control"],
+            "before": before, "after": after, "delta": delta,
+            "significance_changed": bool(x and y and x["significant"] != y["significant"]),
+            "changed": before != after,
+        })
+    return out
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.{digits}f}%"
+
+
+def _ci_text(ci: list[float | None] | None) -> str:
+    if not ci:
+        return "n/a"
+    return f"{_pct(ci[0])} to {_pct(ci[1])}"
+
+
+def _code_text(version: str | None, commit: str | None) -> str:
+    return f"{version or 'unknown'}" + (f" ({commit[:10]})" if commit else "")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _summary(a, b, data, definitions_changed, code, metrics, verdict) -> list[str]:
+    lines = []
+    if a["experiment"] != b["experiment"]:
+        lines.append(f"The runs belong to different experiments: {a['experiment']} and {b['experiment']}")
+    if verdict["changed"]:
+        lines.append(f"Verdict changed from {verdict['before']['decision'] or a['status']} to "
+                     f"{verdict['after']['decision'] or b['status']}"
+                     + (f" ({verdict['after']['ship_variant']})" if verdict["after"]["ship_variant"] else ""))
+    else:
+        lines.append(f"Verdict unchanged: {verdict['after']['decision'] or b['status']}")
+    for label, entries in (("new", data["files_added"]), ("removed", data["files_removed"]),
+                           ("replaced", data["files_replaced"])):
+        if entries:
+            by_kind: dict[str, int] = {}
+            for e in entries:
+                by_kind[e["kind"] or "rows"] = by_kind.get(e["kind"] or "rows", 0) + (e["rows"] or 0)
+            rows = ", ".join(f"{n:,} {kind}" for kind, n in sorted(by_kind.items()))
+            lines.append(f"{_plural(len(entries), 'file')} {label} ({rows})" if label != "new"
+                         else f"{_plural(len(entries), 'new file')} ({rows})")
+    if data["as_of"]["changed"]:
+        lines.append(f"Analysed as of {data['as_of']['after']} instead of {data['as_of']['before']}")
+    for key, word in (("exposure_rows", "Exposure"), ("event_rows", "Event")):
+        d = data[key]
+        if d["changed"] and d["before"] is not None and d["after"] is not None:
+            lines.append(f"{word} rows {d['before']:,} → {d['after']:,} ({d['delta']:+,})")
+    if not data["changed"] and not data["as_of"]["changed"]:
+        lines.append("Same data (no file added or removed, same row counts)")
+    if definitions_changed:
+        shown = definitions_changed[:10]
+        for c in shown:
+            lines.append(f"Definition changed: {c['path']} {_value_text(c['before'])} → {_value_text(c['after'])}")
+        if len(definitions_changed) > len(shown):
+            lines.append(f"… and {len(definitions_changed) - len(shown)} more definition change(s)")
+    else:
+        lines.append("Same definitions")
+    if code["changed"]:
+        lines.append(f"Code changed: {_code_text(code['version']['before'], code['git_commit']['before'])} → "
+                     f"{_code_text(code['version']['after'], code['git_commit']['after'])}")
+    for m in metrics:
+        x, y = m["before"], m["after"]
+        name = f"{m['metric']} ({m['variant']})"
+        if x is None:
+            lines.append(f"{name} is new: {_pct(y['rel_effect'])}")
+        elif y is None:
+            lines.append(f"{name} is no longer analysed")
+        elif m["significance_changed"]:
+            state = "became significant" if y["significant"] else "is no longer significant"
+            lines.append(f"{name} {state}: {_pct(x['rel_effect'])} → {_pct(y['rel_effect'])} "
+                         f"(adjusted p {_p(x['p_value_adjusted'])} → {_p(y['p_value_adjusted'])})")
+        elif m["role"] == "primary" and m["changed"]:
+            lines.append(f"{name} {_pct(x['rel_effect'])} → {_pct(y['rel_effect'])} "
+                         f"(95% CI {_ci_text(y['rel_ci'])})")
+    if not any(m["changed"] for m in metrics) and metrics:
+        lines.append("Every metric's numbers are identical")
+    return lines
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
+    """What changed between two runs (ids or unique prefixes): data, definitions, code, metric
+    estimates and the verdict, plus a plain-sentence summary."""
+    con = _connect(ws)
+    try:
+        ida, idb = resolve_run(con, run_a), resolve_run(con, run_b)
+        a, b = (_rows(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [i])[0] for i in (ida, idb))
+        results = _overall(con, [ida, idb])
+        files = _files_by_path(con)
+    finally:
+        con.close()
+    data = _data_diff(a, b, files)
+    changed = _changes(_json(a["definitions"], {}), _json(b["definitions"], {}))
+    definitions = {"hash": _before_after(a["definition_hash"], b["definition_hash"]),
+                   "changed": changed}
+    code = {"version": _before_after(a["code_version"], b["code_version"]),
+            "git_commit": _before_after(a["git_commit"], b["git_commit"])}
+    code["changed"] = code["version"]["changed"] or code["git_commit"]["changed"]
+    metrics = _metrics_diff(results.get(ida, []), results.get(idb, []))
+    ra, rb = _json(a["reasons"], []), _json(b["reasons"], [])
+    verdict = {
+        "before": {"decision": a["decision"], "ship_variant": a["ship_variant"], "reasons": ra,
+                   "status": a["status"], "error": a["error"]},
+        "after": {"decision": b["decision"], "ship_variant": b["ship_variant"], "reasons": rb,
+                  "status": b["status"], "error": b["error"]},
+        "changed": (a["decision"], a["ship_variant"], a["status"]) != (b["decision"], b["ship_variant"], b["status"]),
+        "reasons_added": [r for r in rb if r not in ra],
+        "reasons_removed": [r for r in ra if r not in rb],
+    }
+    runs = {side: {"run_id": r["run_id"], "experiment": r["experiment"], "started_at": _iso(r["started_at"]),
+                   "as_of": _iso(r["as_of"]), "status": r["status"]} for side, r in (("a", a), ("b", b))}
+    return {"run_a": runs["a"], "run_b": runs["b"], "data": data, "definitions": definitions, "code": code,
+            "metrics": metrics, "verdict": verdict,
+            "summary": _summary(a, b, data, changed, code, metrics, verdict)}
+
+
+# --------------------------------------------------------------------------- models
+
+def _version_key(version: str | None) -> tuple:
+    """Natural order: 1.10.0 after 1.9.0; numbers before text within a position."""
+    parts = re.split(r"(\d+)", version or "")
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p != "")
+
+
+def _lineage(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[dict[str, Any]]:
+    """Variant lineage rows: the snapshot's `variants` table, plus experiments that only survive in
+    the ledger (removed from abproxy.yaml), taken from their latest run's stored definitions."""
+    rows: list[dict[str, Any]] = []
+    experiments: dict[str, dict[str, Any]] = {}
+    if "experiments" in tables:
+        experiments = {r["experiment"]: r for r in _rows(con, "SELECT experiment, name, status, control "
+                                                              "FROM experiments")}
+    if "variants" in tables:
+        for r in _rows(con, "SELECT experiment, variant, is_control, model, version, params, training_data, link "
+                            "FROM variants"):
+            e = experiments.get(r["experiment"], {})
+            rows.append({**r, "params": _json(r["params"], {}), "experiment_name": e.get("name") or r["experiment"],
+                         "experiment_status": e.get("status"), "source": "config"})
+    seen = {r["experiment"] for r in rows}
+    for run in _rows(con, """SELECT experiment, definitions FROM runs
+                             QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC) = 1"""):
+        if run["experiment"] in seen:
+            continue
+        exp = (_json(run["definitions"], {}) or {}).get("experiment") or {}
+        for name, v in (exp.get("variants") or {}).items():
+            rows.append({"experiment": run["experiment"], "variant": name, "is_control": name == exp.get("control"),
+                         "model": v.get("model", ""), "version": v.get("version", ""), "params": v.get("params") or {},
+                         "training_data": v.get("training_data", ""), "link": v.get("link", ""),
+                         "experiment_name": exp.get("name") or run["experiment"],
+                         "experiment_status": exp.get("status"), "source": "ledger"})
+    return rows
+
+
+def models(ws) -> list[dict[str, Any]]:
+    """Every (model, version) of every experiment — running, shipped, rolled back or failed — with
+    the latest run's verdict and, for treatments, its overall effect on each metric against the control."""
+    con = _connect(ws)
+    try:
+        tables = _tables(con)
+        lineage = _lineage(con, tables)
+        latest = {r["experiment"]: r for r in _rows(con, f"""
+            SELECT {RUN_COLUMNS} FROM runs
+            QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC, run_id DESC) = 1""")}
+        latest_ok = {r["experiment"]: r for r in _rows(con, """
+            SELECT run_id, experiment, started_at FROM runs WHERE status = 'ok'
+            QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC, run_id DESC) = 1""")}
+        results = _overall(con, [r["run_id"] for r in latest_ok.values()])
+    finally:
+        con.close()
+    out = []
+    for v in lineage:
+        key = v["experiment"]
+        run, ok = latest.get(key), latest_ok.get(key)
+        treatment = not v["is_control"]
+        effects = []
+        if treatment and ok:
+            for r in results.get(ok["run_id"], []):
+                if r["variant"] == v["variant"]:
+                    e = _effect(r)
+                    effects.append({k: e[k] for k in ("metric", "role", "rel_effect", "rel_ci", "abs_effect",
+                                                      "p_value_adjusted", "significant", "control")})
+        decision = run["decision"] if run else None
+        ship = run["ship_variant"] if run else None
+        out.append({
+            "model": v["model"], "version": v["version"], "experiment": key,
+            "experiment_name": v["experiment_name"], "experiment_status": v["experiment_status"],
+            "variant": v["variant"], "role": "treatment" if treatment else "baseline",
+            "is_control": bool(v["is_control"]), "params": v["params"], "training_data": v["training_data"],
+            "link": v["link"], "source": v["source"],
+            "run_id": run["run_id"] if run else None, "run_at": _iso(run["started_at"]) if run else None,
+            "as_of": _iso(run["as_of"]) if run else None, "run_status": run["status"] if run else None,
+            "error": run["error"] if run else None,
+            "decision": decision, "ship_variant": ship,
+            "variant_status": _variant_status(decision, ship, v, run),
+            "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]),
+            "effects_run_id": ok["run_id"] if ok and treatment else None,
+            "effects": effects,
+        })
+    out.sort(key=lambda r: ((r["model"] or "").lower(), _version_key(r["version"]), r["experiment"], r["variant"]))
+    return out
+
+
+def _variant_status(decision: str | None, ship: str | None, v: dict[str, Any], run: dict[str, Any] | None) -> str:
+    """A one-word outcome for this variant in its experiment's latest run."""
+    if run is None:
+        return "not analysed"
+    if run["status"] != "ok":
+        return "analysis failed"
+    if v["is_control"]:
+        return "baseline"
+    if decision == "SHIP":
+        return "shipped" if ship == v["variant"] else "not shipped"
+    return {"ROLLBACK": "roll back", "KEEP_RUNNING": "keep running", "INVALID": "invalid",
+            "NO_DETECTABLE_EFFECT": "no effect"}.get(decision or "", (decision or "").lower())
+
+
+# --------------------------------------------------------------------------- printing
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def _short_ts(value: str | None) -> str:
+    if not value:
+        return "-"
+    return value.replace("T", " ")[:16]
+
+
+def _effect_cell(e: dict[str, Any]) -> str:
+    star = "*" if e.get("significant") else ""
+    return f"{_pct(e['rel_effect'])}{star} [{_ci_text(e['rel_ci'])}]"
+
+
+def print_history(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("No runs recorded yet for this experiment; run 'abproxy run' first.")
+        return
+    print(f"{rows[0]['experiment']}: {_plural(len(rows), 'run')} (oldest first; * = significant after adjustment)")
+    table = []
+    for r in rows:
+        verdict = r["decision"] or r["status"].upper()
+        if r["ship_variant"]:
+            verdict += f" → {r['ship_variant']}"
+        primary = r["primary"] or [None]
+        for i, e in enumerate(primary):
+            effect = (f"{e['metric']}[{e['variant']}] {_effect_cell(e)} p={_p(e['p_value_adjusted'])}"
+                      if e else (r["error"] or "-"))
+            if i == 0:
+                units = ", ".join(f"{k} {n:,}" for k, n in (r["units"] or {}).items()) or "-"
+                table.append([r["run_id"], _short_ts(r["started_at"]), _short_ts(r["as_of"]), verdict, effect, units,
+                              r["code_version"] or "-", (r["definition_hash"] or "-")[:8]])
+            else:
+                table.append(["", "", "", "", effect, "", "", ""])
+    for line in _table(["run", "started", "as of", "verdict", "primary effect (95% CI)", "units", "code",
+                        "definitions"], table):
+        print(line)
+
+
+def print_diff(result: dict[str, Any]) -> None:
+    a, b = result["run_a"], result["run_b"]
+    print(f"Run {a['run_id']} ({a['experiment']}, as of {_short_ts(a['as_of'])}) → "
+          f"run {b['run_id']} ({b['experiment']}, as of {_short_ts(b['as_of'])})")
+    print()
+    print("Summary")
+    for line in result["summary"]:
+        print(f"  - {line}")
+    data = result["data"]
+    print()
+    print("Data")
+    for key in ("exposure_rows", "event_rows", "max_exposed_at", "max_occurred_at"):
+        d = data[key]
+        print(f"  {key:<16} {_value_text(d['before'])} → {_value_text(d['after'])}")
+    for label, key in (("added", "files_added"), ("removed", "files_removed"), ("replaced", "files_replaced")):
+        for f in data[key]:
+            print(f"  file {label}: {f['path']} ({f['kind'] or '?'}, {f['rows'] if f['rows'] is not None else '?'} rows)")
+    print()
+    print(f"Definitions (hash {result['definitions']['hash']['before']} → {result['definitions']['hash']['after']})")
+    if not result["definitions"]["changed"]:
+        print("  unchanged")
+    for c in result["definitions"]["changed"]:
+        print(f"  {c['path']}: {_value_text(c['before'])} → {_value_text(c['after'])}")
+    code = result["code"]
+    print()
+    print(f"Code  {_code_text(code['version']['before'], code['git_commit']['before'])} → "
+          f"{_code_text(code['version']['after'], code['git_commit']['after'])}")
+    print()
+    print("Metrics (overall, relative effect [95% CI], * = significant)")
+    table = []
+    for m in result["metrics"]:
+        x, y, d = m["before"], m["after"], m["delta"]
+        table.append([m["metric"], m["role"], m["variant"], _effect_cell(x) if x else "-", _effect_cell(y) if y else "-",
+                      _pct(d["rel_effect"], 2) if d else "-",
+                      f"{_p(x['p_value_adjusted']) if x else '-'} → {_p(y['p_value_adjusted']) if y else '-'}"])
+    for line in _table(["metric", "role", "variant", "before", "after", "Δ rel", "p adj"], table):
+        print(f"  {line}")
+    v = result["verdict"]
+    print()
+    print(f"Verdict  {v['before']['decision'] or v['before']['status']} → {v['after']['decision'] or v['after']['status']}")
+    for r in v["reasons_removed"]:
+        print(f"  - {r}")
+    for r in v["reasons_added"]:
+        print(f"  + {r}")
+
+
+def print_models(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("No model variants found; add experiments to abproxy.yaml and run 'abproxy run'.")
+        return
+    print("Model leaderboard (latest run of each experiment; * = significant after adjustment)")
+    table = []
+    for r in rows:
+        primary = [e for e in r["effects"] if e["role"] == "primary"]
+        guards = [e for e in r["effects"] if e["role"] == "guardrail"]
+        if r["role"] == "baseline":
+            primary_text, guard_text = "(baseline)", ""
+        else:
+            primary_text = "; ".join(f"{e['metric']} {_effect_cell(e)}" for e in primary) or "-"
+            guard_text = "; ".join(f"{e['metric']} {_pct(e['rel_effect'])}{'*' if e['significant'] else ''}"
+                                   for e in guards) or "-"
+        table.append([r["model"] or "-", r["version"] or "-", r["experiment"], r["experiment_status"] or "-",
+                      r["variant"], r["decision"] or r["run_status"] or "-", r["variant_status"],
+                      primary_text, guard_text])
+    for line in _table(["model", "version", "experiment", "status", "variant", "verdict", "outcome",
+                        "primary effect (95% CI)", "guardrails"], table):
+        print(line)

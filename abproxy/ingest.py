@@ -1,0 +1,671 @@
+"""Inbox files → `exposures` / `events`, the file ledger, rejected rows, exactly once.
+
+What is loaded
+    Every file under `inbox/exposures/` and `inbox/events/` (recursively, in path order) whose
+    name ends in `.csv`, `.parquet`, `.jsonl`, `.ndjson` or `.json`, the text formats optionally
+    gzip-compressed (`.csv.gz`, `.jsonl.gz`, ...). Names starting with `.` or `_` (in-progress
+    copies, Spark `_SUCCESS` markers) and names ending in `.tmp`/`.part`/`~` are ignored; any
+    other file there fails with a message, so nothing dropped into the inbox is silently lost.
+
+How it is read
+    DuckDB's own readers and set-based SQL, never a Python loop over rows. CSV is read as text
+    (comma-separated, `"` quoted, a header row) so that a bad cell rejects its row, not the file;
+    Parquet keeps its types; JSON Lines values are read as text. A row failing a check goes to
+    `rejected_rows` with its reason, its 1-based row number in the file (CSV data row without the
+    header, JSON record, Parquet row) and the row as JSON; the file's good rows still load.
+    Timestamps with an offset or zone are converted to UTC, naive ones are taken as UTC.
+    Further columns become columns of the table (unit attributes / event properties).
+
+Exactly once
+    Each file loads in one transaction together with its `files` ledger row, so a crash leaves
+    either the whole file or nothing. A file is identified by its path and its sha256:
+    same path and content → skipped; same content under a new name → `duplicate` (skipped);
+    new content under a name already loaded → `changed` (refused, never double-counted).
+    A file that failed (`failed`) is retried only once its content changes; until then every
+    run reports its old failure again (counted in `files_failed`), so a broken file stays
+    visible. Errors that are not the file's fault (out of memory, disk full, a file that vanished
+    while being read) are not recorded in the ledger: nothing is stored and the file is retried on
+    the next run. Events whose non-null `event_id` is already stored, or repeated within the file,
+    are skipped and counted as `rows_duplicate` (the first occurrence in the file is kept).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO
+
+import duckdb
+
+from .config import IDENTIFIER
+
+log = logging.getLogger(__name__)
+
+KINDS = ("exposures", "events")
+REQUIRED = {
+    "exposures": ("unit_id", "experiment", "variant", "exposed_at"),
+    "events": ("unit_id", "event", "occurred_at"),
+}
+OPTIONAL = {"exposures": (), "events": ("value", "event_id")}
+TIMESTAMP_COLUMN = {"exposures": "exposed_at", "events": "occurred_at"}
+SYSTEM_COLUMNS = ("file_id", "loaded_at")
+INTERNAL_PREFIX = "__abp_"
+MAX_NAME = 63
+
+SUFFIXES = {  # name suffix → (format, gzip-compressed)
+    ".csv": ("csv", False), ".csv.gz": ("csv", True),
+    ".jsonl": ("jsonl", False), ".jsonl.gz": ("jsonl", True),
+    ".ndjson": ("jsonl", False), ".ndjson.gz": ("jsonl", True),
+    ".json": ("json", False), ".json.gz": ("json", True),
+    ".parquet": ("parquet", False),
+}
+IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial", "~")
+NUMERIC_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                 "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"}
+# A text attribute becomes DOUBLE only when every non-blank value is a plain decimal number and
+# none has a leading zero (zip codes, padded ids stay text).
+PLAIN_NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+LEADING_ZERO = r"^[+-]?0[0-9]"
+
+
+@dataclass
+class IngestSummary:
+    files_loaded: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_duplicate: int = 0
+    failures: list[dict] = field(default_factory=list)  # {"path", "message"}
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed (this run or, unchanged, an earlier one)."""
+        return self.files_failed == 0 and not self.failures
+
+    def _fail(self, path: str, message: str) -> None:
+        self.files_failed += 1
+        self.failures.append({"path": path, "message": message})
+
+
+class BadFile(Exception):
+    """The file itself cannot be loaded; the message names the file, the problem and the fix."""
+
+
+@dataclass
+class _Loaded:
+    rows_loaded: int
+    rows_rejected: int
+    rows_duplicate: int
+    message: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = False,
+           now: datetime | None = None, max_future: timedelta = timedelta(minutes=10)) -> IngestSummary:
+    """Load every new inbox file into the warehouse, each file in its own transaction.
+
+    `now` (default: the wall clock, per file) is both the `loaded_at` stamp and the reference for
+    rejecting timestamps more than `max_future` ahead; a naive `now` is taken as UTC.
+    """
+    inbox = Path(inbox)
+    summary = IngestSummary()
+    if not inbox.is_dir():
+        summary.failures.append({"path": str(inbox), "message": (
+            f"{inbox}: inbox folder not found; create {inbox}/exposures and {inbox}/events "
+            "or fix 'inbox' in abproxy.yaml")})
+        return summary
+    con.execute("SET TimeZone = 'UTC'")
+    files = _discover(inbox, summary)
+    ledger = _Ledger(con)
+    bar = _Progress(progress, files)
+    for path, rel, kind in files:
+        bar.start(rel)
+        started = time.perf_counter()
+        outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future)
+        log.info("%s: %s (%.2fs)", rel, outcome, time.perf_counter() - started)
+        bar.finish(rel, outcome)
+    bar.close(summary)
+    return summary
+
+
+def _discover(inbox: Path, summary: IngestSummary) -> list[tuple[Path, str, str]]:
+    found = []
+    for kind in KINDS:
+        root = inbox / kind
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            rel_parts = path.relative_to(inbox).parts
+            if any(_ignored(part) for part in rel_parts) or not path.is_file():
+                continue
+            found.append((path, path.relative_to(inbox).as_posix(), kind))
+    for path in inbox.iterdir():  # data dropped next to exposures/ and events/ by mistake
+        if path.is_file() and not _ignored(path.name) and _format(path.name):
+            summary._fail(path.name, f"{path.name}: not loaded because it is not inside exposures/ "
+                                     "or events/; move it into the folder of its kind")
+    return sorted(found, key=lambda item: item[1])
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith((".", "_")) or name.lower().endswith(IGNORED_SUFFIXES)
+
+
+def _format(name: str) -> tuple[str, bool] | None:
+    lower = name.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return SUFFIXES[suffix]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# the ledger and the per-file decision
+
+
+class _Ledger:
+    """The `files` table as seen by this run (one writer: it is kept in memory and appended to)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.accepted: dict[str, dict] = {}          # path → its loaded/duplicate row
+        self.problems: dict[tuple[str, str], dict] = {}  # (path, sha) → its failed/changed row
+        self.by_sha: dict[str, dict] = {}            # sha → the loaded row with that content
+        rows = con.execute("SELECT file_id, path, kind, sha256, status, rows_loaded, loaded_at, message "
+                           "FROM files ORDER BY file_id").fetchall()
+        for values in rows:
+            self._remember(dict(zip(("file_id", "path", "kind", "sha256", "status", "rows_loaded",
+                                     "loaded_at", "message"), values)))
+
+    def _remember(self, row: dict) -> None:
+        if row["status"] in ("loaded", "duplicate"):
+            self.accepted[row["path"]] = row
+            if row["status"] == "loaded":
+                self.by_sha.setdefault(row["sha256"], row)
+        else:
+            self.problems[(row["path"], row["sha256"])] = row
+
+    def next_id(self) -> int:
+        return self.con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM files").fetchone()[0]
+
+    def record(self, **fields) -> dict:
+        """Insert a ledger row (in its own transaction) and remember it."""
+        row = self.insert(**fields)
+        self._remember(row)
+        return row
+
+    def insert(self, *, path: str, kind: str, size: int, sha: str, status: str, loaded_at: datetime,
+               message: str | None = None, rows: tuple[int, int, int] = (0, 0, 0),
+               file_id: int | None = None) -> dict:
+        """Insert a ledger row in the current transaction; `_remember` it once committed."""
+        file_id = file_id if file_id is not None else self.next_id()
+        self.con.execute(
+            "INSERT INTO files (file_id, path, kind, size, sha256, status, rows_loaded, rows_rejected, "
+            "rows_duplicate, loaded_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [file_id, path, kind, size, sha, status, *rows, loaded_at, message])
+        return {"file_id": file_id, "path": path, "kind": kind, "sha256": sha, "status": status,
+                "rows_loaded": rows[0], "loaded_at": loaded_at, "message": message}
+
+
+def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: str, kind: str,
+                 now: datetime | None, max_future: timedelta) -> str:
+    try:
+        size = path.stat().st_size
+        sha = _sha256(path)
+    except OSError as exc:
+        summary._fail(rel, f"{rel}: cannot read the file ({exc.strerror or exc}); nothing was stored, "
+                           "it is retried on the next run")
+        return "unreadable"
+    stamp = _utc_naive(now) if now is not None else datetime.now(timezone.utc).replace(tzinfo=None)
+
+    accepted = ledger.accepted.get(rel)
+    if accepted is not None:
+        if accepted["sha256"] == sha:
+            summary.files_skipped += 1
+            return "already loaded"
+        known = ledger.problems.get((rel, sha))
+        if known is None:
+            message = (
+                f"{rel}: its content changed since it was loaded at {accepted['loaded_at']:%Y-%m-%d %H:%M:%S} "
+                f"UTC (file {accepted['file_id']}, {accepted['rows_loaded']} rows); the new content was "
+                "NOT loaded, so nothing is counted twice. To add data, drop the new data under a new file "
+                "name; then restore the original file or remove it from the inbox.")
+            known = ledger.record(path=rel, kind=kind, size=size, sha=sha, status="changed",
+                                  loaded_at=stamp, message=message)
+        summary._fail(rel, known["message"])
+        return "changed"
+
+    known = ledger.problems.get((rel, sha))
+    if known is not None:
+        summary._fail(rel, f"{known['message']} (unchanged since it failed at "
+                           f"{known['loaded_at']:%Y-%m-%d %H:%M:%S} UTC; fix or replace the file, it is "
+                           "retried when its content changes)")
+        return "still failing"
+
+    original = ledger.by_sha.get(sha)
+    if original is not None:
+        ledger.record(path=rel, kind=kind, size=size, sha=sha, status="duplicate", loaded_at=stamp,
+                      message=f"same content as {original['path']} (file {original['file_id']}, loaded "
+                              f"{original['loaded_at']:%Y-%m-%d %H:%M:%S} UTC); not loaded again")
+        summary.files_skipped += 1
+        return f"duplicate of {original['path']}"
+
+    log.info("%s: loading (%d bytes)", rel, size)
+    file_id = ledger.next_id()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result = _load(con, path, rel, kind, file_id, stamp, stamp + max_future)
+        row = ledger.insert(path=rel, kind=kind, size=size, sha=sha, status="loaded", loaded_at=stamp,
+                            message=result.message, file_id=file_id,
+                            rows=(result.rows_loaded, result.rows_rejected, result.rows_duplicate))
+        con.execute("COMMIT")
+    except (BadFile, duckdb.Error) as exc:
+        _rollback(con)
+        if not _is_file_problem(exc, path):
+            summary._fail(rel, f"{rel}: could not be loaded this time ({_short(exc)}); nothing was "
+                               "stored, it is retried on the next run")
+            return "error (will retry)"
+        message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc)}"
+        ledger.record(path=rel, kind=kind, size=size, sha=sha, status="failed", loaded_at=stamp,
+                      message=message)
+        summary._fail(rel, message)
+        return "failed"
+    except BaseException:
+        _rollback(con)
+        raise
+    ledger._remember(row)
+    summary.files_loaded += 1
+    summary.rows_loaded += result.rows_loaded
+    summary.rows_rejected += result.rows_rejected
+    summary.rows_duplicate += result.rows_duplicate
+    return (f"loaded {result.rows_loaded} rows, rejected {result.rows_rejected}, "
+            f"duplicate {result.rows_duplicate}")
+
+
+def _rollback(con) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:  # a failed COMMIT has already ended the transaction
+        pass
+
+
+def _is_file_problem(exc: BaseException, path: Path) -> bool:
+    """A bad file is recorded as failed; anything else (memory, disk, interruption) is retried."""
+    if isinstance(exc, BadFile):
+        return True
+    if isinstance(exc, (duckdb.OutOfMemoryException, duckdb.InterruptException, duckdb.FatalException,
+                        duckdb.InternalException, duckdb.TransactionException,
+                        duckdb.PermissionException)):
+        return False
+    if isinstance(exc, duckdb.IOException):
+        text = str(exc)
+        return path.name in text and "space left" not in text.lower()
+    return True
+
+
+def _short(exc: BaseException) -> str:
+    """DuckDB's message without its fix-it hints and the echo of our SQL."""
+    text = str(exc).strip()
+    for marker in ("\nPossible fixes", "\nPossible Solution", "\nLINE "):
+        text = text.split(marker, 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines)[:500]
+
+
+def _describe(exc: BaseException) -> str:
+    text = _short(exc)
+    if "magic bytes" in text or "parquet" in text.lower():
+        return f"not a readable Parquet file (truncated or corrupt?): {text}"
+    if "GZIP" in text or "gzip" in text:
+        return f"not a readable gzip file (truncated or not compressed?): {text}"
+    if "Malformed JSON" in text or "json" in text.lower():
+        return f"not valid JSON Lines (one JSON object per line): {text}"
+    if "CSV Error" in text or "unicode" in text.lower():
+        return f"not a valid comma-separated UTF-8 CSV file with a header row: {text}"
+    return f"cannot be read: {text}"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+# --------------------------------------------------------------------------------------------
+# loading one file (inside the caller's transaction)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ts_lit(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment.isoformat(sep=' ')}'"
+
+
+def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetime,
+          future_limit: datetime) -> _Loaded:
+    fmt = _format(path.name)
+    if fmt is None:
+        raise BadFile(f"{rel}: unsupported file type; abproxy reads .csv, .parquet, .jsonl, .ndjson and "
+                      ".json files (text formats optionally .gz-compressed); convert it or remove it")
+    fmt, gz = fmt
+    if path.stat().st_size == 0:
+        raise BadFile(f"{rel}: empty file (0 bytes), nothing to load; replace it with the complete "
+                      "export or remove it")
+    columns = _source_columns(con, path, rel, fmt, gz)
+    cols = _check_columns(rel, kind, fmt, columns)
+    source = _source_sql(path, fmt, columns)
+    checked = _checked_sql(kind, source, cols, future_limit)
+
+    # Extra columns: add new ones to the table, cast into existing ones.
+    table_columns = {name.lower(): (name, ctype) for name, ctype in con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND table_name = ?", [kind]).fetchall()}
+    extras = [(name, ctype) for name, ctype in columns
+              if name.lower() not in REQUIRED[kind] + OPTIONAL[kind]]
+    new_types = _infer_new_types(con, source, extras, table_columns, text=fmt != "parquet")
+    targets, notes, casts = [], [], []  # targets: (table column, expression on alias c)
+    for name, ctype in extras:
+        if name.lower() in table_columns:
+            target_name, target_type = table_columns[name.lower()]
+        else:
+            target_name, target_type = name, new_types[name]
+            con.execute(f"ALTER TABLE {kind} ADD COLUMN {_q(name)} {target_type}")
+            notes.append(f"new column {name} {target_type}")
+        if ctype == target_type:
+            targets.append((target_name, f"c.{_q(name)}"))
+        else:
+            targets.append((target_name, f"TRY_CAST(c.{_q(name)} AS {target_type})"))
+            casts.append((name, ctype, target_type))
+    notes += _cast_losses(con, source, casts)
+
+    # Duplicate event ids (already stored, or repeated in this file: the first occurrence is kept).
+    duplicates, join, keep = 0, "", ""
+    if kind == "events" and "event_id" in cols:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE __abp_dups AS
+            WITH ids AS (
+                SELECT __abp_event_id AS eid, min(__abp_row) AS first_row, count(*) AS n
+                FROM ({checked}) WHERE __abp_reason IS NULL AND __abp_event_id IS NOT NULL
+                GROUP BY __abp_event_id),
+            old AS (SELECT DISTINCT event_id AS eid FROM events
+                    WHERE event_id IN (SELECT eid FROM ids))
+            SELECT ids.eid, ids.first_row, ids.n, old.eid IS NOT NULL AS existing
+            FROM ids LEFT JOIN old ON ids.eid = old.eid
+            WHERE ids.n > 1 OR old.eid IS NOT NULL""")
+        duplicates = con.execute("SELECT coalesce(sum(CASE WHEN existing THEN n ELSE n - 1 END), 0) "
+                                 "FROM __abp_dups").fetchone()[0]
+        if duplicates:
+            join = " LEFT JOIN __abp_dups d ON c.__abp_event_id = d.eid"
+            keep = " AND (d.eid IS NULL OR (NOT d.existing AND c.__abp_row = d.first_row))"
+        else:
+            con.execute("DROP TABLE __abp_dups")
+
+    base = [(c, f"c.__abp_{c}") for c in REQUIRED[kind]]
+    if kind == "events":
+        base += [("value", "c.__abp_value" if "value" in cols else "NULL"),
+                 ("event_id", "c.__abp_event_id" if "event_id" in cols else "NULL")]
+    base += [("file_id", str(file_id)), ("loaded_at", _ts_lit(loaded_at))]
+    base += targets
+    loaded = con.execute(
+        f"INSERT INTO {kind} ({', '.join(_q(name) for name, _ in base)}) "
+        f"SELECT {', '.join(expr for _, expr in base)} FROM ({checked}) c{join} "
+        f"WHERE c.__abp_reason IS NULL{keep}").fetchone()[0]
+    if join:
+        con.execute("DROP TABLE __abp_dups")
+    # Rejected rows, with their row number and the row as JSON. A Parquet file knows its row
+    # count, so the scan is skipped when every row was loaded or was a duplicate.
+    rejected = 0
+    if fmt != "parquet" or _parquet_rows(con, path) > loaded + duplicates:
+        raw = "json_object(" + ", ".join(f"{_lit(name)}, {_q(name)}" for name, _ in columns) + ")"
+        rejected = con.execute(
+            f"INSERT INTO rejected_rows (file_id, path, row_number, reason, raw) "
+            f"SELECT {file_id}, {_lit(rel)}, __abp_row, __abp_reason, CAST({raw} AS VARCHAR) "
+            f"FROM ({checked}) WHERE __abp_reason IS NOT NULL").fetchone()[0]
+    return _Loaded(int(loaded), int(rejected), int(duplicates), "; ".join(notes) or None)
+
+
+def _parquet_rows(con, path: Path) -> int:
+    return con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(path))})").fetchone()[0]
+
+
+def _source_columns(con, path: Path, rel: str, fmt: str, gz: bool) -> list[tuple[str, str]]:
+    """The file's columns (name, DuckDB type) in file order; text formats are all VARCHAR."""
+    if fmt == "csv":
+        return [(name, "VARCHAR") for name in _csv_header(path, rel, gz)]
+    if fmt == "parquet":
+        rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(str(path))})").fetchall()
+        return [(row[0], row[1]) for row in rows]
+    json_format = "newline_delimited" if fmt == "jsonl" else "auto"
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_json({_lit(str(path))}, format='{json_format}', "
+                       "records=true, sample_size=-1)").fetchall()
+    return [(row[0], "VARCHAR") for row in rows]
+
+
+def _csv_header(path: Path, rel: str, gz: bool) -> list[str]:
+    try:
+        raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            header = next(csv.reader(text, delimiter=",", quotechar='"'), None)
+    except UnicodeDecodeError:
+        raise BadFile(f"{rel}: not a UTF-8 text CSV file (binary data or another encoding?); "
+                      "export it as UTF-8 CSV") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise BadFile(f"{rel}: not a readable gzip file (truncated or not compressed?): {exc}") from None
+    except csv.Error as exc:
+        raise BadFile(f"{rel}: the header row is not valid CSV ({exc})") from None
+    if not header or all(not name.strip() for name in header):
+        raise BadFile(f"{rel}: no header row; the first line must name the columns "
+                      "(e.g. unit_id,event,occurred_at)")
+    return header
+
+
+def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Validate the file's column names; return required/optional column → (name in file, type)."""
+    names = [name for name, _ in columns]
+    lowered: dict[str, tuple[str, str]] = {}
+    for name, ctype in columns:
+        if name.lower() in lowered:
+            raise BadFile(f"{rel}: column name '{name}' appears twice (names are case-insensitive); "
+                          "rename one of them")
+        lowered[name.lower()] = (name, ctype)
+    missing = [c for c in REQUIRED[kind] if c not in lowered]
+    if missing:
+        found = ", ".join(f"'{name}'" for name in names)
+        message = f"{rel}: missing required columns {', '.join(missing)} (found: {found})"
+        if fmt == "csv" and len(names) == 1:
+            message += "; is the delimiter ','?"
+        raise BadFile(message)
+    known = REQUIRED[kind] + OPTIONAL[kind]
+    for position, name in enumerate(names, start=1):
+        low = name.lower()
+        if low in known:
+            continue
+        if not name.strip():
+            raise BadFile(f"{rel}: column {position} has no name in the header; name it or remove it")
+        if low in SYSTEM_COLUMNS or low.startswith(INTERNAL_PREFIX):
+            raise BadFile(f"{rel}: column '{name}' is reserved by abproxy; rename it")
+        if not IDENTIFIER.match(name) or len(name) > MAX_NAME:
+            raise BadFile(f"{rel}: column '{name}' is not a valid attribute name (letters, digits and _, "
+                          f"not starting with a digit, at most {MAX_NAME} characters); rename it")
+    return {c: lowered[c] for c in known if c in lowered}
+
+
+def _source_sql(path: Path, fmt: str, columns: list[tuple[str, str]]) -> str:
+    """SELECT of the file's columns plus `__abp_row`, its 1-based row number in the file."""
+    listed = ", ".join(_q(name) for name, _ in columns)
+    lit = _lit(str(path))
+    if fmt == "parquet":
+        if any(name.lower() == "file_row_number" for name, _ in columns):
+            return f"SELECT row_number() OVER () AS __abp_row, {listed} FROM read_parquet({lit})"
+        return (f"SELECT file_row_number + 1 AS __abp_row, {listed} "
+                f"FROM read_parquet({lit}, file_row_number=true)")
+    spec = "{" + ", ".join(f"{_lit(name)}: 'VARCHAR'" for name, _ in columns) + "}"
+    if fmt == "csv":
+        reader = (f"read_csv({lit}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+                  f"comment='', skip=0, strict_mode=true, null_padding=false, columns={spec})")
+    else:
+        json_format = "newline_delimited" if fmt == "jsonl" else "auto"
+        reader = f"read_json({lit}, format='{json_format}', records=true, columns={spec})"
+    # Text readers scan in file order (insertion order is preserved), so row_number() is the row.
+    return f"SELECT row_number() OVER () AS __abp_row, {listed} FROM {reader}"
+
+
+def _base_type(ctype: str) -> str:
+    return ctype.upper().split("(", 1)[0].strip()
+
+
+def _text(name: str, ctype: str) -> str:
+    return _q(name) if ctype == "VARCHAR" else f"CAST({_q(name)} AS VARCHAR)"
+
+
+def _blank(name: str, ctype: str) -> str:
+    if ctype == "VARCHAR":
+        return f"({_q(name)} IS NULL OR trim({_q(name)}) = '')"
+    return f"({_q(name)} IS NULL)"
+
+
+def _timestamp(name: str, ctype: str) -> str:
+    base = _base_type(ctype)
+    if base.startswith("TIMESTAMP") or base == "DATE":
+        return f"CAST({_q(name)} AS TIMESTAMP)"  # TIMESTAMPTZ → UTC wall time (session is UTC)
+    return f"CAST(TRY_CAST({_text(name, ctype)} AS TIMESTAMPTZ) AS TIMESTAMP)"
+
+
+def _number(name: str, ctype: str) -> str:
+    base = _base_type(ctype)
+    if base in NUMERIC_TYPES or base == "DECIMAL":
+        return f"CAST({_q(name)} AS DOUBLE)"
+    return f"TRY_CAST({_text(name, ctype)} AS DOUBLE)"
+
+
+def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], future_limit: datetime) -> str:
+    """The file's rows with normalised `__abp_<column>` values and `__abp_reason` (NULL = good)."""
+    ts_col = TIMESTAMP_COLUMN[kind]
+    norm = []
+    for col in REQUIRED[kind]:
+        name, ctype = cols[col]
+        norm.append(f"{_timestamp(name, ctype) if col == ts_col else _text(name, ctype)} AS __abp_{col}")
+    if "value" in cols:
+        norm.append(f"{_number(*cols['value'])} AS __abp_value")
+    if "event_id" in cols:
+        name, ctype = cols["event_id"]
+        norm.append(f"CASE WHEN {_blank(name, ctype)} THEN NULL ELSE {_text(name, ctype)} END AS __abp_event_id")
+
+    checks = [(_blank(*cols[col]), f"missing {col}") for col in REQUIRED[kind] if col != ts_col]
+    checks.append((_blank(*cols[ts_col]), "missing timestamp"))
+    checks.append((f"(__abp_{ts_col} IS NULL OR NOT isfinite(__abp_{ts_col}))",
+                   f"unparseable timestamp in {ts_col}"))
+    checks.append((f"__abp_{ts_col} > {_ts_lit(future_limit)}", "timestamp in the future"))
+    if "value" in cols:
+        checks.append((f"(NOT {_blank(*cols['value'])} AND (__abp_value IS NULL OR NOT isfinite(__abp_value)))",
+                       "non-numeric value"))
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN {_lit(text)}" for cond, text in checks) + " END"
+    return (f"SELECT *, {reason} AS __abp_reason FROM "
+            f"(SELECT *, {', '.join(norm)} FROM ({source}))")
+
+
+def _infer_new_types(con, source: str, extras: list[tuple[str, str]],
+                     table_columns: dict[str, tuple[str, str]], text: bool) -> dict[str, str]:
+    """Type of each new column: the Parquet type; for CSV/JSON, DOUBLE if every non-blank value is
+    a plain number (without a leading zero: zip codes, padded ids stay text), else VARCHAR."""
+    new = [(name, ctype) for name, ctype in extras if name.lower() not in table_columns]
+    types = {name: ctype for name, ctype in new}
+    text = [name for name, ctype in new if ctype == "VARCHAR"] if text else []
+    if not text:
+        return types
+    parts = []
+    for name in text:
+        value = f"trim({_q(name)})"
+        parts.append(f"count(*) FILTER (WHERE {value} <> '')")
+        parts.append(f"count(*) FILTER (WHERE regexp_full_match({value}, '{PLAIN_NUMBER}') "
+                     f"AND NOT regexp_matches({value}, '{LEADING_ZERO}'))")
+    counts = con.execute(f"SELECT {', '.join(parts)} FROM ({source})").fetchone()
+    for i, name in enumerate(text):
+        nonblank, numeric = counts[2 * i], counts[2 * i + 1]
+        types[name] = "DOUBLE" if nonblank and nonblank == numeric else "VARCHAR"
+    return types
+
+
+def _cast_losses(con, source: str, casts: list[tuple[str, str, str]]) -> list[str]:
+    """Count values that do not fit an existing column's type (they are stored as NULL)."""
+    if not casts:
+        return []
+    parts = []
+    for name, ctype, target in casts:
+        present = f"NOT {_blank(name, ctype)}"
+        parts.append(f"count(*) FILTER (WHERE {present} AND TRY_CAST({_q(name)} AS {target}) IS NULL)")
+    counts = con.execute(f"SELECT {', '.join(parts)} FROM ({source})").fetchone()
+    return [f"{n} value(s) of column {name} are not {target} (the column's type) and were stored as NULL"
+            for (name, _, target), n in zip(casts, counts) if n]
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    """A one-line progress bar on a terminal (per file, weighted by size); silent otherwise."""
+
+    def __init__(self, enabled: bool, files: list[tuple[Path, str, str]], stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = bool(enabled and files and getattr(self.stream, "isatty", lambda: False)())
+        self.sizes = {}
+        for path, rel, _ in files:
+            try:
+                self.sizes[rel] = path.stat().st_size
+            except OSError:
+                self.sizes[rel] = 0
+        self.total = max(sum(self.sizes.values()), 1)
+        self.done_bytes, self.count, self.n = 0, 0, len(files)
+        self.started = time.perf_counter()
+
+    def _draw(self, label: str) -> None:
+        share = self.done_bytes / self.total
+        filled = int(share * 24)
+        self.stream.write(f"\r\x1b[Kingest [{'#' * filled}{'.' * (24 - filled)}] {share:4.0%} "
+                          f"{self.count}/{self.n} files  {label}")
+        self.stream.flush()
+
+    def start(self, rel: str) -> None:
+        if self.enabled:
+            self._draw(rel)
+
+    def finish(self, rel: str, outcome: str) -> None:
+        if not self.enabled:
+            return
+        self.done_bytes += self.sizes.get(rel, 0)
+        self.count += 1
+        if outcome in ("failed", "changed", "still failing", "unreadable", "error (will retry)"):
+            self.stream.write(f"\r\x1b[K{rel}: {outcome}\n")
+        self._draw(rel)
+
+    def close(self, summary: IngestSummary) -> None:
+        if self.enabled:
+            self.stream.write(f"\r\x1b[Kingest: {summary.files_loaded} file(s) loaded, "
+                              f"{summary.rows_loaded} rows in {time.perf_counter() - self.started:.1f}s\n")
+            self.stream.flush()

@@ -1,0 +1,383 @@
+"""Fragility: data-quality checks of one experiment, set-based in DuckDB (health.py calls them).
+
+The population is the experiment's exposed units and the events of the metrics' event types in
+their post-exposure window (the events the metrics aggregate), up to the analysis time. Volumes are
+normalised by *unit-days in window* (how many units could produce an event that day), so the natural
+ramp-up and decline of a fixed exposure cohort is not mistaken for a pipeline problem.
+
+Thresholds: `HealthSettings` in the configuration, plus the constants below.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+from scipy.stats import poisson
+
+from .config import Config, EventSource, Metric
+from .health import Check
+from .metrics import interval_days, literal, predicate, quote_ident, timestamp_literal
+
+COLUMN_AGGREGATES = {"sum", "max", "min", "avg"}   # aggregates that read the event's column
+UNKNOWN_VARIANT_FAIL = 0.01    # share of the experiment's exposure rows with an unknown variant
+FUTURE_FAIL = 0.01             # share of rows with a timestamp ahead of their load time
+MOSTLY_NULL = 0.5              # a metric's source column null for more than this share → fail
+MIN_NULL_ROWS = 200            # rows needed on each side before comparing null rates
+DUPLICATE_WARN = 0.005         # share of events repeating (unit, event, occurred_at, value)
+LATE_WARN = 0.01               # share of events that arrived late_hours after newer data
+VOLUME_P = 0.001               # a volume change must also be this improbable under Poisson noise
+MIN_EXPECTED_MISSING = 10.0    # expected events in the silent period before 'vanished' (P(0) < 5e-5)
+MIN_TRAILING_DAYS = 3
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one experiment's data-quality checks look at."""
+
+    key: str
+    as_of: dt.datetime
+    window_days: float
+    types: tuple[str, ...]                      # event types the metrics read
+    users: dict[str, tuple[str, ...]]           # event type → metric keys (role order)
+    columns: dict[EventSource, tuple[str, ...]]  # sources whose column a metric aggregates → metrics
+    secondary: frozenset[str]                   # secondary metrics: their problems only warn
+
+    @property
+    def units_sql(self) -> str:
+        return f"""units AS (
+    SELECT unit_id, min(exposed_at) AS exposed_at FROM exposures
+    WHERE experiment = {literal(self.key)} AND exposed_at <= {timestamp_literal(self.as_of)} GROUP BY unit_id
+)"""
+
+    @property
+    def events_sql(self) -> str:
+        """WITH units, ev: the experiment's metric events in the units' post-exposure windows."""
+        names = ", ".join(literal(t) for t in self.types)
+        return f"""WITH {self.units_sql}, ev AS (
+    SELECT e.* FROM units u JOIN events e ON e.unit_id = u.unit_id
+    WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
+      AND e.occurred_at < u.exposed_at + {interval_days(self.window_days)}
+      AND e.occurred_at <= {timestamp_literal(self.as_of)}
+)"""
+
+    def status(self, metrics: tuple[str, ...], status: str) -> str:
+        """A failure that only touches secondary metrics does not invalidate the decision."""
+        return "warn" if status == "fail" and set(metrics) <= self.secondary else status
+
+
+def _sources(metric: Metric) -> list[EventSource]:
+    if metric.sql is not None:
+        return []
+    return [metric.numerator, metric.denominator] if metric.type == "ratio" else [metric.source()]
+
+
+def make_scope(config: Config, key: str, as_of: dt.datetime) -> Scope:
+    exp = config.experiments[key]
+    roles = exp.roles()
+    users: dict[str, list[str]] = {}
+    columns: dict[EventSource, list[str]] = {}
+    for name in roles:
+        for s in _sources(config.metrics[name]):
+            users.setdefault(s.event, []).append(name)
+            if s.aggregate in COLUMN_AGGREGATES:
+                quote_ident(s.column)
+                columns.setdefault(s, []).append(name)
+    window = max((config.metrics[m].window_days for m in roles if config.metrics[m].sql is None), default=0.0)
+    return Scope(key, as_of, window, tuple(users), {k: tuple(v) for k, v in users.items()},
+                 {k: tuple(v) for k, v in columns.items()},
+                 frozenset(m for m, r in roles.items() if r == "secondary"))
+
+
+def quality_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> list[Check]:
+    """Every data-quality check of one experiment; a check that cannot run says so (warn)."""
+    scope = make_scope(config, key, as_of)
+    settings = config.health
+    recent = config.experiments[key].drift.recent_days
+    out = _guard("unknown_variants", lambda: assignment_checks(con, config, key, as_of))
+    out += _guard("future_timestamps", lambda: [future_check(con, key, settings.max_future_minutes)])
+    if not scope.types:
+        return out
+    daily = _guard_frame(lambda: daily_profile(con, scope))
+    if daily is None:
+        return out + [Check("event_profile", "warn", "The event profile could not be computed; see the log")]
+    out += _guard("null_values", lambda: null_checks(scope, daily, recent, settings.null_rate_increase))
+    out += _guard("event_missing", lambda: missing_checks(con, scope, daily, settings.event_missing_days))
+    out += _guard("event_volume", lambda: volume_checks(con, scope, daily, settings.volume_trailing_days,
+                                                        settings.volume_change))
+    out += _guard("duplicate_events", lambda: [duplicate_check(con, scope)])
+    out += _guard("late_data", lambda: [late_check(con, scope, settings.late_hours)])
+    return out
+
+
+def _guard(name: str, fn: Callable[[], list[Check]]) -> list[Check]:
+    try:
+        return fn()
+    except (duckdb.Error, ValueError, KeyError) as exc:
+        return [Check(name, "warn", f"This check could not run ({type(exc).__name__}: {exc}); "
+                                    "the other checks are unaffected")]
+
+
+def _guard_frame(fn: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
+    try:
+        return fn()
+    except duckdb.Error:
+        return None
+
+
+# ------------------------------------------------------------------ assignment and timestamps
+
+def assignment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> list[Check]:
+    """Exposures naming an unknown variant of this experiment, or an unknown experiment, during
+    this experiment's exposure period (all time if it has no exposure yet)."""
+    exp = config.experiments[key]
+    rows = con.execute("""
+        WITH since AS (SELECT coalesce(min(exposed_at), TIMESTAMP '0001-01-01') AS t FROM exposures
+                       WHERE experiment = $key AND exposed_at <= $as_of)
+        SELECT experiment, variant, count(*) AS n FROM exposures, since
+        WHERE exposed_at <= $as_of AND exposed_at >= since.t GROUP BY ALL""",
+                       {"key": key, "as_of": as_of}).df()
+    own = rows[rows["experiment"] == key]
+    total = int(own["n"].sum())
+    unknown = own[~own["variant"].isin(list(exp.variants))].sort_values("n", ascending=False)
+    bad = int(unknown["n"].sum())
+    share = bad / total if total else 0.0
+    if bad == 0:
+        checks = [Check("unknown_variants", "ok", f"All {total:,} exposures name a configured variant "
+                                                  f"({', '.join(exp.variants)})", value=0.0,
+                        threshold=UNKNOWN_VARIANT_FAIL)]
+    else:
+        names = ", ".join(f"'{v}' ({n:,})" for v, n in zip(unknown["variant"], unknown["n"]))
+        status = "fail" if share > UNKNOWN_VARIANT_FAIL else "warn"
+        checks = [Check("unknown_variants", status,
+                        f"{bad:,} of {total:,} exposures ({share:.2%}) name variants that are not configured: "
+                        f"{names}; these units are not analysed (configured: {', '.join(exp.variants)}). "
+                        "Add the variant to abproxy.yaml or fix the assignment logging",
+                        variant=str(unknown["variant"].iloc[0]), value=share, threshold=UNKNOWN_VARIANT_FAIL)]
+    other = rows[~rows["experiment"].isin(list(config.experiments))]
+    other = other.groupby("experiment", as_index=False)["n"].sum().sort_values("n", ascending=False)
+    if len(other):
+        names = []
+        for name, n in zip(other["experiment"], other["n"]):
+            close = difflib.get_close_matches(str(name), list(config.experiments), n=1, cutoff=0.8)
+            names.append(f"'{name}' ({n:,} rows{', a typo of ' + repr(close[0]) + '?' if close else ''})")
+        checks.append(Check("unknown_experiments", "warn",
+                            f"Exposures for experiments that abproxy.yaml does not define arrived during this "
+                            f"experiment: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}; "
+                            "define them under 'experiments' or fix the experiment key in the logging",
+                            value=float(other["n"].sum()), threshold=0.0))
+    return checks
+
+
+def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: float) -> Check:
+    """Rows whose timestamp was ahead of their load time (rejected at ingest, or stored by other means)
+    in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug."""
+    limit = interval_days(max_future_minutes / 1440)
+    row = con.execute(f"""
+        WITH since AS (SELECT coalesce(min(loaded_at), TIMESTAMP '0001-01-01') AS t FROM exposures
+                       WHERE experiment = $key),
+        f AS (SELECT file_id, kind, rows_loaded, rows_rejected FROM files, since
+              WHERE status = 'loaded' AND loaded_at >= since.t),
+        rejected AS (SELECT count(*) AS n FROM rejected_rows WHERE reason LIKE '%future%'
+                     AND file_id IN (SELECT file_id FROM f)),
+        stored AS (SELECT (SELECT count(*) FROM events WHERE occurred_at > loaded_at + {limit}
+                           AND file_id IN (SELECT file_id FROM f))
+                        + (SELECT count(*) FROM exposures WHERE exposed_at > loaded_at + {limit}
+                           AND file_id IN (SELECT file_id FROM f)) AS n)
+        SELECT rejected.n, stored.n, (SELECT coalesce(sum(rows_loaded + rows_rejected), 0) FROM f)
+        FROM rejected, stored""", {"key": key}).fetchone()
+    rejected, stored, total = int(row[0]), int(row[1]), int(row[2])
+    bad = rejected + stored
+    share = bad / total if total else 0.0
+    if bad == 0:
+        return Check("future_timestamps", "ok", f"No timestamps ahead of their load time in {total:,} rows",
+                     value=0.0, threshold=FUTURE_FAIL)
+    status = "fail" if share > FUTURE_FAIL else "warn"
+    return Check("future_timestamps", status,
+                 f"{bad:,} of {total:,} rows ({share:.2%}) had timestamps more than {max_future_minutes:g} minutes "
+                 f"ahead of their load time ({rejected:,} rejected at ingest, {stored:,} stored); a clock or "
+                 "time-zone bug in the export shifts every timestamp — fix the export to write UTC "
+                 "(see 'rejected_rows')", value=share, threshold=FUTURE_FAIL)
+
+
+# ------------------------------------------------------------------ the daily event profile
+
+def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> pd.DataFrame:
+    """Per calendar day: events per type (t{i}), newest event per type (last{i}), rows and null
+    values of each column a metric aggregates (s{j}_n, s{j}_null), and unit-days in window."""
+    aggs = []
+    for i, t in enumerate(scope.types):
+        aggs += [f"count(*) FILTER (WHERE event = {literal(t)}) AS t{i}",
+                 f"max(occurred_at) FILTER (WHERE event = {literal(t)}) AS last{i}"]
+    for j, (s, users) in enumerate(scope.columns.items()):
+        cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
+        aggs += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
+                 f"count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS s{j}_null"]
+    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    sql = f"""{scope.events_sql},
+    counts AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(aggs)} FROM ev GROUP BY 1),
+    spans AS (SELECT exposed_at, least(exposed_at + {window}, {as_of}) AS until,
+                     unnest(generate_series(date_trunc('day', exposed_at), least(exposed_at + {window}, {as_of}),
+                                            INTERVAL 1 DAY)) AS day
+              FROM units),
+    cover AS (SELECT CAST(day AS DATE) AS day,
+                     sum(greatest(0, epoch(least(day + INTERVAL 1 DAY, until)) - epoch(greatest(day, exposed_at))))
+                     / 86400 AS unit_days
+              FROM spans GROUP BY 1)
+    SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
+    frame = con.execute(sql).df()
+    counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
+    frame[counts] = frame[counts].fillna(0)
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def null_checks(scope: Scope, daily: pd.DataFrame, recent_days: int, increase: float) -> list[Check]:
+    """Null values in a column a metric aggregates (a sum counts them as 0): recent vs history."""
+    out = []
+    active = daily[daily[[f"t{i}" for i in range(len(scope.types))]].sum(axis=1) > 0]
+    if active.empty:
+        return out
+    cut = max(active["day"]) - dt.timedelta(days=recent_days)
+    is_recent = daily["day"] > cut
+    for j, (s, users) in enumerate(scope.columns.items()):
+        n, null = daily[f"s{j}_n"], daily[f"s{j}_null"]
+        n_rec, null_rec = float(n[is_recent].sum()), float(null[is_recent].sum())
+        n_old, null_old = float(n[~is_recent].sum()), float(null[~is_recent].sum())
+        p_rec = null_rec / n_rec if n_rec else 0.0
+        p_old = null_old / n_old if n_old else 0.0
+        p_all = (null_rec + null_old) / (n_rec + n_old) if n_rec + n_old else 0.0
+        what = (f"'{s.column}' of '{s.event}' events{' where ' + s.where if s.where else ''} "
+                f"(aggregated by {', '.join(users)})")
+        rates = f"{p_rec:.1%} null in the last {recent_days} days, {p_old:.1%} before"
+        if max(p_rec if n_rec >= MIN_NULL_ROWS else 0.0, p_all) > MOSTLY_NULL:
+            status, detail = "fail", (f"{what} is mostly missing ({rates}); the metric treats missing values as 0, "
+                                      "so its effect is meaningless — fix the export of this column")
+        elif n_rec >= MIN_NULL_ROWS and n_old >= MIN_NULL_ROWS and p_rec - p_old > increase:
+            status, detail = "warn", (f"{what}: the null rate rose ({rates}, more than +{increase:.0%}); missing "
+                                      "values count as 0 — check the producer of this column")
+        elif p_all > increase:
+            status, detail = "warn", (f"{what}: {p_all:.1%} of values are missing ({rates}); they count as 0 in "
+                                      "the metric — check the producer of this column")
+        else:
+            status, detail = "ok", f"{what}: {rates}"
+        out.append(Check("null_values", scope.status(users, status), detail, metric=users[0],
+                         value=max(p_rec, p_all), threshold=increase))
+    return out
+
+
+def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataFrame,
+                   missing_days: float) -> list[Check]:
+    """An event type not seen for `missing_days` before the analysis time while units are still in
+    their window and, at its usual rate, at least MIN_EXPECTED_MISSING events were due: vanished."""
+    last = {i: daily[f"last{i}"].max() for i in range(len(scope.types))}
+    seen = {i: pd.Timestamp(t).to_pydatetime() for i, t in last.items() if pd.notna(t)}
+    units = float(daily["unit_days"].sum())
+    out = [Check("event_missing", "warn", f"No '{t}' event (used by {', '.join(scope.users[t])}) in any unit's "
+                 f"window ({units:,.0f} unit-days); check the event name in the metric definition and that the "
+                 "event is exported", metric=scope.users[t][0], value=math.inf, threshold=missing_days)
+           for i, t in enumerate(scope.types) if i not in seen and units > 0]
+    if not seen:
+        return out
+    values = ", ".join(f"({i}, {timestamp_literal(t)})" for i, t in seen.items())
+    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    spans = con.execute(f"""WITH {scope.units_sql}
+        SELECT s.i,
+               sum(greatest(0, epoch(least(u.exposed_at + {window}, {as_of})) - epoch(greatest(u.exposed_at, s.t))))
+                   / 86400 AS after,
+               sum(greatest(0, epoch(least(u.exposed_at + {window}, s.t)) - epoch(u.exposed_at))) / 86400 AS before
+        FROM units u, (VALUES {values}) s(i, t) GROUP BY s.i""").fetchall()
+    for i, after, before in spans:
+        t, users = scope.types[i], scope.users[scope.types[i]]
+        gap = (scope.as_of - seen[i]).total_seconds() / 86400
+        count = float(daily[f"t{i}"].sum())
+        expected = count / before * after if before else 0.0
+        if gap > missing_days and expected >= MIN_EXPECTED_MISSING:
+            status = scope.status(users, "fail")
+            detail = (f"'{t}' events (used by {', '.join(users)}) stopped: the last one was at {seen[i]:%Y-%m-%d %H:%M}, "
+                      f"{gap:.1f} days before the analysis time, although ~{expected:,.0f} were expected since then "
+                      f"from units still in their window; the event vanished — check its export and tracking")
+        else:
+            status = "ok"
+            detail = (f"'{t}' last seen {seen[i]:%Y-%m-%d %H:%M} ({gap:.1f} days before the analysis time; "
+                      f"~{expected:,.1f} expected since)")
+        out.append(Check("event_missing", status, detail, metric=users[0], value=gap, threshold=missing_days))
+    return out
+
+
+def volume_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataFrame, trailing: int,
+                  change: float) -> list[Check]:
+    """Each metric event type on the last complete day against its trailing median, per unit-day in
+    window; flagged only beyond ±`change` *and* improbable under Poisson noise (p < VOLUME_P)."""
+    complete = daily[(daily["unit_days"] > 0)
+                     & (pd.to_datetime(daily["day"]) + pd.Timedelta(days=1) <= pd.Timestamp(scope.as_of))]
+    if len(complete) <= MIN_TRAILING_DAYS:
+        return []
+    last = complete.iloc[-1]
+    history = complete[pd.to_datetime(complete["day"]) >= pd.Timestamp(last["day"]) - pd.Timedelta(days=trailing)]
+    history = history.iloc[:-1]
+    out = []
+    for i, t in enumerate(scope.types):
+        users = scope.users[t]
+        median = float((history[f"t{i}"] / history["unit_days"]).median())
+        expected, observed = median * float(last["unit_days"]), int(last[f"t{i}"])
+        if len(history) < MIN_TRAILING_DAYS or expected <= 0:
+            continue
+        ratio = observed / expected
+        p_low, p_high = poisson.cdf(observed, expected), poisson.sf(observed - 1, expected)
+        flagged = (ratio < 1 - change and p_low < VOLUME_P) or (ratio > 1 + change and p_high < VOLUME_P)
+        detail = (f"'{t}' on {last['day']}: {observed:,} events vs ~{expected:,.0f} expected from the trailing "
+                  f"{len(history)}-day median per unit in window ({ratio - 1:+.0%}, tolerance ±{change:.0%})")
+        if flagged:
+            detail += (f"; the event {'dropped' if ratio < 1 else 'spiked'} — check its pipeline before trusting "
+                       f"{', '.join(users)}")
+        out.append(Check("event_volume", "warn" if flagged else "ok", detail, metric=users[0],
+                         value=ratio - 1, threshold=change))
+    return out
+
+
+def duplicate_check(con: duckdb.DuckDBPyConnection, scope: Scope) -> Check:
+    """Events repeating (unit, event, occurred_at, value): a re-delivered batch without event ids."""
+    rows = con.execute(f"""{scope.events_sql}
+        SELECT event, sum(n) AS total, sum(n - 1) AS dup FROM (
+            SELECT event, unit_id, occurred_at, value, count(*) AS n FROM ev GROUP BY ALL) GROUP BY event
+        ORDER BY event""").fetchall()
+    total = sum(int(r[1]) for r in rows)
+    dup = sum(int(r[2]) for r in rows)
+    share = dup / total if total else 0.0
+    parts = ", ".join(f"'{e}' {d / n:.1%}" for e, n, d in rows if d)
+    if share <= DUPLICATE_WARN and all(d / n <= DUPLICATE_WARN for _, n, d in rows if n):
+        return Check("duplicate_events", "ok", f"{dup:,} of {total:,} metric events ({share:.2%}) repeat the same "
+                                               "unit, event, time and value", value=share, threshold=DUPLICATE_WARN)
+    return Check("duplicate_events", "warn",
+                 f"{dup:,} of {total:,} metric events ({share:.1%}) are exact repeats of the same unit, event, time "
+                 f"and value ({parts}); a batch was probably delivered twice without event ids, inflating counts "
+                 "and sums — add 'event_id' to the export or remove the repeated file",
+                 value=share, threshold=DUPLICATE_WARN)
+
+
+def late_check(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: float) -> Check:
+    """Events loaded more than `late_hours` after the warehouse already held newer events of the same
+    type (a clock-free notion of lateness: a one-off backfill is not late)."""
+    names = ", ".join(literal(t) for t in scope.types)
+    lag = interval_days(late_hours / 24)
+    row = con.execute(f"""{scope.events_sql},
+        f AS (SELECT event, file_id, any_value(loaded_at) AS loaded_at, max(occurred_at) AS newest FROM events
+              WHERE event IN ({names}) AND loaded_at IS NOT NULL GROUP BY event, file_id),
+        frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
+                     RANGE BETWEEN UNBOUNDED PRECEDING AND {lag} PRECEDING) AS frontier FROM f)
+        SELECT count(*) FILTER (WHERE ev.occurred_at < fr.frontier), count(*)
+        FROM ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id""").fetchone()
+    late, total = int(row[0]), int(row[1])
+    share = late / total if total else 0.0
+    if share <= LATE_WARN:
+        return Check("late_data", "ok", f"{late:,} of {total:,} metric events ({share:.2%}) arrived more than "
+                                        f"{late_hours:g} h after newer data", value=share, threshold=LATE_WARN)
+    return Check("late_data", "warn",
+                 f"{late:,} of {total:,} metric events ({share:.1%}) arrived more than {late_hours:g} hours after newer "
+                 "events of the same type had been loaded; recent days are probably still incomplete, so the "
+                 "latest results may change — check the export schedule", value=share, threshold=LATE_WARN)

@@ -1,0 +1,336 @@
+"""Small shared pieces of the report: text formatting, escaping, verdict and health badges, the
+snapshot gate every page passes through, and the friendly empty-workspace page.
+
+Every string a user wrote (names, descriptions, reasons, paths) goes through `md()` before it is
+put into Markdown; nothing here uses `unsafe_allow_html`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+# decision → (badge colour, symbol, plain words); the symbol differs in shape, not only colour
+VERDICTS: dict[str, tuple[str, str, str]] = {
+    "SHIP": ("green", "✅", "ship the variant"),
+    "ROLLBACK": ("red", "⛔", "roll the variant back"),
+    "KEEP_RUNNING": ("blue", "⏳", "keep collecting data"),
+    "NO_DETECTABLE_EFFECT": ("gray", "➖", "no effect detectable"),
+    "INVALID": ("orange", "⚠️", "numbers cannot be trusted"),
+    "FAILED": ("red", "❌", "the analysis failed"),
+    "NOT_ANALYSED": ("gray", "⭘", "not analysed yet"),
+    "CONTROL": ("gray", "◼", "baseline arm"),
+    "NOT_SHIPPED": ("gray", "◻", "another arm was shipped"),
+}
+HEALTH: dict[str, tuple[str, str]] = {"ok": ("green", "✅"), "warn": ("orange", "⚠️"), "fail": ("red", "❌")}
+SIGNIFICANCE = {"better": "▲ better", "worse": "▼ worse", "none": "○ not significant"}
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&^=])")
+
+
+# --------------------------------------------------------------------------- text
+
+def md(value: Any) -> str:
+    """Escape user text for Streamlit Markdown: every Markdown/directive/LaTeX character is
+    backslash-escaped and newlines become spaces (safe inside table cells)."""
+    text = "" if value is None else str(value)
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
+
+
+def finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def pct(x: Any, digits: int = 1, signed: bool = True) -> str:
+    if not finite(x):
+        return "n/a"
+    return f"{float(x) * 100:+.{digits}f}%" if signed else f"{float(x) * 100:.{digits}f}%"
+
+
+def ci(lo: Any, hi: Any, digits: int = 1) -> str:
+    return f"{pct(lo, digits)} to {pct(hi, digits)}"
+
+
+def lift(rel: Any, lo: Any, hi: Any, level: float = 0.95) -> str:
+    """'+4.6% (95% CI -1.9% to +11.1%)'."""
+    if not finite(rel):
+        return "n/a"
+    return f"{pct(rel)} ({level:.0%} CI {ci(lo, hi)})"
+
+
+def num(x: Any, digits: int = 4) -> str:
+    if not finite(x):
+        return "n/a"
+    x = float(x)
+    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:,.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+def pvalue(p: Any) -> str:
+    if not finite(p):
+        return "n/a"
+    p = float(p)
+    return "< 0.0001" if p < 1e-4 else f"{p:.3g}"
+
+
+def count(n: Any) -> str:
+    return f"{int(n):,}" if finite(n) else "n/a"
+
+
+def when(value: Any) -> str:
+    """A timestamp as 'YYYY-MM-DD HH:MM UTC' (naive timestamps are UTC in abproxy)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return "n/a"
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if pd.isna(ts):
+        return "n/a"
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(value: Any, now: dt.datetime | None = None) -> str:
+    """'3 h ago' relative to now (UTC)."""
+    if value is None:
+        return ""
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return ""
+    if pd.isna(ts):
+        return ""
+    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    seconds = (pd.Timestamp(now) - ts).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+# --------------------------------------------------------------------------- badges and tables
+
+def verdict_text(decision: str | None) -> str:
+    """Plain text with a shape symbol: '✅ SHIP'."""
+    code = decision or "NOT_ANALYSED"
+    _, symbol, _ = VERDICTS.get(code, ("gray", "•", ""))
+    return f"{symbol} {code}"
+
+
+def verdict_badge(decision: str | None) -> str:
+    """Markdown badge: coloured, with a symbol and the decision as text."""
+    code = decision or "NOT_ANALYSED"
+    colour, symbol, _ = VERDICTS.get(code, ("gray", "•", ""))
+    return f":{colour}-badge[{symbol} {md(code)}]"
+
+
+def verdict_meaning(decision: str | None) -> str:
+    return VERDICTS.get(decision or "NOT_ANALYSED", ("", "", ""))[2]
+
+
+def health_badge(status: str | None) -> str:
+    colour, symbol = HEALTH.get((status or "").lower(), ("gray", "•"))
+    return f":{colour}-badge[{symbol} {md((status or 'unknown').upper())}]"
+
+
+def assessment(significant: Any, effect: Any, higher_is_better: bool) -> str:
+    """'better' | 'worse' | 'none' for a significant effect in the good/bad direction."""
+    if not bool(significant) or not finite(effect) or float(effect) == 0:
+        return "none"
+    return "better" if (float(effect) > 0) == higher_is_better else "worse"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table; cells must already be escaped (or be our own formatted numbers)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the snapshot gate
+
+def current_snapshot():
+    """(Source, Snapshot | None) for this session's workspace."""
+    from abproxy.report import data
+
+    source = data.locate()
+    return source, data.Snapshot.at(source.snapshot)
+
+
+def require_snapshot():
+    """The Snapshot to read, or render the friendly start page and stop the script."""
+    import streamlit as st
+
+    source, snap = current_snapshot()
+    if source.config_error:
+        st.warning("The workspace configuration (abproxy.yaml) has a problem, so the report falls back to "
+                   f"`{DEFAULT_SNAPSHOT_TEXT}`. Fix it and run `abproxy validate`:", icon="⚠️")
+        st.code(source.config_error, language=None)
+    if snap is None:
+        empty_page(source)
+        st.stop()
+    return snap
+
+
+DEFAULT_SNAPSHOT_TEXT = "data/report.duckdb"
+
+
+def empty_page(source) -> None:
+    import streamlit as st
+
+    st.title("Welcome to abproxy")
+    st.markdown(f"There is no report yet for the workspace **{md(source.root)}**: no analysis has been "
+                f"published (looked for {md(source.snapshot)}).")
+    st.subheader("How to start")
+    st.markdown(
+        "1. Create a workspace: `abproxy init my-workspace` (or try the demo: `make run`, which builds a "
+        "simulated workspace and serves this report).\n"
+        "2. Describe your metrics and experiments in `abproxy.yaml`.\n"
+        "3. Drop files into `inbox/exposures/` (unit\\_id, experiment, variant, exposed\\_at) and "
+        "`inbox/events/` (unit\\_id, event, occurred\\_at, value) — CSV, Parquet or JSON Lines.\n"
+        "4. Run `abproxy run` once (or `abproxy schedule` to keep it fresh): it loads the inbox, analyses "
+        "every running experiment and publishes the snapshot this report reads.\n"
+        "5. Reload this page.")
+    st.caption("Start the report on another workspace with `streamlit run app.py -- --workspace DIR` "
+               "or by setting ABPROXY_WORKSPACE.")
+
+
+def freshness_caption(fresh: dict[str, Any]) -> str:
+    parts = [f"Snapshot published {when(fresh.get('published_at'))} ({ago(fresh.get('published_at'))})"]
+    if fresh.get("latest_event") is not None:
+        parts.append(f"latest event analysed {when(fresh.get('latest_event'))}")
+    if fresh.get("last_loaded_at") is not None:
+        parts.append(f"last file loaded {when(fresh.get('last_loaded_at'))}")
+    return " · ".join(parts)
+
+
+# --------------------------------------------------------------------------- derived rows (app and export)
+
+def value_text(x: Any, metric_type: str | None) -> str:
+    """A per-arm metric value: proportions as a percentage, other metrics as a number."""
+    return pct(x, 2, signed=False) if metric_type == "proportion" else num(x)
+
+
+def guardrail_margins(view) -> dict[str, dict[str, Any]]:
+    return {g.get("metric"): g for g in view.meta.get("guardrails") or [] if isinstance(g, dict)}
+
+
+def margin_position(view, row: dict[str, Any]) -> float | None:
+    """Where a guardrail's tolerated harm sits on the relative-lift axis (None: not a guardrail).
+    An absolute margin is converted with the control mean."""
+    g = guardrail_margins(view).get(row["metric"])
+    if g is None or row.get("role") != "guardrail":
+        return None
+    margin = float(g.get("margin") or 0.0)
+    if not g.get("relative", True):
+        base = row.get("control_mean")
+        if not finite(base) or float(base) == 0:
+            return None
+        margin = margin / abs(float(base))
+    return -margin if view.higher_is_better(row["metric"]) else margin
+
+
+def forest_rows(view) -> list[dict[str, Any]]:
+    """One row per overall metric × arm of the latest run: label, relative lift and CI, the
+    assessment (better / worse / none) and the guardrail margin position."""
+    overall = view.overall
+    multi = overall["variant"].nunique() > 1 if len(overall) else False
+    rows = []
+    for r in overall.to_dict("records"):
+        label = f"{view.metric_label(r['metric'])} ({r['role']})" + (f" · {r['variant']}" if multi else "")
+        rows.append({"label": label, "metric": r["metric"], "role": r["role"], "variant": r["variant"],
+                     "rel": r["rel_effect"], "lo": r["rel_ci_lo"], "hi": r["rel_ci_hi"],
+                     "significant": bool(r["significant"]) if finite(r["rel_effect"]) else False,
+                     "assessment": assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"])),
+                     "margin": margin_position(view, r)})
+    return rows
+
+
+def harmed_segments(view) -> list[dict[str, Any]]:
+    """Segments the health checks flagged as harmed (segment_harm warnings), with their detail."""
+    h = view.health
+    if h.empty:
+        return []
+    rows = h[h["check_name"] == "segment_harm"]
+    return [{"segment": r["segment"], "metric": r["metric"], "variant": r["variant"], "detail": r["detail"],
+             "status": r["status"]} for r in rows.to_dict("records")]
+
+
+def needs_text(reasons: list[str]) -> str | None:
+    """The reason that says how much more data is needed (KEEP_RUNNING), if any."""
+    return next((r for r in reasons if "Needs " in r or "more units" in r), None)
+
+
+def compare_runs(view) -> list[tuple[str, str]]:
+    """'What changed since the previous run': (aspect, plain-language change) pairs."""
+    from abproxy.report.data import loads
+
+    now, before = view.run, view.previous
+    if now is None or before is None:
+        return []
+    out: list[tuple[str, str]] = []
+    d0, d1 = before.get("decision") or before.get("status"), now.get("decision") or now.get("status")
+    out.append(("Verdict", f"{d0} → {d1}" if d0 != d1 else f"unchanged ({d1})"))
+    hist = view.history
+    for metric in (view.meta.get("primary_metrics") or [])[:3]:
+        for variant in sorted(set(hist["variant"])) if len(hist) else []:
+            pick = hist[(hist["metric"] == metric) & (hist["variant"] == variant)]
+            a = pick[pick["run_id"] == before["run_id"]]
+            b = pick[pick["run_id"] == now["run_id"]]
+            if len(a) and len(b):
+                x, y = a.iloc[0], b.iloc[0]
+                delta = (y["rel_effect"] - x["rel_effect"]) * 100 if finite(x["rel_effect"]) and finite(y["rel_effect"]) else None
+                out.append((f"Primary estimate {view.metric_label(metric)} ({variant})",
+                            f"{lift(x['rel_effect'], x['rel_ci_lo'], x['rel_ci_hi'])} → "
+                            f"{lift(y['rel_effect'], y['rel_ci_lo'], y['rel_ci_hi'])}"
+                            + (f" ({delta:+.1f} pt)" if delta is not None else "")))
+    h0, h1 = before.get("definition_hash"), now.get("definition_hash")
+    if h0 == h1:
+        out.append(("Definitions", f"unchanged (hash {h1})"))
+    else:
+        changed = _changed_definitions(view.previous_definitions, view.definitions)
+        out.append(("Definitions", f"changed: hash {h0} → {h1}" + (f" ({', '.join(changed)})" if changed else "")))
+    w0, w1 = loads(before.get("watermark"), {}), loads(now.get("watermark"), {})
+    for key, label in (("exposure_rows", "Exposure rows"), ("event_rows", "Event rows")):
+        if key in w0 or key in w1:
+            a, b = w0.get(key), w1.get(key)
+            diff = f" ({int(b) - int(a):+,})" if finite(a) and finite(b) else ""
+            out.append((label, f"{count(a)} → {count(b)}{diff}"))
+    if w0.get("max_occurred_at") != w1.get("max_occurred_at"):
+        out.append(("Latest event", f"{when(w0.get('max_occurred_at'))} → {when(w1.get('max_occurred_at'))}"))
+    new_files = [f for f in w1.get("files") or [] if f not in set(w0.get("files") or [])]
+    if new_files:
+        shown = ", ".join(new_files[:5]) + (f" and {len(new_files) - 5} more" if len(new_files) > 5 else "")
+        out.append(("Files", f"{len(new_files)} new: {shown}"))
+    u0, u1 = loads(before.get("units"), {}), loads(now.get("units"), {})
+    if u0 != u1:
+        out.append(("Units", "; ".join(f"{v} {count(u0.get(v))} → {count(n)}" for v, n in u1.items())))
+    v0 = (before.get("code_version"), before.get("git_commit"))
+    v1 = (now.get("code_version"), now.get("git_commit"))
+    if v0 != v1:
+        out.append(("Code", f"{v0[0]} ({(v0[1] or '')[:8]}) → {v1[0]} ({(v1[1] or '')[:8]})"))
+    out.append(("Data as of", f"{when(before.get('as_of'))} → {when(now.get('as_of'))}"))
+    return out
+
+
+def _changed_definitions(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    changed = []
+    if before.get("experiment") != after.get("experiment"):
+        keys = sorted(k for k in set(before.get("experiment") or {}) | set(after.get("experiment") or {})
+                      if (before.get("experiment") or {}).get(k) != (after.get("experiment") or {}).get(k))
+        changed.append("experiment: " + ", ".join(keys))
+    m0, m1 = before.get("metrics") or {}, after.get("metrics") or {}
+    changed += [f"metric {m}" for m in sorted(set(m0) | set(m1)) if m0.get(m) != m1.get(m)]
+    return changed

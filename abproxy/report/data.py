@@ -1,0 +1,448 @@
+"""Snapshot queries for the report.
+
+Plain functions take a read-only connection to the published snapshot and return small frames or
+dataclasses (the HTML export calls them directly). The app goes through `Snapshot.load`, which
+opens the snapshot per call and caches the answer for a few seconds, keyed on the snapshot file's
+identity (mtime, size, inode): a newly published snapshot is a new key. Nothing here computes
+statistics or opens the warehouse.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+import pandas as pd
+
+from abproxy.config import ConfigError, resolve_workspace
+from abproxy.warehouse import WarehouseError, open_snapshot
+from abproxy.workspace import Workspace
+
+DEFAULT_SNAPSHOT = "data/report.duckdb"
+CACHE_SECONDS = 5
+
+
+# --------------------------------------------------------------------------- where the snapshot is
+
+@dataclass(frozen=True)
+class Source:
+    """The workspace folder, its snapshot path, and the configuration error if abproxy.yaml is broken."""
+
+    root: Path
+    snapshot: Path
+    config_error: str | None = None
+
+
+def workspace_arg(argv: list[str] | None = None) -> str | None:
+    """The value of `--workspace DIR` / `--workspace=DIR` in argv (after `streamlit run app.py --`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--workspace" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--workspace="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def workspace_root(argv: list[str] | None = None) -> Path:
+    """`--workspace` from argv, else $ABPROXY_WORKSPACE, else the current folder."""
+    return resolve_workspace(workspace_arg(argv))
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _st_cached(max_entries: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """st.cache_data applied on first call, so that importing this module (the CLI's export does)
+    needs no Streamlit runtime."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        cached: list[Callable[..., Any]] = []
+
+        def call(*args: Any) -> Any:
+            if not cached:
+                import streamlit as st
+
+                cached.append(st.cache_data(ttl=CACHE_SECONDS, show_spinner=False, max_entries=max_entries)(fn))
+            return cached[0](*args)
+        call.__wrapped__ = fn  # type: ignore[attr-defined]
+        return call
+    return wrap
+
+
+@_st_cached(max_entries=16)
+def _locate(root: str, config_mtime: int) -> Source:
+    path = Path(root)
+    try:
+        return Source(path, Workspace.open(path).snapshot)
+    except ConfigError as exc:
+        return Source(path, path / DEFAULT_SNAPSHOT, str(exc))
+    except Exception as exc:  # an unreadable file must not take the report down
+        return Source(path, path / DEFAULT_SNAPSHOT, f"{type(exc).__name__}: {exc}")
+
+
+def locate(root: Path | None = None) -> Source:
+    root = Path(root) if root is not None else workspace_root()
+    return _locate(str(root), _mtime(root / "abproxy.yaml"))
+
+
+def file_version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        s = path.stat()
+    except OSError:
+        return None
+    return (s.st_mtime_ns, s.st_size, s.st_ino)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A published snapshot file at one version; `load` runs a named query on it (cached)."""
+
+    path: Path
+    version: tuple[int, int, int]
+
+    @classmethod
+    def at(cls, path: Path) -> "Snapshot | None":
+        version = file_version(path)
+        return cls(path, version) if version else None
+
+    def load(self, query: str, *args: Any) -> Any:
+        return _cached(query, str(self.path), self.version, args)
+
+
+@_st_cached(max_entries=128)
+def _cached(query: str, path: str, version: tuple, args: tuple) -> Any:
+    con = open_snapshot(path)
+    try:
+        return QUERIES[query](con, *args)
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def loads(value: Any, default: Any = None) -> Any:
+    """JSON text (or an already parsed value) → Python; None/NaN/garbage → default."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    if isinstance(value, (dict, list)):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    return con.execute(sql, params or []).df()
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value)) if not isinstance(value, (list, dict, tuple)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+LATEST_RUN = """
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT *, row_number() OVER (PARTITION BY experiment ORDER BY as_of DESC, started_at DESC) AS rn
+        FROM runs) WHERE rn = 1
+"""
+RUN_COLUMNS = ("run_id, job_id, experiment, started_at, finished_at, as_of, status, error, definition_hash, "
+               "watermark, code_version, git_commit, parameters, method, decision, ship_variant, reasons, "
+               "srm_p, units, days_running")
+
+
+# --------------------------------------------------------------------------- experiments
+
+EXPERIMENT_COLUMNS = ["experiment", "name", "hypothesis", "owner", "status", "start", "end", "control",
+                      "primary_metrics", "segments", "roles", "allocation", "decision", "guardrails", "holdback"]
+
+
+def experiments(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The configured experiments (snapshot table `experiments`), plus any experiment that only
+    appears in the ledger (removed from the configuration since)."""
+    have = tables(con)
+    frame = _df(con, "SELECT * FROM experiments") if "experiments" in have else pd.DataFrame(columns=EXPERIMENT_COLUMNS)
+    known = set(frame["experiment"])
+    if "runs" in have:
+        extra = [k for (k,) in con.execute("SELECT DISTINCT experiment FROM runs ORDER BY 1").fetchall() if k not in known]
+        if extra:
+            rows = pd.DataFrame([{"experiment": k, "name": k, "status": "unknown", "primary_metrics": "[]",
+                                  "roles": "{}", "guardrails": "[]", "segments": "[]", "allocation": "{}",
+                                  "decision": "{}"} for k in extra])
+            frame = pd.concat([frame, rows], ignore_index=True)
+    return frame.reindex(columns=EXPERIMENT_COLUMNS)
+
+
+def experiment_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return list(experiments(con)["experiment"])
+
+
+def primary_results(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """Overall results of each run's first primary metric (one row per run × treatment arm)."""
+    where = "" if run_ids is None else "AND r.run_id IN (SELECT unnest(?::VARCHAR[]))"
+    named = "metrics" in tables(con)
+    label = "coalesce(m.name, r.metric)" if named else "r.metric"
+    join = "LEFT JOIN metrics m ON m.metric = r.metric" if named else ""
+    sql = """
+        WITH firsts AS (
+            SELECT run_id, arg_min(metric, ord) AS metric FROM (
+                SELECT run_id, metric, min(rowid) AS ord FROM results
+                WHERE segment = '' AND role = 'primary' GROUP BY run_id, metric) GROUP BY run_id)
+        SELECT r.run_id, r.experiment, r.metric, {label} AS label, r.variant, r.control, r.rel_effect, r.rel_ci_lo, r.rel_ci_hi,
+               r.abs_effect, r.abs_ci_lo, r.abs_ci_hi, r.p_value_adjusted, r.significant
+        FROM results r JOIN firsts f USING (run_id, metric) {join}
+        WHERE r.segment = '' {where}
+        ORDER BY r.run_id, r.variant""".format(label=label, join=join, where=where)
+    return _df(con, sql, [run_ids] if run_ids is not None else None)
+
+
+def overview(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One record per experiment: configuration, latest run and its primary lifts."""
+    exps = experiments(con)
+    have = tables(con)
+    latest = _df(con, f"SELECT {RUN_COLUMNS} FROM ({LATEST_RUN})") if "runs" in have else pd.DataFrame()
+    by_key = {r["experiment"]: r for r in _records(latest)}
+    prim = primary_results(con, [r["run_id"] for r in by_key.values()]) if by_key else pd.DataFrame()
+    out = []
+    for exp in _records(exps):
+        run = by_key.get(exp["experiment"])
+        lifts = _records(prim[prim["run_id"] == run["run_id"]]) if run is not None and len(prim) else []
+        out.append({**exp, "run": run, "primary": lifts})
+    return out
+
+
+def portfolio(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every run's verdict and primary lift: the portfolio timeline (CSV download)."""
+    if "runs" not in tables(con):
+        return pd.DataFrame(columns=["run_id", "experiment", "as_of", "decision"])
+    runs = _df(con, "SELECT run_id, experiment, as_of, started_at, status, decision, ship_variant, days_running "
+                    "FROM runs ORDER BY experiment, as_of, started_at")
+    prim = primary_results(con)
+    prim = prim.rename(columns={"metric": "primary_metric", "rel_effect": "primary_lift",
+                                "rel_ci_lo": "primary_lift_ci_lo", "rel_ci_hi": "primary_lift_ci_hi",
+                                "p_value_adjusted": "primary_p_adjusted"})
+    keep = ["run_id", "primary_metric", "variant", "primary_lift", "primary_lift_ci_lo", "primary_lift_ci_hi",
+            "primary_p_adjusted", "significant"]
+    return runs.merge(prim[keep], on="run_id", how="left")
+
+
+# --------------------------------------------------------------------------- one experiment
+
+@dataclass
+class ExperimentView:
+    """Everything the experiment page and the review export show, from one snapshot read."""
+
+    key: str
+    meta: dict[str, Any]
+    runs: pd.DataFrame                      # every run, oldest first
+    run: dict[str, Any] | None              # the latest run (None: never analysed)
+    results: pd.DataFrame                   # latest run, overall and segments
+    series: pd.DataFrame
+    health: pd.DataFrame
+    variants: pd.DataFrame
+    metrics: pd.DataFrame                   # catalog rows of the metrics this experiment uses
+    history: pd.DataFrame                   # overall results of every run (metric × variant)
+    published_at: Any = None
+    definitions: dict[str, Any] = field(default_factory=dict)        # latest run's definitions
+    previous_definitions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.key
+
+    @property
+    def overall(self) -> pd.DataFrame:
+        return self.results[self.results["segment"] == ""]
+
+    @property
+    def segments(self) -> pd.DataFrame:
+        return self.results[self.results["segment"] != ""]
+
+    @property
+    def previous(self) -> dict[str, Any] | None:
+        return _records(self.runs.iloc[[-2]])[0] if len(self.runs) >= 2 else None
+
+    def metric_label(self, metric: str) -> str:
+        row = self.metrics[self.metrics["metric"] == metric]
+        name = row.iloc[0]["name"] if len(row) else None
+        return str(name) if isinstance(name, str) and name else metric
+
+    def higher_is_better(self, metric: str) -> bool:
+        row = self.metrics[self.metrics["metric"] == metric]
+        return bool(row.iloc[0]["higher_is_better"]) if len(row) and not _missing(row.iloc[0]["higher_is_better"]) else True
+
+    @property
+    def alpha(self) -> float:
+        return float(self.meta.get("decision", {}).get("alpha", 0.05) or 0.05)
+
+
+def _meta(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key, default in (("primary_metrics", []), ("segments", []), ("roles", {}), ("allocation", {}),
+                         ("decision", {}), ("guardrails", [])):
+        out[key] = loads(row.get(key), default)
+    return out
+
+
+def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
+    """Raises KeyError (listing the known keys) for an unknown experiment."""
+    exps = experiments(con)
+    match = exps[exps["experiment"] == key]
+    if match.empty:
+        known = ", ".join(exps["experiment"]) or "none"
+        raise KeyError(f"unknown experiment '{key}' (known: {known})")
+    meta = _meta(_records(match)[0])
+    have = tables(con)
+    runs = _df(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment = ? ORDER BY as_of, started_at", [key]) \
+        if "runs" in have else pd.DataFrame(columns=[c.strip() for c in RUN_COLUMNS.split(",")])
+    run = _records(runs.iloc[[-1]])[0] if len(runs) else None
+    run_id = run["run_id"] if run else ""
+    results = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM results WHERE run_id = ? ORDER BY rowid", [run_id])
+    series = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM series WHERE run_id = ? ORDER BY metric, variant, kind, day",
+                 [run_id]) if "series" in have else pd.DataFrame()
+    health = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM health WHERE run_id = ? ORDER BY rowid", [run_id]) \
+        if "health" in have else pd.DataFrame()
+    variants = _df(con, "SELECT * FROM variants WHERE experiment = ? ORDER BY NOT is_control, variant", [key]) \
+        if "variants" in have else pd.DataFrame()
+    used = list(meta["roles"]) or sorted(set(results["metric"]))
+    metrics = _df(con, "SELECT metric, name, type, description, owner, higher_is_better, window_days FROM metrics "
+                       "WHERE metric IN (SELECT unnest(?::VARCHAR[]))", [used]) if "metrics" in have else pd.DataFrame(
+        columns=["metric", "name", "type", "description", "owner", "higher_is_better", "window_days"])
+    history = _df(con, """SELECT r.run_id, u.as_of, u.started_at, r.metric, r.role, r.variant, r.rel_effect, r.rel_ci_lo,
+                                 r.rel_ci_hi, r.abs_effect, r.p_value_adjusted, r.significant
+                          FROM results r JOIN runs u USING (run_id)
+                          WHERE r.experiment = ? AND r.segment = '' ORDER BY u.as_of, u.started_at, r.rowid""", [key]) \
+        if "runs" in have else pd.DataFrame()
+    definitions: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
+    if len(runs):
+        ids = list(runs["run_id"].iloc[-2:])
+        defs = dict(con.execute("SELECT run_id, definitions FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                                [ids]).fetchall())
+        definitions = loads(defs.get(ids[-1]), {})
+        previous = loads(defs.get(ids[0]), {}) if len(ids) == 2 else {}
+    published = con.execute("SELECT max(published_at) FROM snapshot_info").fetchone()[0] \
+        if "snapshot_info" in have else None
+    return ExperimentView(key, meta, runs, run, results, series, health, variants, metrics, history, published,
+                          definitions, previous)
+
+
+# --------------------------------------------------------------------------- catalog, models, health
+
+def metrics_catalog(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    if "metrics" not in tables(con):
+        return []
+    rows = _records(_df(con, "SELECT * FROM metrics ORDER BY metric"))
+    for r in rows:
+        r["used_by"] = loads(r.get("used_by"), [])
+        r["definition"] = loads(r.get("definition"), {})
+    return rows
+
+
+def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every model version (variants table) with the latest measured overall effects of its
+    experiment (primary and guardrail metrics, that arm vs the control) and the verdict."""
+    have = tables(con)
+    if "variants" not in have:
+        return []
+    variants = _records(_df(con, "SELECT * FROM variants ORDER BY model, version, experiment, variant"))
+    exps = {e["experiment"]: _meta(e) for e in _records(experiments(con))}
+    latest = {r["experiment"]: r for r in _records(_df(con, f"SELECT {RUN_COLUMNS} FROM ({LATEST_RUN})"))} \
+        if "runs" in have else {}
+    ids = [r["run_id"] for r in latest.values()]
+    effects = _df(con, """SELECT run_id, metric, role, variant, rel_effect, rel_ci_lo, rel_ci_hi, significant
+                          FROM results WHERE segment = '' AND role IN ('primary', 'guardrail')
+                            AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""", [ids]) if ids else pd.DataFrame()
+    names = dict(con.execute("SELECT metric, coalesce(name, metric) FROM metrics").fetchall()) if "metrics" in have else {}
+    out = []
+    for v in variants:
+        run = latest.get(v["experiment"])
+        exp = exps.get(v["experiment"], {})
+        mine = effects[(effects["run_id"] == run["run_id"]) & (effects["variant"] == v["variant"])] \
+            if run is not None and len(effects) else pd.DataFrame()
+        measured = [{**e, "label": names.get(e["metric"], e["metric"])} for e in _records(mine)]
+        out.append({**v, "experiment_name": exp.get("name") or v["experiment"], "experiment_status": exp.get("status"),
+                    "run": run, "effects": measured, "verdict": arm_verdict(v, run)})
+    return out
+
+
+def arm_verdict(variant: dict[str, Any], run: dict[str, Any] | None) -> str:
+    """What the latest verdict means for one arm: SHIP / ROLLBACK / … or 'control'."""
+    if run is None:
+        return "NOT_ANALYSED"
+    if run.get("status") != "ok" or not run.get("decision"):
+        return "FAILED"
+    if variant.get("is_control"):
+        return "CONTROL"
+    decision = run["decision"]
+    if decision == "SHIP" and run.get("ship_variant") not in (None, variant["variant"]):
+        return "NOT_SHIPPED"
+    return decision
+
+
+def data_health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    have = tables(con)
+    files = _df(con, "SELECT * FROM files ORDER BY file_id DESC") if "files" in have else pd.DataFrame()
+    rejected = _df(con, """
+        SELECT reason, count(*) AS rows, count(DISTINCT path) AS files,
+               list(DISTINCT path ORDER BY path)[1:3] AS paths,
+               list(struct_pack(path := path, row := row_number, raw := raw) ORDER BY path, row_number)[1:3] AS examples
+        FROM rejected_rows GROUP BY reason ORDER BY rows DESC, reason""") if "rejected_rows" in have else pd.DataFrame()
+    jobs = _df(con, "SELECT * FROM job_runs ORDER BY started_at DESC LIMIT 50") if "job_runs" in have else pd.DataFrame()
+    return {"files": files, "rejected": rejected, "jobs": jobs, "freshness": freshness(con)}
+
+
+def freshness(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Snapshot published_at, latest file load, latest event and exposure the analyses saw."""
+    have = tables(con)
+    out: dict[str, Any] = {"published_at": None, "last_loaded_at": None, "latest_event": None,
+                           "latest_exposure": None, "last_job": None}
+    if "snapshot_info" in have:
+        out["published_at"] = con.execute("SELECT max(published_at) FROM snapshot_info").fetchone()[0]
+    if "files" in have:
+        out["last_loaded_at"] = con.execute("SELECT max(loaded_at) FROM files").fetchone()[0]
+    if "runs" in have:
+        row = con.execute("""SELECT max(TRY_CAST(json_extract_string(watermark, '$.max_occurred_at') AS TIMESTAMP)),
+                                    max(TRY_CAST(json_extract_string(watermark, '$.max_exposed_at') AS TIMESTAMP))
+                             FROM runs""").fetchone()
+        out["latest_event"], out["latest_exposure"] = row
+    if "job_runs" in have:
+        job = _records(_df(con, "SELECT kind, status, started_at, finished_at FROM job_runs "
+                                "ORDER BY started_at DESC LIMIT 1"))
+        out["last_job"] = job[0] if job else None
+    return out
+
+
+def review_html(con: duckdb.DuckDBPyConnection, key: str) -> str:
+    from abproxy.report.export import review_html as build
+
+    return build(con, key)
+
+
+QUERIES: dict[str, Callable[..., Any]] = {
+    "experiments": experiments, "experiment_keys": experiment_keys, "overview": overview, "portfolio": portfolio,
+    "experiment": experiment_view, "catalog": metrics_catalog, "models": models, "data_health": data_health,
+    "freshness": freshness, "review_html": review_html,
+}
+
+__all__ = ["Source", "Snapshot", "ExperimentView", "WarehouseError", "locate", "workspace_root", "loads",
+           "experiments", "overview", "portfolio", "experiment_view", "metrics_catalog", "models", "data_health",
+           "freshness", "arm_verdict"]

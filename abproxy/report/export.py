@@ -1,0 +1,415 @@
+"""The go/no-go review: one self-contained HTML file per experiment.
+
+Everything is inline (CSS in a <style> element, charts drawn here as SVG); the file makes no
+request of any kind, so it can be mailed, attached to a ticket or opened offline. Every piece of
+user text is escaped with html.escape.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from html import escape
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import duckdb
+import pandas as pd
+
+from abproxy.report import components as c
+from abproxy.report.data import ExperimentView, experiment_view, loads
+from abproxy.warehouse import open_snapshot
+
+COLOURS = {"better": "#1a7f37", "worse": "#c62828", "none": "#555555"}
+VERDICT_COLOURS = {"green": ("#e6f4ea", "#1a7f37"), "red": ("#fdecea", "#c62828"), "blue": ("#e8f0fe", "#1a56b0"),
+                   "gray": ("#f1f3f4", "#444444"), "orange": ("#fff4e5", "#b45309")}
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1040px;
+padding:24px;color:#1f2328;line-height:1.45}
+h1{margin:0 0 4px}h2{margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.meta{color:#57606a;margin:0 0 4px}
+.verdict{border-radius:8px;padding:12px 18px;margin-top:16px;border:2px solid}
+.badge{display:inline-block;border-radius:6px;padding:2px 10px;font-weight:700;border:2px solid}
+table{border-collapse:collapse;width:100%;margin:6px 0;font-size:14px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.harmed td{background:#fdecea;font-weight:600}
+.better{color:#1a7f37}.worse{color:#c62828}.none{color:#555}
+.status-ok{color:#1a7f37}.status-warn{color:#b45309}.status-fail{color:#c62828}
+code{background:#f6f8fa;padding:1px 4px;border-radius:4px;word-break:break-all}
+svg{max-width:100%;height:auto;font-family:inherit}
+footer{margin-top:32px;color:#57606a;font-size:12px}
+@media print{body{max-width:none}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
+"""
+MARK = {"better": "▲ better, significant", "worse": "▼ worse, significant", "none": "○ not significant"}
+
+
+def e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], row_classes: Sequence[str] | None = None,
+          numeric: Iterable[int] = ()) -> str:
+    """An HTML table; cells must already be escaped."""
+    numeric = set(numeric)
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = "".join(f'<td class="num">{v}</td>' if j in numeric else f"<td>{v}</td>" for j, v in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def badge(decision: str | None) -> str:
+    colour = c.VERDICTS.get(decision or "NOT_ANALYSED", ("gray", "", ""))[0]
+    bg, fg = VERDICT_COLOURS.get(colour, VERDICT_COLOURS["gray"])
+    return f'<span class="badge" style="background:{bg};color:{fg};border-color:{fg}">{e(c.verdict_text(decision))}</span>'
+
+
+# --------------------------------------------------------------------------- SVG charts
+
+def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
+    span = hi - lo if hi > lo else 1.0
+    raw = span / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _marker(kind: str, x: float, y: float, colour: str) -> str:
+    if kind == "better":
+        return f'<polygon points="{x:.1f},{y - 7:.1f} {x - 7:.1f},{y + 5:.1f} {x + 7:.1f},{y + 5:.1f}" fill="{colour}"/>'
+    if kind == "worse":
+        return f'<polygon points="{x:.1f},{y + 7:.1f} {x - 7:.1f},{y - 5:.1f} {x + 7:.1f},{y - 5:.1f}" fill="{colour}"/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{colour}"/>'
+
+
+def forest_svg(rows: list[dict[str, Any]], title: str, width: int = 960) -> str:
+    """A forest plot: one row per comparison, relative lift (%) with its CI, marker shape by
+    assessment (▲ better, ▼ worse, ● not significant), red dashed ticks at guardrail margins."""
+    rows = [r for r in rows if c.finite(r.get("rel"))]
+    if not rows:
+        return ""
+    values = [0.0]
+    for r in rows:
+        values += [float(r[k]) * 100 for k in ("rel", "lo", "hi") if c.finite(r.get(k))]
+        if c.finite(r.get("margin")):
+            values.append(float(r["margin"]) * 100)
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    left, right, top, row_h = 330, width - 20, 36, 30
+    height = top + row_h * len(rows) + 42
+
+    def sx(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * (right - left)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label="{e(title)}">', f"<title>{e(title)}</title>",
+             f'<text x="{left}" y="18" font-size="14" font-weight="600">{e(title)}</text>']
+    axis_y = top + row_h * len(rows) + 6
+    for t in nice_ticks(lo, hi):
+        x = sx(t)
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{axis_y}" stroke="#eaeef2"/>')
+        parts.append(f'<text x="{x:.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">{t:+g}%</text>')
+    parts.append(f'<line x1="{sx(0):.1f}" y1="{top - 6}" x2="{sx(0):.1f}" y2="{axis_y}" stroke="#333" '
+                 'stroke-dasharray="4 3"/>')
+    parts.append(f'<text x="{(left + right) / 2:.0f}" y="{axis_y + 32}" font-size="12" text-anchor="middle">'
+                 "relative lift vs control (%)</text>")
+    for i, r in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        kind = r.get("assessment", "none")
+        colour = COLOURS.get(kind, COLOURS["none"])
+        label = str(r["label"])
+        label = label if len(label) <= 46 else label[:45] + "…"
+        text = c.lift(r["rel"], r.get("lo"), r.get("hi"))
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" text-anchor="end">{e(label)}</text>')
+        if c.finite(r.get("lo")) and c.finite(r.get("hi")):
+            parts.append(f'<line x1="{sx(float(r["lo"]) * 100):.1f}" y1="{y:.1f}" x2="{sx(float(r["hi"]) * 100):.1f}" '
+                         f'y2="{y:.1f}" stroke="{colour}" stroke-width="2.5"/>')
+        if c.finite(r.get("margin")):
+            x = sx(float(r["margin"]) * 100)
+            parts.append(f'<line x1="{x:.1f}" y1="{y - 11:.1f}" x2="{x:.1f}" y2="{y + 11:.1f}" stroke="#c62828" '
+                         f'stroke-width="3" stroke-dasharray="3 2"><title>guardrail margin {c.pct(r["margin"])}</title></line>')
+        parts.append(f'<g><title>{e(label)}: {e(text)}</title>{_marker(kind, sx(float(r["rel"]) * 100), y, colour)}</g>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def series_svg(points: pd.DataFrame, title: str, width: int = 960, height: int = 260) -> str:
+    """The cumulative relative effect (%) by exposure day with its CI band."""
+    if points.empty:
+        return ""
+    pts = points.sort_values("day")
+    ys = [float(v) * 100 for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi") for v in pts[col] if c.finite(v)] + [0.0]
+    lo, hi = min(ys), max(ys)
+    pad = (hi - lo) * 0.08 or 1.0
+    lo, hi = lo - pad, hi + pad
+    left, right, top, bottom = 60, width - 20, 30, height - 40
+    n = len(pts)
+
+    def sx(i: int) -> float:
+        return left + (i / max(n - 1, 1)) * (right - left)
+
+    def sy(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+             f'role="img" aria-label="{e(title)}">', f"<title>{e(title)}</title>",
+             f'<text x="{left}" y="18" font-size="14" font-weight="600">{e(title)}</text>']
+    for t in nice_ticks(lo, hi, 5):
+        parts.append(f'<line x1="{left}" y1="{sy(t):.1f}" x2="{right}" y2="{sy(t):.1f}" stroke="#eaeef2"/>')
+        parts.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{t:+g}%</text>')
+    rows = list(pts.to_dict("records"))
+    band = [(sx(i), sy(float(r["rel_ci_hi"]) * 100)) for i, r in enumerate(rows) if c.finite(r["rel_ci_hi"])]
+    band += [(sx(i), sy(float(r["rel_ci_lo"]) * 100)) for i, r in reversed(list(enumerate(rows))) if c.finite(r["rel_ci_lo"])]
+    if band:
+        parts.append('<polygon fill="#1a56b0" fill-opacity="0.15" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in band) + '"/>')
+    parts.append(f'<line x1="{left}" y1="{sy(0):.1f}" x2="{right}" y2="{sy(0):.1f}" stroke="#333" stroke-dasharray="4 3"/>')
+    line = [(sx(i), sy(float(r["rel_effect"]) * 100)) for i, r in enumerate(rows) if c.finite(r["rel_effect"])]
+    if line:
+        parts.append('<polyline fill="none" stroke="#1a56b0" stroke-width="2" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in line) + '"/>')
+        for (x, y), r in zip(line, [r for r in rows if c.finite(r["rel_effect"])]):
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1a56b0"><title>{e(str(r["day"])[:10])}: '
+                         f'{e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"]))}</title></circle>')
+    for i in sorted({0, n // 2, n - 1}):
+        parts.append(f'<text x="{sx(i):.1f}" y="{bottom + 16}" font-size="11" text-anchor="middle">'
+                     f'{e(str(rows[i]["day"])[:10])}</text>')
+    parts.append(f'<text x="{(left + right) / 2:.0f}" y="{bottom + 32}" font-size="12" text-anchor="middle">'
+                 "exposure day (units exposed up to that day)</text></svg>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- sections
+
+def _header(view: ExperimentView) -> str:
+    m = view.meta
+    bits = [f"key <code>{e(view.key)}</code>", f"status <b>{e(m.get('status') or 'unknown')}</b>"]
+    if m.get("owner"):
+        bits.append(f"owner {e(m['owner'])}")
+    if m.get("start"):
+        bits.append(f"started {e(m['start'])}")
+    out = f"<header><h1>Go/no-go review: {e(view.name)}</h1><p class=\"meta\">{' · '.join(bits)}</p>"
+    if m.get("hypothesis"):
+        out += f"<p><i>Hypothesis:</i> {e(m['hypothesis'])}</p>"
+    return out + "</header>"
+
+
+def _verdict(view: ExperimentView) -> str:
+    run = view.run
+    decision = run.get("decision") if run.get("status") == "ok" else "FAILED"
+    colour = c.VERDICTS.get(decision or "NOT_ANALYSED", ("gray", "", ""))[0]
+    bg, fg = VERDICT_COLOURS.get(colour, VERDICT_COLOURS["gray"])
+    ship = f" → ship <b>{e(run['ship_variant'])}</b>" if run.get("ship_variant") else ""
+    reasons = "".join(f"<li>{e(r)}</li>" for r in loads(run.get("reasons"), []) or [])
+    error = f"<p>The latest analysis failed: {e(run.get('error'))}</p>" if run.get("status") != "ok" else ""
+    return (f'<section class="verdict" style="background:{bg};border-color:{fg}" aria-label="verdict">'
+            f"<h2 style=\"border:0;margin:4px 0\">{badge(decision)}{ship} <small>({e(c.verdict_meaning(decision))})</small></h2>"
+            f"{error}<ul>{reasons}</ul></section>")
+
+
+def _run_facts(view: ExperimentView) -> str:
+    run = view.run
+    units = loads(run.get("units"), {}) or {}
+    rows = [["Run id", f"<code>{e(run['run_id'])}</code>"], ["Data as of", e(c.when(run.get("as_of")))],
+            ["Analysed", e(c.when(run.get("finished_at") or run.get("started_at")))],
+            ["Method", e(run.get("method"))], ["Days running", e(c.num(run.get("days_running"), 3))],
+            ["Units", e(", ".join(f"{v} {c.count(n)}" for v, n in units.items()))],
+            ["Sample-ratio p", e(c.pvalue(run.get("srm_p")))],
+            ["Definition hash", f"<code>{e(run.get('definition_hash'))}</code>"],
+            ["Code", e(f"abproxy {run.get('code_version') or '?'}" + (f", commit {run['git_commit']}" if run.get("git_commit") else ""))],
+            ["Snapshot published", e(c.when(view.published_at))]]
+    return "<h2>Run</h2>" + table(["", ""], rows)
+
+
+def _scorecard(view: ExperimentView) -> str:
+    overall = view.overall
+    if overall.empty:
+        return "<h2>Scorecard</h2><p>The latest run has no metric results.</p>"
+    level = 1 - view.alpha
+    types = dict(zip(view.metrics["metric"], view.metrics["type"])) if len(view.metrics) else {}
+    rows, classes = [], []
+    for r in overall.to_dict("records"):
+        kind = c.assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"]))
+        d = loads(r.get("details"), {}) or {}
+        rows.append([f"<b>{e(view.metric_label(r['metric']))}</b><br><code>{e(r['metric'])}</code>", e(r["role"]),
+                     e(r["variant"]), e(c.value_text(r["control_mean"], types.get(r["metric"]))),
+                     e(c.value_text(r["variant_mean"], types.get(r["metric"]))),
+                     e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level)), e(c.pvalue(r["p_value_adjusted"])),
+                     f'<span class="{kind}">{e(MARK[kind])}</span>',
+                     e(f"{r.get('method') or ''}, n {c.count(r['control_units'])} / {c.count(r['variant_units'])}, "
+                       f"var {c.num(d.get('control_var'))} / {c.num(d.get('variant_var'))}"
+                       + (f", CUPED −{c.pct(r['cuped_variance_reduction'], signed=False)} variance"
+                          if c.finite(r.get("cuped_variance_reduction")) else "")
+                       + f", MDE ±{c.pct(r.get('mde_rel'), signed=False)}"
+                       + (f", warning: {r['warning']}" if r.get("warning") else ""))])
+        classes.append("")
+    forest = forest_svg(c.forest_rows(view), f"Relative lift with {level:.0%} confidence intervals")
+    return ("<h2>Scorecard</h2>" + table(["Metric", "Role", "Arm", "Control", "Variant", f"Lift ({level:.0%} CI)",
+                                          "Adj. p", "Result", "Statistical details"], rows, classes, numeric=(3, 4, 6))
+            + "<p class=\"meta\">Adjusted p: Holm within primary and within guardrail metrics, Benjamini–Hochberg "
+              "within secondary. ▲/▼: significant in the good/bad direction; red dashed ticks: guardrail margins.</p>"
+            + forest)
+
+
+def _series(view: ExperimentView) -> str:
+    s = view.series
+    primary = (view.meta.get("primary_metrics") or [None])[0]
+    if s.empty or primary is None:
+        return ""
+    out = ["<h2>Effect over time</h2>"]
+    for variant in dict.fromkeys(s[s["metric"] == primary]["variant"]):
+        pick = s[(s["metric"] == primary) & (s["variant"] == variant) & (s["kind"] == "cumulative")]
+        out.append(series_svg(pick, f"Cumulative {view.metric_label(primary)} lift, {variant} vs control"))
+    return "".join(out)
+
+
+def _segments(view: ExperimentView) -> str:
+    seg = view.segments
+    if seg.empty:
+        return ""
+    harmed = c.harmed_segments(view)
+    keys = {(h["segment"], h["metric"], h["variant"]) for h in harmed}
+    out = ["<h2>Segments</h2>"]
+    if harmed:
+        out.append("<p><b>⚠ Harmed segments</b> (significantly worse while the overall effect is not):</p><ul>"
+                   + "".join(f"<li><b>{e(h['segment'])}</b>: {e(h['detail'])}</li>" for h in harmed) + "</ul>")
+    else:
+        out.append("<p>✅ No segment is significantly harmed.</p>")
+    het = view.health[view.health["check_name"] == "segment_heterogeneity"] if len(view.health) else pd.DataFrame()
+    if len(het):
+        out.append("<p>Heterogeneity:</p><ul>" + "".join(
+            f'<li class="status-{e(r["status"])}">{e(r["status"].upper())}: {e(r["detail"])}</li>'
+            for r in het.to_dict("records")) + "</ul>")
+    level = 1 - view.alpha
+    rows, classes = [], []
+    for r in seg.to_dict("records"):
+        name = f"{r['segment']}={r['segment_value']}"
+        hit = (name, r["metric"], r["variant"]) in keys
+        kind = c.assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"]))
+        rows.append([e(name), e(view.metric_label(r["metric"])), e(r["variant"]),
+                     e(f"{c.count(r['control_units'])} / {c.count(r['variant_units'])}"),
+                     e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level)), e(c.pvalue(r["p_value_adjusted"])),
+                     "⚠ HARMED" if hit else f'<span class="{kind}">{e(MARK[kind])}</span>'])
+        classes.append("harmed" if hit else "")
+    out.append(table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Lift ({level:.0%} CI)", "Adj. p",
+                      "Result"], rows, classes))
+    return "".join(out)
+
+
+def _health(view: ExperimentView) -> str:
+    h = view.health
+    if h.empty:
+        return "<h2>Health checks</h2><p>No health checks recorded.</p>"
+    order = {"fail": 0, "warn": 1, "ok": 2}
+    rows = []
+    for r in sorted(h.to_dict("records"), key=lambda r: order.get(r["status"], 3)):
+        symbol = c.HEALTH.get(r["status"], ("", "•"))[1]
+        where = " · ".join(str(x) for x in (r.get("metric"), r.get("segment"), r.get("variant")) if isinstance(x, str) and x)
+        rows.append([f'<span class="status-{e(r["status"])}">{e(symbol)} {e(str(r["status"]).upper())}</span>',
+                     e(r["check_name"]), e(where), e(r.get("detail"))])
+    return "<h2>Health checks</h2>" + table(["Status", "Check", "Where", "Explanation"], rows)
+
+
+def _power(view: ExperimentView) -> str:
+    run, policy = view.run, view.meta.get("decision") or {}
+    needs = c.needs_text(loads(run.get("reasons"), []) or [])
+    out = ["<h2>Power and sample size</h2>"]
+    if needs:
+        out.append(f"<p>⏳ {e(needs)}</p>")
+    out.append(f"<p>Policy: at least {e(c.num(policy.get('min_days'), 3))} days and "
+               f"{e(c.count(policy.get('min_units_per_variant')))} units per arm; target effect "
+               f"{e(c.pct(policy.get('target_mde'), signed=False))} at {e(c.pct(policy.get('power'), 0, signed=False))} power.</p>")
+    overall = view.overall
+    if len(overall):
+        out.append(table(["Metric", "Arm", "MDE (relative)", "MDE (absolute)"],
+                         [[e(view.metric_label(r["metric"])), e(r["variant"]), e("±" + c.pct(r["mde_rel"], signed=False)),
+                           e(c.num(r["mde"]))] for r in overall.to_dict("records")], numeric=(2, 3)))
+    return "".join(out)
+
+
+def _lineage(view: ExperimentView) -> str:
+    v = view.variants
+    if v.empty:
+        return ""
+    rows = []
+    for r in v.to_dict("records"):
+        params = loads(r.get("params"), {}) or {}
+        rows.append([f"<b>{e(r['variant'])}</b>", "control" if r.get("is_control") else "treatment", e(r.get("model")),
+                     e(r.get("version")), e(", ".join(f"{k}={val}" for k, val in params.items())),
+                     e(r.get("training_data")), e(c.pct(r.get("allocation"), 0, signed=False)), e(r.get("description")),
+                     e(r.get("link"))])
+    return "<h2>Model lineage</h2>" + table(["Arm", "Role", "Model", "Version", "Params", "Training data", "Allocation",
+                                             "Description", "Link"], rows)
+
+
+def _watermark(view: ExperimentView) -> str:
+    w = loads(view.run.get("watermark"), {}) or {}
+    rows = [["Exposure rows", e(c.count(w.get("exposure_rows")))], ["Latest exposure", e(c.when(w.get("max_exposed_at")))],
+            ["Event rows", e(c.count(w.get("event_rows")))], ["Latest event", e(c.when(w.get("max_occurred_at")))]]
+    files = list(zip(w.get("files") or [], w.get("file_hashes") or []))
+    out = "<h2>Data watermark</h2>" + table(["", ""], rows)
+    if files:
+        out += (f"<details><summary>{len(files)} loaded file(s)</summary>"
+                + table(["File", "sha256"], [[e(p), f"<code>{e(h)}</code>"] for p, h in files]) + "</details>")
+    return out
+
+
+def _history(view: ExperimentView) -> str:
+    runs, hist = view.runs, view.history
+    primary = (view.meta.get("primary_metrics") or [None])[0]
+    prim = hist[hist["metric"] == primary] if len(hist) else pd.DataFrame()
+    rows = []
+    for r in runs.iloc[::-1].head(30).to_dict("records"):
+        p = prim[prim["run_id"] == r["run_id"]] if len(prim) else pd.DataFrame()
+        lifts = "; ".join(c.lift(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"]) for x in p.to_dict("records")) or "n/a"
+        rows.append([e(c.when(r["as_of"])), f"<code>{e(r['run_id'])}</code>", e(c.verdict_text(r.get("decision") or "FAILED")),
+                     e(lifts), f"<code>{e(r.get('definition_hash'))}</code>"])
+    out = "<h2>Run history</h2>" + table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash"], rows)
+    changes = c.compare_runs(view)
+    if changes:
+        out += ("<h3>What changed since the previous run</h3><ul>"
+                + "".join(f"<li><b>{e(a)}</b>: {e(t)}</li>" for a, t in changes) + "</ul>")
+    return out
+
+
+def review_html(con: duckdb.DuckDBPyConnection, key: str) -> str:
+    """The go/no-go review of experiment `key` from a snapshot connection (KeyError if unknown)."""
+    view = experiment_view(con, key)
+    try:
+        version = metadata.version("abproxy")
+    except metadata.PackageNotFoundError:
+        version = "?"
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [_header(view)]
+    if view.run is None:
+        body.append("<section class=\"verdict\"><h2>Not analysed yet</h2><p>This experiment has no analysis run in the "
+                    "snapshot; run <code>abproxy run</code> first.</p></section>")
+        body.append(_lineage(view))
+    else:
+        body += [_verdict(view), _run_facts(view), _scorecard(view), _series(view), _segments(view), _health(view),
+                 _power(view), _lineage(view), _watermark(view), _history(view)]
+    body.append(f"<footer>Generated by abproxy {e(version)} on {e(generated)} from the report snapshot published "
+                f"{e(c.when(view.published_at))}. This file is self-contained and makes no network requests.</footer>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>Go/no-go review: {e(view.name)}</title><style>{CSS}</style></head><body>"
+            + "".join(body) + "</body></html>\n")
+
+
+def write_review(ws: Any, key: str, path: Path | str) -> Path:
+    """Write the review of `key` from workspace `ws`'s snapshot to `path` (KeyError listing the
+    known keys if `key` is unknown; WarehouseError if no snapshot was published yet)."""
+    con = open_snapshot(ws.snapshot)
+    try:
+        text = review_html(con, key)
+    finally:
+        con.close()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,64 @@
+"""Models page: a leaderboard of every model version with its latest measured effects and verdict,
+rolled-back ones included."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from abproxy.report import components as c
+from abproxy.report import data
+
+
+def effects_text(row: dict[str, Any], role: str) -> str:
+    parts = [f"{c.md(e['label'])} {c.lift(e['rel_effect'], e['rel_ci_lo'], e['rel_ci_hi'])}"
+             + (" ✱" if e.get("significant") else "")
+             for e in row["effects"] if e["role"] == role]
+    return "; ".join(parts) or "—"
+
+
+def _primary_lift(row: dict[str, Any]) -> float:
+    vals = [e["rel_effect"] for e in row["effects"] if e["role"] == "primary" and c.finite(e["rel_effect"])]
+    return vals[0] if vals else float("-inf")
+
+
+def render() -> None:
+    snap = c.require_snapshot()
+    st.title("Model leaderboard")
+    rows = snap.load("models")
+    if not rows:
+        st.info("No model versions in the snapshot: describe each variant's model and version in abproxy.yaml.")
+        return
+    include_controls = st.toggle("Show control arms (baselines)", value=True)
+    models = sorted({r.get("model") or "(unnamed)" for r in rows})
+    pick = st.multiselect("Model", models, placeholder="All models")
+    shown = [r for r in rows if (include_controls or not r.get("is_control"))
+             and (not pick or (r.get("model") or "(unnamed)") in pick)]
+    shown.sort(key=lambda r: (str(r.get("model") or ""), r.get("is_control", False), -_primary_lift(r)))
+    st.caption("Each row is one model version in one experiment, measured against that experiment's control in "
+               "its latest analysis. ✱ marks significant effects. Rolled-back and stopped experiments keep their "
+               "last measurement.")
+    table = []
+    for r in shown:
+        run = r["run"] or {}
+        table.append([f"**{c.md(r.get('model') or '(unnamed)')}**", f"**{c.md(r.get('version') or '')}**",
+                      f"{c.md(r['experiment_name'])} ({c.md(r['experiment'])})", c.md(r["variant"]),
+                      c.md(r.get("experiment_status") or "unknown"), c.verdict_text(r["verdict"]),
+                      effects_text(r, "primary") if not r.get("is_control") else "baseline",
+                      effects_text(r, "guardrail") if not r.get("is_control") else "baseline",
+                      c.when(run.get("as_of")) if run else "never"])
+    st.markdown(c.md_table(["Model", "Version", "Experiment", "Arm", "Experiment status", "Verdict",
+                            "Primary lift", "Guardrails", "Data as of"], table))
+    frame = pd.DataFrame([{"model": r.get("model"), "version": r.get("version"), "experiment": r["experiment"],
+                           "variant": r["variant"], "control": bool(r.get("is_control")), "verdict": r["verdict"],
+                           "primary_lift": _primary_lift(r) if not r.get("is_control") else None,
+                           "params": r.get("params"), "training_data": r.get("training_data"),
+                           "run_id": (r["run"] or {}).get("run_id")} for r in shown])
+    frame["primary_lift"] = frame["primary_lift"].replace(float("-inf"), None)
+    st.download_button("Download leaderboard (CSV)", frame.to_csv(index=False).encode(), file_name="abproxy-models.csv",
+                       mime="text/csv", on_click="ignore", icon=":material/download:")
+
+
+if __name__ == "__main__":
+    render()

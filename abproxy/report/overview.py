@@ -1,0 +1,116 @@
+"""Overview page: every experiment with its verdict, primary lift, progress and freshness."""
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from abproxy.report import components as c
+from abproxy.report import data
+
+
+def experiment_link(key: str, label: str = "Open experiment") -> None:
+    """A link to the experiment page for `key` (a caption when not running under st.navigation)."""
+    from abproxy.report import page
+
+    try:
+        st.page_link(page("experiment"), label=label, icon=":material/arrow_forward:",
+                     query_params={"experiment": key})
+    except Exception:  # a page script run on its own has no navigation to link into
+        st.caption(f"Experiment page: ?experiment={c.md(key)}")
+
+
+def _units(run: dict[str, Any] | None) -> str:
+    units = data.loads(run.get("units"), {}) if run else {}
+    return ", ".join(f"{c.md(v)} {c.count(n)}" for v, n in units.items()) or "n/a"
+
+
+def _primary_lines(item: dict[str, Any]) -> list[str]:
+    run = item["run"]
+    if run is None:
+        return ["Not analysed yet"]
+    if run.get("status") != "ok":
+        return ["Analysis failed: " + c.md(run.get("error") or "unknown error")]
+    exp_alpha = data.loads(item.get("decision"), {}).get("alpha", 0.05) or 0.05
+    multi = len(item["primary"]) > 1
+    lines = []
+    for p in item["primary"]:
+        arm = f"{c.md(p['variant'])}: " if multi else ""
+        lines.append(f"{arm}**{c.md(p.get('label') or p['metric'])}** {c.lift(p['rel_effect'], p['rel_ci_lo'], p['rel_ci_hi'], 1 - exp_alpha)}"
+                     + (" (significant)" if p.get("significant") else ""))
+    return lines or ["No primary result"]
+
+
+def _card(item: dict[str, Any]) -> None:
+    run = item["run"]
+    decision = (run or {}).get("decision") if run and run.get("status") == "ok" else ("FAILED" if run else None)
+    with st.container(border=True):
+        left, mid, right = st.columns([3, 4, 3])
+        with left:
+            st.markdown(f"#### {c.md(item.get('name') or item['experiment'])}")
+            st.markdown(f"{c.md(item['experiment'])} · status: **{c.md(item.get('status') or 'unknown')}**")
+            experiment_link(item["experiment"])
+        with mid:
+            st.markdown(f"{c.verdict_badge(decision)} — {c.verdict_meaning(decision)}")
+            st.markdown("Primary: " + "; ".join(_primary_lines(item)))
+        with right:
+            days = c.num(run.get("days_running"), 3) if run else "n/a"
+            st.markdown(f"**{days}** days running · units: {_units(run)}")
+            st.caption(f"Last analysed {c.when(run.get('finished_at') or run.get('started_at')) if run else 'never'}"
+                       + (f" (data as of {c.when(run.get('as_of'))})" if run else ""))
+
+
+def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:
+    if portfolio.empty:
+        return None
+    frame = portfolio.drop_duplicates("run_id").copy()
+    frame["lift"] = frame["primary_lift"].map(lambda x: c.pct(x))
+    return alt.Chart(frame).mark_point(size=120, filled=True).encode(
+        x=alt.X("as_of:T", title="data as of"),
+        y=alt.Y("experiment:N", title=None),
+        color=alt.Color("decision:N", scale=alt.Scale(
+            domain=list(c.VERDICTS)[:5], range=["#1a9850", "#d73027", "#4575b4", "#878787", "#f46d43"])),
+        shape=alt.Shape("decision:N", scale=alt.Scale(
+            domain=list(c.VERDICTS)[:5], range=["circle", "cross", "triangle-right", "square", "diamond"])),
+        tooltip=["experiment", "as_of:T", "decision", "lift", "run_id"],
+    ).properties(height=max(120, 40 * frame["experiment"].nunique()), title="Verdict timeline")
+
+
+def render() -> None:
+    snap = c.require_snapshot()
+    st.title("Rollout overview")
+    fresh = snap.load("freshness")
+    st.caption(c.freshness_caption(fresh))
+    items = snap.load("overview")
+    if not items:
+        st.info("The snapshot holds no experiments yet: add one under `experiments:` in abproxy.yaml and run "
+                "`abproxy run`.")
+        return
+    for item in items:
+        run = item["run"]
+        item["verdict"] = (run.get("decision") or "FAILED") if run else "NOT_ANALYSED"
+    statuses = sorted({str(i.get("status") or "unknown") for i in items})
+    verdicts = [v for v in c.VERDICTS if any(i["verdict"] == v for i in items)]
+    f1, f2 = st.columns(2)
+    pick_status = f1.multiselect("Status", statuses, placeholder="All statuses")
+    pick_verdict = f2.multiselect("Verdict", verdicts, format_func=c.verdict_text, placeholder="All verdicts")
+    shown = [i for i in items if (not pick_status or str(i.get("status") or "unknown") in pick_status)
+             and (not pick_verdict or i["verdict"] in pick_verdict)]
+    tally = pd.Series([i["verdict"] for i in shown]).value_counts()
+    st.markdown(f"**{len(shown)} of {len(items)} experiments** — "
+                + ", ".join(f"{c.verdict_text(v)}: {n}" for v, n in tally.items()))
+    for item in shown:
+        _card(item)
+    portfolio = snap.load("portfolio")
+    chart = _timeline(portfolio[portfolio["experiment"].isin([i["experiment"] for i in shown])])
+    if chart is not None:
+        st.altair_chart(chart, width="stretch", alt="Verdict of every run of each experiment over time")
+    st.download_button("Download portfolio (CSV)", portfolio.to_csv(index=False).encode(),
+                       file_name="abproxy-portfolio.csv", mime="text/csv", icon=":material/download:",
+                       help="Every experiment's verdict timeline: run id, data as of, decision, primary lift")
+
+
+if __name__ == "__main__":
+    render()
