@@ -187,8 +187,10 @@ def _value_text(value: Any) -> str:
         return MISSING
     if isinstance(value, str):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}"
     return json.dumps(value, sort_keys=True, default=str)
 
 

@@ -78,3 +78,24 @@ def empty_workspace(root: Path) -> Path:
     from abproxy.workspace import init_workspace
 
     return init_workspace(root)
+
+
+# --------------------------------------------------------------------------- pytest fixture
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def report_ws(tmp_path_factory) -> Path:
+    """The simulated, analysed workspace, built once per test process (shared by the app, export
+    and browser tests)."""
+    root = tmp_path_factory.getbasetemp() / "report-workspace"
+    marker = root / ".built"
+    if not marker.exists():
+        if root.exists():
+            import shutil
+
+            shutil.rmtree(root)
+        build_workspace(root)
+        marker.touch()
+    return root

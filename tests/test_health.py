@@ -25,8 +25,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abproxy import health  # noqa: E402
-from abproxy.analysis import analyze, analyze_experiment  # noqa: E402
+from abproxy.analysis import analyze_experiment  # noqa: E402
 from abproxy.ingest import ingest  # noqa: E402
+from abproxy.ledger import record_run  # noqa: E402
 from abproxy.simulate import (  # noqa: E402
     ExperimentSpec,
     Injections,
@@ -108,7 +109,8 @@ def _whales(root: Path) -> None:
 @pytest.fixture(scope="module")
 def main(tmp_path_factory):
     ws, con = _workspace(tmp_path_factory.mktemp("main"), MAIN, _whales)
-    runs = {key: analyze_experiment(con, ws.config, key, AS_OF) for key in ws.config.experiments}
+    runs = {key: analyze_experiment(con, ws.config, key, AS_OF, robustness=key in ("clean", "whale"))
+            for key in ws.config.experiments}
     for run in runs.values():
         assert run.status == "ok", run.error
     yield ws, con, runs
@@ -179,9 +181,9 @@ def mild(tmp_path_factory):
 
 
 HOLD = SimulationSpec(experiments=(
-    ExperimentSpec(key="hold", units=50_000, days=24, spend_lift=0.5, conversion_lift=0.5, fading=1.0,
+    ExperimentSpec(key="hold", units=40_000, days=24, spend_lift=0.5, conversion_lift=0.5, fading=1.0,
                    status="shipped"),
-    ExperimentSpec(key="steady", units=50_000, days=24, spend_lift=0.10, status="shipped"),
+    ExperimentSpec(key="steady", units=40_000, days=24, spend_lift=0.10, status="shipped"),
 ), start=START, seed=9)
 LAUNCH = START + dt.timedelta(days=8)
 
@@ -190,8 +192,11 @@ LAUNCH = START + dt.timedelta(days=8)
 def hold(tmp_path_factory):
     edit = {"holdback": True, "launched_at": LAUNCH.date().isoformat()}
     ws, con = _workspace(tmp_path_factory.mktemp("hold"), HOLD, hold=edit, steady=edit)
-    launch = analyze(con, ws.config, ["hold", "steady"], LAUNCH)          # recorded in the ledger
-    runs = {k: analyze_experiment(con, ws.config, k, analysis_time(HOLD)) for k in ("hold", "steady")}
+    launch = [analyze_experiment(con, ws.config, k, LAUNCH, robustness=False) for k in ("hold", "steady")]
+    for run in launch:
+        record_run(con, run)                                               # the launch estimate
+    runs = {k: analyze_experiment(con, ws.config, k, analysis_time(HOLD), robustness=False)
+            for k in ("hold", "steady")}
     yield launch, runs
     con.close()
 
@@ -366,13 +371,13 @@ def test_verdict_stability_flags_flip_flops(main):
     con, runs = main[1], main[2]
     run = replace(runs["clean"], definition_hash="stability-test", run_id="current")
     try:
-        for i, decision in enumerate(["KEEP_RUNNING", "KEEP_RUNNING", "SHIP", "KEEP_RUNNING"]):
+        for i, decision in enumerate(["SHIP", "SHIP", "KEEP_RUNNING", "SHIP"]):
             con.execute("INSERT INTO runs (run_id, experiment, started_at, as_of, status, decision, definition_hash) "
                         "VALUES (?, 'clean', ?, ?, 'ok', ?, 'stability-test')",
                         [f"past{i}", AS_OF, AS_OF - dt.timedelta(days=4 - i), decision])
         c = health.verdict_stability(con, "clean", run)
         assert c.status == "warn" and c.value == 2
-        assert "KEEP_RUNNING → SHIP → KEEP_RUNNING → SHIP" in c.detail
+        assert "SHIP → SHIP → KEEP_RUNNING → SHIP → SHIP" in c.detail   # the current run is the last
         steady = replace(run, definition_hash="other")
         assert health.verdict_stability(con, "clean", steady).status == "ok"
     finally:

@@ -39,6 +39,7 @@ SPEC = SimulationSpec(
     ),
     start=START, seed=11, files_per_kind=2)
 HELD_BACK = "events/sim-events-001.parquet"
+pytestmark = pytest.mark.slow   # real simulations, DuckDB and subprocesses (~1 min in all)
 
 
 def _run(root: Path, as_of: dt.datetime):

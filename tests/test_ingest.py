@@ -228,8 +228,8 @@ def test_duplicate_event_ids_across_files_and_within_a_file(con, inbox):
           "u4,purchase,2026-01-06 13:00:00,7,e4\n")  # so this e4 loads
     summary = run(con, inbox)
 
-    assert (summary.rows_loaded, summary.rows_rejected, summary.rows_duplicate) == (7, 1, 2)
-    assert ledger(con) == [("events/1.csv", "loaded", 2, 0, 0), ("events/2.csv", "loaded", 5, 1, 2)]
+    assert (summary.rows_loaded, summary.rows_rejected, summary.rows_duplicate) == (6, 1, 2)
+    assert ledger(con) == [("events/1.csv", "loaded", 2, 0, 0), ("events/2.csv", "loaded", 4, 1, 2)]
     assert rows(con, "SELECT event_id, count(*), min(value) FROM events GROUP BY ALL ORDER BY 1 NULLS LAST") == [
         ("e1", 1, 1.0), ("e2", 1, 2.0), ("e3", 1, 3.0), ("e4", 1, 7.0), (None, 2, 5.0)]
 
@@ -238,7 +238,7 @@ def test_duplicate_event_ids_across_files_and_within_a_file(con, inbox):
                              "event_id": ["e1", "e5"]}), inbox / "events" / "3.parquet")
     third = run(con, inbox)
     assert (third.rows_loaded, third.rows_duplicate) == (1, 1)
-    assert one(con, "SELECT count(*) FROM events") == 8
+    assert one(con, "SELECT count(*) FROM events") == 7
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -249,7 +249,7 @@ def test_each_event_id_is_stored_once_whatever_the_files(batches):
         inbox = Path(tmp) / "inbox"
         for n, batch in enumerate(batches):
             write(inbox / "events" / f"{n}.csv", EVENTS_HEADER + "".join(
-                f"u{i},x,2026-01-05 10:00:00,{i},{eid or ''}\n" for i, eid in enumerate(batch)))
+                f"u{n}-{i},x,2026-01-05 10:00:00,{i},{eid or ''}\n" for i, eid in enumerate(batch)))
         con = connect(Path(tmp) / "w.duckdb")
         summary = run(con, inbox)
         ids = [eid for batch in batches for eid in batch]
@@ -596,6 +596,7 @@ def test_kill_9_mid_load_leaves_no_partial_file_and_the_next_run_loads_it(tmp_pa
     killed_mid_load = False
     for delay in (0.6, 0.3, 0.15, 0.05, 0.0):
         killed = _kill_while_loading(db, inbox, "events/b-big.parquet", delay)
+        print("DEBUG", delay, killed, time.time())
         con = connect(db)
         try:
             statuses = dict(rows(con, "SELECT path, status FROM files"))

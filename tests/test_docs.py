@@ -1,0 +1,96 @@
+"""The README's commands and options exist, and the Dockerfile matches the package."""
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from abproxy.cli import COMMANDS, parser
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _subparsers():
+    p = parser()
+    action = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+def _documented_invocations() -> list[list[str]]:
+    """Every `abproxy ...` invocation in code blocks and inline code of the README."""
+    snippets, block = [], None
+    for line in README.splitlines():
+        if line.startswith("```"):
+            block = line[3:].strip() if block is None else None
+        elif block in ("bash", "sh"):
+            snippets.append(line)
+    snippets += re.findall(r"`([^`\n]*abproxy [^`\n]*)`", README)
+    found = []
+    for block in snippets:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0]
+            for part in re.split(r"&&|;|\|", line):
+                words = shlex.split(part.replace("[", " ").replace("]", " "))
+                for i, w in enumerate(words):
+                    if w.endswith("abproxy") and i + 1 < len(words) and not words[i + 1].startswith("-") \
+                            and re.fullmatch(r"[a-z]+", words[i + 1]):
+                        found.append(words[i + 1:])
+    return found
+
+
+def test_readme_documents_the_front_door():
+    assert "make run" in README and "make test" in README
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_documented_command_and_option_exists():
+    subs = _subparsers()
+    invocations = _documented_invocations()
+    assert len(invocations) >= 10
+    for words in invocations:
+        name = words[0]
+        assert name in subs, f"README documents 'abproxy {name}', which does not exist"
+        options = {o for a in subs[name]._actions for o in a.option_strings}
+        for w in words[1:]:
+            if w.startswith("--"):
+                assert w.split("=")[0] in options, f"README documents 'abproxy {name} {w}', which does not exist"
+
+
+def test_every_command_is_documented():
+    for name in _subparsers():
+        assert f"abproxy {name}" in README, f"'abproxy {name}' is not documented in the README"
+    assert set(COMMANDS) == set(_subparsers())
+
+
+def test_dockerfile_matches_the_package():
+    docker = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    module, func = project["scripts"]["abproxy"].split(":")
+    assert module == "abproxy.cli" and func == "main"
+    port = re.search(r"^EXPOSE (\d+)", docker, re.M).group(1)
+    serve = _subparsers()["serve"]
+    default_port = next(a.default for a in serve._actions if "--port" in a.option_strings)
+    assert int(port) == default_port
+    assert f"127.0.0.1:{port}/_stcore/health" in docker
+    cmd = re.search(r"^CMD (.*)$", docker, re.M).group(1)
+    assert "abproxy serve" in cmd and f"--port {port}" in cmd
+    assert re.search(r"^USER (?!root)\w+", docker, re.M), "the image must run as a non-root user"
+    assert re.search(r"^VOLUME", docker, re.M)
+    assert re.search(r"^FROM python:3\.1\d-slim", docker, re.M)
+    for copied in re.findall(r"^COPY (.*) \S+$", docker, re.M):
+        for path in copied.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies {path}, which is not in the repository"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["analyze", "--help"]])
+def test_help_works(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(args)
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out

@@ -1,0 +1,326 @@
+"""Every page of the Streamlit report, driven by AppTest on a simulated, analysed workspace.
+
+The pages must show what a reader looks for as text: experiment names, verdicts, lifts with their
+intervals, harmed segment names, model versions. Expected numbers come from the snapshot itself.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, empty_workspace, report_ws  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
+REPORT = ROOT / "abproxy" / "report"
+PAGE = {name: f"abproxy/report/{name}.py" for name in ("overview", "experiment", "catalog", "models", "data_health")}
+
+
+def unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def page_text(at: AppTest) -> str:
+    """All the text the page shows (Markdown escapes removed)."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "success", "info", "warning", "error",
+                 "code", "text"):
+        parts += [str(el.value) for el in getattr(at, kind)]
+    parts += [el.label for el in at.download_button]
+    return unescape("\n".join(parts))
+
+
+def run(workspace: Path, page: str | None = None, monkeypatch=None, **query) -> AppTest:
+    monkeypatch.setenv("ABPROXY_WORKSPACE", str(workspace))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    if page:
+        at.query_params.update(query)
+        at.switch_page(PAGE[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def latest(ws: Path, key: str, metric: str = "spend_per_user", segment: str = "", value: str = "") -> dict:
+    con = duckdb.connect(str(ws / "data" / "report.duckdb"), read_only=True)
+    try:
+        row = con.execute("""SELECT r.rel_effect, r.rel_ci_lo, r.rel_ci_hi, u.decision FROM results r
+                             JOIN runs u USING (run_id) WHERE r.experiment = ? AND r.metric = ? AND r.segment = ?
+                               AND r.segment_value = ? ORDER BY u.as_of DESC, u.started_at DESC LIMIT 1""",
+                          [key, metric, segment, value]).fetchone()
+    finally:
+        con.close()
+    return dict(zip(("rel", "lo", "hi", "decision"), row))
+
+
+def lift_text(r: dict) -> str:
+    return f"{r['rel'] * 100:+.1f}% (95% CI {r['lo'] * 100:+.1f}% to {r['hi'] * 100:+.1f}%)"
+
+
+# --------------------------------------------------------------------------- the simulated stories
+
+def test_fixture_tells_the_four_stories(report_ws):
+    assert latest(report_ws, SHIP)["decision"] == "SHIP"
+    assert latest(report_ws, ROLLBACK)["decision"] == "ROLLBACK"
+    assert latest(report_ws, INVALID)["decision"] == "INVALID"
+    de = latest(report_ws, HARM, segment="country", value="DE")
+    assert de["hi"] < 0
+
+
+# --------------------------------------------------------------------------- overview
+
+def test_overview_shows_every_experiment_with_verdict_and_primary_lift(report_ws, monkeypatch):
+    at = run(report_ws, monkeypatch=monkeypatch)
+    text = page_text(at)
+    assert at.title[0].value == "Rollout overview"
+    for name in NAMES.values():
+        assert name in text
+    for decision in ("✅ SHIP", "⛔ ROLLBACK", "⚠️ INVALID"):
+        assert decision in text
+    assert lift_text(latest(report_ws, SHIP)) in text
+    assert "rolled_back" in text                      # search-emb's status after the rollback
+    assert "Snapshot published" in text and "latest event analysed" in text
+    assert "units: control" in text and "days running" in text
+    assert [b.label for b in at.download_button] == ["Download portfolio (CSV)"]
+    assert all(not m.allow_html for m in at.markdown)
+
+
+def test_overview_filters_by_verdict_and_status(report_ws, monkeypatch):
+    at = run(report_ws, monkeypatch=monkeypatch)
+    at.multiselect[1].set_value(["SHIP"]).run()
+    text = page_text(at)
+    assert "1 of 4 experiments" in text
+    assert NAMES[SHIP] in text and NAMES[INVALID] not in text
+    at.multiselect[1].set_value([]).run()
+    at.multiselect[0].set_value(["rolled_back"]).run()
+    text = page_text(at)
+    assert NAMES[ROLLBACK] in text and NAMES[SHIP] not in text
+
+
+def test_portfolio_has_every_run_with_its_primary_lift(report_ws):
+    from abproxy.report import data
+
+    con = duckdb.connect(str(report_ws / "data" / "report.duckdb"), read_only=True)
+    try:
+        frame = data.portfolio(con)
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    finally:
+        con.close()
+    assert len(frame) == runs
+    assert {"run_id", "experiment", "as_of", "decision", "primary_lift", "primary_lift_ci_lo"} <= set(frame.columns)
+    ship = frame[frame["experiment"] == SHIP].sort_values("as_of")
+    assert list(ship["decision"])[-1] == "SHIP"
+    assert ship["primary_lift"].iloc[-1] == pytest.approx(latest(report_ws, SHIP)["rel"])
+    assert frame.to_csv(index=False).startswith("run_id,")
+
+
+# --------------------------------------------------------------------------- experiment page
+
+def test_experiment_page_ship_verdict_scorecard_lineage_and_history(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=SHIP)
+    text = page_text(at)
+    assert at.title[0].value == NAMES[SHIP]
+    assert "✅ SHIP" in at.success[0].value
+    assert "Ship treatment: the primary metric improved" in unescape(at.success[0].value)
+    assert "Spend per user" in text and "Refund rate" in text and "Buyer rate" in text
+    assert lift_text(latest(report_ws, SHIP)) in text
+    assert "▲ better, significant" in text
+    assert "The two-tower model raises spend per user" in text
+    assert "2.0.0" in text and "1.4.0" in text and "layers=4" in text and "s3://bucket/recsys/2026-10" in text
+    assert "What changed since the previous run" in text
+    assert "Exposure rows" in text and "Primary estimate Spend per user (treatment)" in text
+    assert "Definitions**: unchanged" in unescape("\n".join(m.value for m in at.markdown)) or "unchanged (hash" in text
+    assert "Download go/no-go review" in text
+    assert "MDE (relative)" in text
+    assert at.query_params["experiment"] == SHIP
+
+
+def test_experiment_page_statistical_details_toggle(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=SHIP)
+    assert "Variance (control / variant)" not in page_text(at)
+    at.toggle[0].set_value(True).run()
+    text = page_text(at)
+    assert "Variance (control / variant)" in text and "CUPED variance cut" in text and "MDE (absolute)" in text
+    assert "welch" in text or "z-proportion" in text
+
+
+def test_experiment_page_names_the_harmed_segment(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=HARM)
+    text = page_text(at)
+    errors = unescape("\n".join(e.value for e in at.error))
+    assert "Harmed segments" in errors and "country=DE" in errors
+    assert "⚠ HARMED" in text
+    assert lift_text(latest(report_ws, HARM, segment="country", value="DE")) in text
+    assert "Cochran's Q" in text
+    assert "Segment harmed: country=DE" in text        # the verdict's reasons
+
+
+def test_experiment_page_invalid_shows_the_failed_health_check(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=INVALID)
+    text = page_text(at)
+    assert "⚠️ INVALID" in at.warning[0].value
+    assert "Sample-ratio mismatch" in text
+    assert "❌ FAIL" in text and "srm" in text
+
+
+def test_experiment_page_rollback_and_guardrail_margin(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=ROLLBACK)
+    text = page_text(at)
+    assert "⛔ ROLLBACK" in at.error[0].value
+    assert "guardrail harmed beyond its 0% margin" in text
+    assert lift_text(latest(report_ws, ROLLBACK, metric="refund_rate")) in text
+    assert "▼ worse, significant" in text
+    assert "Red ticks" in text                          # the forest plot draws the guardrail margin
+
+
+def test_experiment_page_switches_series_metric(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=SHIP)
+    assert "Cumulative Spend per user lift on the last day" in page_text(at)
+    at.selectbox(key="series_metric").set_value("buyer_rate").run()
+    assert "Cumulative Buyer rate lift on the last day" in page_text(at)
+
+
+def test_experiment_selectbox_updates_query_param(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=SHIP)
+    at.selectbox(key="experiment_key").set_value(HARM).run()
+    assert at.title[0].value == NAMES[HARM]
+    assert at.query_params["experiment"] == HARM
+
+
+def test_experiment_unknown_key_falls_back_politely(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment="no-such-test")
+    assert "There is no experiment no-such-test" in unescape(at.warning[0].value)
+    assert at.title[0].value in NAMES.values()
+
+
+def test_experiment_page_script_runs_on_its_own(report_ws, monkeypatch):
+    monkeypatch.setenv("ABPROXY_WORKSPACE", str(report_ws))
+    at = AppTest.from_file(str(REPORT / "experiment.py"), default_timeout=60)
+    at.query_params["experiment"] = HARM
+    at.run()
+    assert not at.exception
+    assert "country=DE" in page_text(at)
+
+
+def test_user_text_is_escaped_not_rendered(report_ws, monkeypatch):
+    at = run(report_ws, "experiment", monkeypatch, experiment=ROLLBACK)
+    assert at.title[0].value == NAMES[ROLLBACK]           # st.title shows it as text
+    assert all(not m.allow_html for m in at.markdown)
+    overview = run(report_ws, monkeypatch=monkeypatch)
+    raw = "\n".join(m.value for m in overview.markdown)
+    assert r"\<b\>" in raw and "<b>&" not in raw
+    for path in [*REPORT.glob("*.py"), APP]:
+        assert "unsafe_allow_html" not in path.read_text(), path
+
+
+# --------------------------------------------------------------------------- other pages
+
+def test_metrics_catalog_shows_definition_sql_owner_and_users(report_ws, monkeypatch):
+    at = run(report_ws, "catalog", monkeypatch)
+    text = page_text(at)
+    assert at.title[0].value == "Metrics catalog"
+    assert "Spend per user (spend_per_user)" in text
+    assert "Owner: **growth-analytics**" in text
+    assert "Purchase value per exposed user" in text
+    assert "Numerator: sum of purchase" in text and "Denominator: count of session_start" in text
+    assert f"{NAMES[SHIP]} ({SHIP})" in text
+    sql = [c.value for c in at.code if c.language == "sql"]
+    assert len(sql) == 6 and all("SELECT" in s.upper() for s in sql)
+    at.text_input[0].set_value("refund").run()
+    assert len([c for c in at.code if c.language == "sql"]) == 1
+
+
+def test_models_leaderboard_lists_every_version_with_its_verdict(report_ws, monkeypatch):
+    at = run(report_ws, "models", monkeypatch)
+    text = page_text(at)
+    table = unescape(at.markdown[0].value)
+    rows = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert "**recsys** **2.0.0**" in rows and "✅ SHIP" in rows["**recsys** **2.0.0**"]
+    assert lift_text(latest(report_ws, SHIP)) in rows["**recsys** **2.0.0**"]
+    assert "⛔ ROLLBACK" in rows["**search** **1.1.0**"] and "rolled_back" in rows["**search** **1.1.0**"]
+    assert "⚠️ INVALID" in rows["**churn** **6.0.0**"]
+    assert "CONTROL" in rows["**recsys** **1.4.0**"]
+    assert "Download leaderboard (CSV)" in text
+    at.toggle[0].set_value(False).run()
+    assert "1.4.0" not in unescape(at.markdown[0].value)
+
+
+def test_data_health_shows_ledger_rejections_failures_and_jobs(report_ws, monkeypatch):
+    at = run(report_ws, "data_health", monkeypatch)
+    text = page_text(at)
+    assert at.title[0].value == "Data health"
+    assert "events/broken.csv" in text and "missing required columns unit_id" in text
+    assert "unparseable timestamp in occurred_at" in text and "missing unit_id" in text
+    assert "late-batch.csv row 2" in text and "not-a-time" in text        # an example of a rejected row
+    assert "Snapshot published" in text and "Latest event analysed" in text
+    assert "| run |" in text and "| ingest |" in text                      # the scheduler's job runs
+    assert len(at.dataframe) == 1
+
+
+# --------------------------------------------------------------------------- no snapshot, broken config
+
+def test_empty_workspace_explains_how_to_start(tmp_path, monkeypatch):
+    ws = empty_workspace(tmp_path / "fresh")
+    for page in (None, *PAGE):
+        at = run(ws, page if page != "overview" else None, monkeypatch)
+        text = page_text(at)
+        assert at.title[0].value == "Welcome to abproxy", page
+        assert "inbox/exposures/" in text and "abproxy run" in text and "make run" in text
+
+
+def test_missing_workspace_folder_is_not_an_error(tmp_path, monkeypatch):
+    at = run(tmp_path / "nowhere", monkeypatch=monkeypatch)
+    text = page_text(at)
+    assert "Welcome to abproxy" in text
+    assert "abproxy.yaml" in text            # the polite configuration message
+
+
+def test_broken_config_falls_back_to_the_default_snapshot(report_ws, tmp_path, monkeypatch):
+    ws = tmp_path / "broken"
+    (ws / "data").mkdir(parents=True)
+    shutil.copy(report_ws / "data" / "report.duckdb", ws / "data" / "report.duckdb")
+    (ws / "abproxy.yaml").write_text("metrics: {spend: {type: nonsense}}\nexperiments: [\n")
+    at = run(ws, monkeypatch=monkeypatch)
+    text = page_text(at)
+    assert "has a problem" in text and "not valid YAML" in text
+    assert NAMES[SHIP] in text and "✅ SHIP" in text
+
+
+# --------------------------------------------------------------------------- speed
+
+def test_experiment_page_with_24_metrics_loads_fast(report_ws, tmp_path, monkeypatch):
+    """Quadruple every metric of the SHIP experiment (24 metrics) and time a cold page load."""
+    ws = tmp_path / "wide"
+    (ws / "data").mkdir(parents=True)
+    src = report_ws / "data" / "report.duckdb"
+    con = duckdb.connect(str(ws / "data" / "report.duckdb"))
+    con.execute(f"ATTACH '{src}' AS src (READ_ONLY)")
+    suffix = "SELECT unnest(['', '_b', '_c', '_d']) AS s"
+    for table in ("runs", "health", "variants", "experiments", "files", "rejected_rows", "job_runs", "snapshot_info"):
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM src.{table}")
+    for table in ("results", "series"):
+        con.execute(f"CREATE TABLE {table} AS SELECT * REPLACE (metric || s AS metric) FROM src.{table}, ({suffix})")
+    con.execute(f"CREATE TABLE metrics AS SELECT * REPLACE (metric || s AS metric, name || s AS name) FROM src.metrics, ({suffix})")
+    con.close()
+    monkeypatch.setenv("ABPROXY_WORKSPACE", str(ws))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.query_params["experiment"] = SHIP
+    at.switch_page(PAGE["experiment"]).run()           # warm up imports
+    assert "Spend per user_d" in page_text(at)
+    import streamlit as st
+
+    timings = []
+    for _ in range(3):
+        st.cache_data.clear()
+        started = time.perf_counter()
+        at.run()
+        timings.append(time.perf_counter() - started)
+    assert not at.exception
+    assert min(timings) < 1.5, timings
