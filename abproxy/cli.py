@@ -252,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from .history import HistoryError
         from .jobs import LockError
 
         if args.debug:
             raise
-        if isinstance(exc, (UserError, WarehouseError, LockError)):
+        if isinstance(exc, (UserError, WarehouseError, LockError, HistoryError, FileNotFoundError)):
             print(f"error: {exc}", file=sys.stderr)
         else:
             print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", file=sys.stderr)

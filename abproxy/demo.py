@@ -50,7 +50,7 @@ def demo_spec(now: dt.datetime | None = None, units: int = UNITS) -> SimulationS
                        actual_allocation=(0.53, 0.47), model="churn", versions=("5.2.0", "6.0.0")),
         ExperimentSpec(key=YOUNG, name="Feed ranking v5", units=units // 4, days=3, start_offset_days=27,
                        spend_lift=0.03, model="feed", versions=("4.1.0", "5.0.0")),
-        ExperimentSpec(key="pricing-nn", name="Price suggestion network", units=units * 2, spend_lift=0.12,
+        ExperimentSpec(key="pricing-nn", name="Price suggestion network", units=units * 2, spend_lift=0.20,
                        segment_harm=SegmentHarm("country", "DE", -0.15), model="pricing",
                        versions=("0.9.0", "1.0.0")),
         ExperimentSpec(key="search-emb", name="Search embeddings", units=units, spend_lift=0.10, fading=1.0,
@@ -76,7 +76,7 @@ def demo_config(spec: SimulationSpec) -> dict[str, Any]:
         exps[key].update(hypothesis=hypothesis, owner=owner)
         exps[key]["primary"] = ["spend_per_user_capped"]
         exps[key]["secondary"] = ["spend_per_user", "buyer_rate", "feature_usage", "spend_per_session"]
-        exps[key]["guardrails"] = [{"metric": "refund_rate", "margin": 0.05}]
+        exps[key]["guardrails"] = [{"metric": "refund_rate", "margin": 0.01, "relative": False}]
         exps[key]["decision"].update(sequential=True, target_mde=0.05)
         for variant in exps[key]["variants"].values():
             variant["training_data"] = f"s3://models/{variant['model']}/{variant['version']}/train.parquet"

@@ -249,7 +249,9 @@ def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         return [Check("distribution_drift", "ok", f"{metric}: not yet {recent} days of post-launch cohorts with a "
                                                   f"complete {window}-day window; compared later", metric=metric)]
     query = experiment_sql(config, key, as_of, keys=[metric])
-    cut = query.sql.rfind("\nSELECT variant,")
+    cut = query.sql.rfind("\nSELECT variant,")   # keep the CTEs (per-unit values in `capped`), drop the sums
+    if cut < 0:
+        raise ValueError("the metric query has no final SELECT to replace")
     y = query.columns[0].y
     frame = con.execute(f"""{query.sql[:cut]},
         win AS (SELECT variant, unit_id, {y} AS y,
@@ -349,11 +351,12 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
     exp = config.experiments[key]
     lean = exp.model_copy(update={"segments": []})
     health = [c for c in run.health if c.check not in ("decision_robustness", "verdict_stability")]
+    decisive = [m for m, role in exp.roles().items() if role != "secondary"]
     flips, others, checked = [], [], []
     for now_label, alt_label, changed in _alternatives(config, exp):
         cfg = config.model_copy(update={"metrics": {**config.metrics, **changed},
                                         "experiments": {**config.experiments, key: lean}})
-        query = experiment_sql(cfg, key, as_of, keys=list(changed))
+        query = experiment_sql(cfg, key, as_of, keys=decisive)
         results = overall_results(StatsTable(con.execute(query.sql).df(), query), cfg, lean)
         alt = verdict_for(replace(run, results=results, health=health), cfg, lean)
         label = _label(alt.decision, alt.ship_variant)

@@ -59,6 +59,7 @@ TIMESTAMP_COLUMN = {"exposures": "exposed_at", "events": "occurred_at"}
 SYSTEM_COLUMNS = ("file_id", "loaded_at")
 INTERNAL_PREFIX = "__abp_"
 MAX_NAME = 63
+BLANKS = "' ' || chr(9) || chr(10) || chr(13)"
 
 SUFFIXES = {  # name suffix → (format, gzip-compressed)
     ".csv": ("csv", False), ".csv.gz": ("csv", True),
@@ -403,50 +404,59 @@ def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetim
             casts.append((name, ctype, target_type))
     notes += _cast_losses(con, source, casts)
 
-    # Duplicate event ids (already stored, or repeated in this file: the first occurrence is kept).
-    duplicates, join, keep = 0, "", ""
-    if kind == "events" and "event_id" in cols:
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE __abp_dups AS
-            WITH ids AS (
-                SELECT __abp_event_id AS eid, min(__abp_row) AS first_row, count(*) AS n
-                FROM ({checked}) WHERE __abp_reason IS NULL AND __abp_event_id IS NOT NULL
-                GROUP BY __abp_event_id),
-            old AS (SELECT DISTINCT event_id AS eid FROM events
-                    WHERE event_id IN (SELECT eid FROM ids))
-            SELECT ids.eid, ids.first_row, ids.n, old.eid IS NOT NULL AS existing
-            FROM ids LEFT JOIN old ON ids.eid = old.eid
-            WHERE ids.n > 1 OR old.eid IS NOT NULL""")
-        duplicates = con.execute("SELECT coalesce(sum(CASE WHEN existing THEN n ELSE n - 1 END), 0) "
-                                 "FROM __abp_dups").fetchone()[0]
-        if duplicates:
-            join = " LEFT JOIN __abp_dups d ON c.__abp_event_id = d.eid"
-            keep = " AND (d.eid IS NULL OR (NOT d.existing AND c.__abp_row = d.first_row))"
-        else:
-            con.execute("DROP TABLE __abp_dups")
-
     base = [(c, f"c.__abp_{c}") for c in REQUIRED[kind]]
     if kind == "events":
         base += [("value", "c.__abp_value" if "value" in cols else "NULL"),
                  ("event_id", "c.__abp_event_id" if "event_id" in cols else "NULL")]
     base += [("file_id", str(file_id)), ("loaded_at", _ts_lit(loaded_at))]
     base += targets
-    loaded = con.execute(
+    inserted = con.execute(
         f"INSERT INTO {kind} ({', '.join(_q(name) for name, _ in base)}) "
-        f"SELECT {', '.join(expr for _, expr in base)} FROM ({checked}) c{join} "
-        f"WHERE c.__abp_reason IS NULL{keep}").fetchone()[0]
-    if join:
-        con.execute("DROP TABLE __abp_dups")
+        f"SELECT {', '.join(expr for _, expr in base)} FROM ({checked}) c "
+        f"WHERE c.__abp_reason IS NULL").fetchone()[0]
+    duplicates = 0
+    if kind == "events" and "event_id" in cols and inserted:
+        duplicates = _drop_duplicate_event_ids(con, file_id)
+
     # Rejected rows, with their row number and the row as JSON. A Parquet file knows its row
-    # count, so the scan is skipped when every row was loaded or was a duplicate.
+    # count, so the scan is skipped when every row was good.
     rejected = 0
-    if fmt != "parquet" or _parquet_rows(con, path) > loaded + duplicates:
+    if fmt != "parquet" or _parquet_rows(con, path) > inserted:
         raw = "json_object(" + ", ".join(f"{_lit(name)}, {_q(name)}" for name, _ in columns) + ")"
         rejected = con.execute(
             f"INSERT INTO rejected_rows (file_id, path, row_number, reason, raw) "
             f"SELECT {file_id}, {_lit(rel)}, __abp_row, __abp_reason, CAST({raw} AS VARCHAR) "
             f"FROM ({checked}) WHERE __abp_reason IS NOT NULL").fetchone()[0]
+    loaded = inserted - duplicates
     return _Loaded(int(loaded), int(rejected), int(duplicates), "; ".join(notes) or None)
+
+
+def _drop_duplicate_event_ids(con, file_id: int) -> int:
+    """Delete this file's just-inserted (uncommitted) events whose event_id is already stored, or
+    repeated in the file (the first occurrence in file order is kept: the insert preserves order).
+    Done after the insert so the file is read once; returns the number of rows deleted."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE __abp_dups AS
+        WITH new AS (SELECT event_id FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL)
+        SELECT event_id, bool_or(existing) AS existing FROM (
+            (SELECT event_id, false AS existing FROM new GROUP BY event_id HAVING count(*) > 1)
+            UNION ALL
+            (SELECT DISTINCT event_id, true FROM events
+             WHERE file_id IS DISTINCT FROM {file_id} AND event_id IN (SELECT event_id FROM new)))
+        GROUP BY event_id""")
+    try:
+        if not con.execute("SELECT count(*) FROM __abp_dups").fetchone()[0]:
+            return 0
+        return con.execute(f"""
+            DELETE FROM events WHERE rowid IN (
+                SELECT rid FROM (
+                    SELECT e.rowid AS rid, d.existing,
+                           row_number() OVER (PARTITION BY e.event_id ORDER BY e.rowid) AS nth
+                    FROM events e JOIN __abp_dups d ON e.event_id = d.event_id
+                    WHERE e.file_id = {file_id})
+                WHERE existing OR nth > 1)""").fetchone()[0]
+    finally:
+        con.execute("DROP TABLE __abp_dups")
 
 
 def _parquet_rows(con, path: Path) -> int:
@@ -544,8 +554,8 @@ def _text(name: str, ctype: str) -> str:
 
 
 def _blank(name: str, ctype: str) -> str:
-    if ctype == "VARCHAR":
-        return f"({_q(name)} IS NULL OR trim({_q(name)}) = '')"
+    if ctype == "VARCHAR":  # NULL, '' or only white space (cheap test first: begins below '!')
+        return f"({_q(name)} IS NULL OR ({_q(name)} < '!' AND trim({_q(name)}, {BLANKS}) = ''))"
     return f"({_q(name)} IS NULL)"
 
 

@@ -178,8 +178,8 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
     in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug."""
     limit = interval_days(max_future_minutes / 1440)
     row = con.execute(f"""
-        WITH since AS (SELECT coalesce(min(loaded_at), TIMESTAMP '0001-01-01') AS t FROM exposures
-                       WHERE experiment = $key),
+        WITH since AS (SELECT coalesce(min(loaded_at) - INTERVAL 1 DAY, TIMESTAMP '0001-01-01') AS t
+                       FROM exposures WHERE experiment = $key),
         f AS (SELECT file_id, kind, rows_loaded, rows_rejected FROM files, since
               WHERE status = 'loaded' AND loaded_at >= since.t),
         rejected AS (SELECT count(*) AS n FROM rejected_rows WHERE reason LIKE '%future%'
@@ -253,16 +253,17 @@ def null_checks(scope: Scope, daily: pd.DataFrame, recent_days: int, increase: f
         p_all = (null_rec + null_old) / (n_rec + n_old) if n_rec + n_old else 0.0
         what = (f"'{s.column}' of '{s.event}' events{' where ' + s.where if s.where else ''} "
                 f"(aggregated by {', '.join(users)})")
+        effect = "missing values count as 0 in a sum" if s.aggregate == "sum" else f"{s.aggregate} ignores missing values"
         rates = f"{p_rec:.1%} null in the last {recent_days} days, {p_old:.1%} before"
         if max(p_rec if n_rec >= MIN_NULL_ROWS else 0.0, p_all) > MOSTLY_NULL:
-            status, detail = "fail", (f"{what} is mostly missing ({rates}); the metric treats missing values as 0, "
-                                      "so its effect is meaningless — fix the export of this column")
+            status, detail = "fail", (f"{what} is mostly missing ({rates}); {effect}, so the metric is "
+                                      "meaningless — fix the export of this column")
         elif n_rec >= MIN_NULL_ROWS and n_old >= MIN_NULL_ROWS and p_rec - p_old > increase:
-            status, detail = "warn", (f"{what}: the null rate rose ({rates}, more than +{increase:.0%}); missing "
-                                      "values count as 0 — check the producer of this column")
+            status, detail = "warn", (f"{what}: the null rate rose ({rates}, more than +{increase:.0%}); "
+                                      f"{effect} — check the producer of this column")
         elif p_all > increase:
-            status, detail = "warn", (f"{what}: {p_all:.1%} of values are missing ({rates}); they count as 0 in "
-                                      "the metric — check the producer of this column")
+            status, detail = "warn", (f"{what}: {p_all:.1%} of values are missing ({rates}); {effect} — "
+                                      "check the producer of this column")
         else:
             status, detail = "ok", f"{what}: {rates}"
         out.append(Check("null_values", scope.status(users, status), detail, metric=users[0],

@@ -58,7 +58,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import ConfigError, Schedule
-from .jobs import LockError, WorkspaceLock, run_job
+from .jobs import JobResult, LockError, WorkspaceLock, run_job
 from .notify import notify_changes
 from .workspace import Workspace
 
@@ -142,24 +142,26 @@ class Service:
             return
         self.ws = fresh
 
-    def run_pass(self, kind: str) -> None:
-        """One scheduled pass. Never raises: a failure is logged (and recorded in job_runs by run_job)."""
+    def run_pass(self, kind: str) -> JobResult | None:
+        """One scheduled pass (None if skipped or crashed). Never raises: a failure is logged (and
+        recorded in job_runs by run_job)."""
         if self.stopping.is_set():
             log.info("%s pass skipped: the scheduler is stopping", kind)
-            return
+            return None
         self._reload()
         started = time.perf_counter()
         try:
             result = run_job(self.ws, kind, lock=False, on_runs=self.on_runs)
         except Exception:
             log.exception("%s pass failed", kind)
-            return
+            return None
         took = time.perf_counter() - started
         if result.ok:
             log.info("%s pass %s ok in %.1fs", kind, result.job_id, took)
         else:
             log.warning("%s pass %s %s in %.1fs: %s", kind, result.job_id, result.status, took,
                         "; ".join(result.errors))
+        return result
 
     def shutdown(self) -> None:
         """Stop starting passes, wait for the running one, shut the scheduler down. Idempotent;
@@ -179,7 +181,7 @@ class Service:
             self._done.set()
             return
         self.scheduler.start()
-        if isinstance(self.scheduler, BlockingScheduler):
+        if not isinstance(self.scheduler, BackgroundScheduler):   # (a subclass of BlockingScheduler)
             self._done.set()
 
 

@@ -124,7 +124,7 @@ class Injections:
 @dataclass(frozen=True)
 class SimulationSpec:
     experiments: tuple[ExperimentSpec, ...]
-    start: datetime = datetime(2026, 11, 1)   # UTC (naive); exposures from start over `days`
+    start: datetime = datetime(2026, 1, 5)    # UTC (naive), in the past so no event lies in the future
     seed: int = 7
     countries: tuple[str, ...] = DEFAULT_COUNTRIES
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS

@@ -6,8 +6,8 @@
 * churn-gbm  — actual split 55/45 vs configured 50/50 → sample-ratio mismatch → INVALID
 * ranker-v3  — +8% outside Germany, -20% in country=DE (+2.4% overall) → a harmed segment
 
-Two analysis jobs (as of a week before the windows are complete, then complete) give every
-experiment a run history; a bad CSV gives the ingest ledger a failed file and rejected rows.
+Two analysis jobs (as of a week before the windows are complete, for SHIP and HARM only, then
+complete for all) give those experiments a run history; a bad CSV gives the ingest ledger a failed file and rejected rows.
 Builds in well under 30 s.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build_workspace(root: Path) -> Path:
     (root / "inbox" / "events" / "late-batch.csv").write_text(BAD_EVENTS)
     (root / "inbox" / "events" / "broken.csv").write_text(MISSING_COLUMN)
     final = analysis_time(s)
-    run_job(Workspace.open(root), "run", as_of=final - dt.timedelta(days=7))
+    run_job(Workspace.open(root), "run", as_of=final - dt.timedelta(days=7), experiments=[SHIP, HARM])
     run_job(Workspace.open(root), "run", as_of=final)
     config["experiments"][ROLLBACK]["status"] = "rolled_back"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -213,6 +213,8 @@ def test_clean_experiment_has_no_failure_and_no_warning(main):
             "event_volume", "duplicate_events", "late_data", "segment_harm", "segment_heterogeneity", "novelty",
             "decision_robustness", "verdict_stability"} <= names
     assert "with capping at p99" in one(run, "decision_robustness").detail
+    # volume is judged on the cohort's tail day, where raw counts have fallen ~14x: per unit in window it is flat
+    assert all("on 2026-11-28:" in c.detail for c in checks(run, "event_volume"))
 
 
 @pytest.mark.parametrize("key", ["srm", "multi", "harm", "fade", "whale"])
@@ -283,6 +285,40 @@ def test_vanished_event(broken, mild):
     c = one(mild, "event_missing", metric="feature_usage")        # secondary only: warn
     assert c.status == "warn" and "stopped" in c.detail
     assert one(mild, "event_missing", metric="spend_per_user").status == "ok"
+
+
+def _profile(days: int, n: list[int], null: list[int] | None = None, units: float = 1000.0):
+    import pandas as pd
+    return pd.DataFrame({"day": [START.date() + dt.timedelta(days=i) for i in range(days)], "unit_days": units,
+                         "t0": n, "last0": None, "s0_n": n, "s0_null": null or [0] * days})
+
+
+def _scope(role: str = "primary"):
+    from abproxy.config import EventSource
+    from abproxy.quality import Scope
+    return Scope("x", START + dt.timedelta(days=20), 14, ("purchase",), {"purchase": ("spend",)},
+                 {EventSource(event="purchase"): ("spend",)}, frozenset({"spend"} if role == "secondary" else ()))
+
+
+def test_null_rate_rising_against_its_own_history():
+    from abproxy.quality import null_checks
+    daily = _profile(20, [500] * 20, [0] * 13 + [50] * 7)             # 0% before, 10% in the last 7 days
+    c = null_checks(_scope(), daily, 7, 0.05)[0]
+    assert c.status == "warn" and "null rate rose" in c.detail and "10.0% null in the last 7 days, 0.0% before" in c.detail
+    assert null_checks(_scope(), _profile(20, [500] * 20, [5] * 20), 7, 0.05)[0].status == "ok"   # steady 1%
+    mostly = _profile(20, [500] * 20, [0] * 13 + [400] * 7)
+    assert null_checks(_scope(), mostly, 7, 0.05)[0].status == "fail"
+    assert null_checks(_scope("secondary"), mostly, 7, 0.05)[0].status == "warn"   # secondary only: no INVALID
+
+
+def test_volume_needs_both_size_and_significance():
+    from abproxy.quality import volume_checks
+    rare = _profile(20, [3] * 19 + [0])                                  # 3 a day, none on the last: noise
+    assert volume_checks(None, _scope(), rare, 14, 0.5)[0].status == "ok"
+    busy = _profile(20, [300] * 19 + [100])
+    c = volume_checks(None, _scope(), busy, 14, 0.5)[0]
+    assert c.status == "warn" and round(c.value, 2) == -0.67
+    assert volume_checks(None, _scope(), _profile(20, [300] * 19 + [420]), 14, 0.5)[0].status == "ok"   # +40%
 
 
 def test_event_volume_drop(mild):

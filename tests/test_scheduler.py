@@ -221,14 +221,16 @@ def test_passes_never_overlap_even_when_slower_than_their_interval(tmp_path: Pat
     guard = threading.Lock()
 
     class Slow(Service):
-        def run_pass(self, kind: str) -> None:
+        def run_pass(self, kind: str):
             with guard:
                 state["active"] += 1
                 state["max"] = max(state["max"], state["active"])
             try:
                 time.sleep(0.6)
-                super().run_pass(kind)
-                state["passes"].append(kind)
+                result = super().run_pass(kind)
+                if result is not None:
+                    state["passes"].append(kind)
+                return result
             finally:
                 with guard:
                     state["active"] -= 1

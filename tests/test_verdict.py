@@ -74,11 +74,11 @@ class TestInvalid:
 
 class TestShip:
     def test_ship_names_the_variant_with_numbers(self):
-        v = run([primary(), guard(0.01, (-0.05, 0.07), False)])
+        v = run([primary(), guard(0.01, (-0.03, 0.04), False)])
         assert v.decision == "SHIP" and v.ship_variant == "v2"
         assert v.reasons[0] == "Ship v2: the primary metric improved and no guardrail was harmed"
         assert "Spend per user +3.1% (95% CI +1.2% to +5.0%), significantly better" in v.reasons
-        assert "Refund rate unchanged within its 5% margin (+1.0%, 95% CI -5.0% to +7.0%)" in v.reasons
+        assert "Refund rate unchanged within its 5% margin (+1.0%, 95% CI -3.0% to +4.0%)" in v.reasons
         assert v.reasons[-1] == "Ran 14.0 days (minimum 7); 2,000 units in the smallest arm (minimum 1,000)"
         assert v.per_variant == {"v2": "SHIP"}
 
@@ -223,6 +223,17 @@ class TestRollback:
         assert not guardrail_harmed(g)
         assert run([primary(), g]).decision == "SHIP"
 
+    def test_flat_guardrail_whose_ci_reaches_past_the_margin_is_not_called_unchanged(self):
+        at = guard(0.01, (-0.03, 0.05), False)        # worst bound exactly at the margin: ruled out
+        past = guard(0.01, (-0.05, 0.07), False)
+        assert "Refund rate unchanged within its 5% margin (+1.0%, 95% CI -3.0% to +5.0%)" in run([primary(), at]).reasons
+        v = run([primary(), past])
+        assert v.decision == "SHIP"   # not significant: not harm, but the reader is told it is not ruled out
+        assert ("Refund rate not significantly changed (+1.0%, 95% CI -5.0% to +7.0%); harm beyond its 5% margin "
+                "not yet ruled out") in v.reasons
+        flat = primary(rel=0.004, ci=(-0.011, 0.019), sig=False, extra=0)
+        assert "harm beyond its 5% margin not yet ruled out" in text(run([flat, past]))   # listed under no-effect too
+
     def test_improved_guardrail_is_not_called_unchanged(self):
         v = run([primary(), guard(-0.10, (-0.15, -0.05), True)])
         assert v.decision == "SHIP"
@@ -324,11 +335,11 @@ class TestNoEffectOrKeepRunning:
     FLAT = dict(rel=0.004, ci=(-0.011, 0.019), sig=False)
 
     def test_no_detectable_effect_states_the_ruled_out_range(self):
-        v = run([primary(extra=0, **self.FLAT), guard(0.01, (-0.04, 0.06), False)])
+        v = run([primary(extra=0, **self.FLAT), guard(0.01, (-0.03, 0.04), False)])
         assert v.decision == "NO_DETECTABLE_EFFECT" and v.ship_variant is None
         assert v.reasons[0] == "No detectable effect on the primary metric with the planned sample"
         assert "Spend per user: effects outside -1.1% to +1.9% ruled out" in v.reasons
-        assert "Refund rate unchanged within its 5% margin (+1.0%, 95% CI -4.0% to +6.0%)" in v.reasons
+        assert "Refund rate unchanged within its 5% margin (+1.0%, 95% CI -3.0% to +4.0%)" in v.reasons
         assert v.per_variant == {"v2": "NONE"}
 
     def test_unknown_power_counts_as_powered(self):

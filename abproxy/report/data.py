@@ -322,7 +322,7 @@ def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
         if "health" in have else pd.DataFrame()
     variants = _df(con, "SELECT * FROM variants WHERE experiment = ? ORDER BY NOT is_control, variant", [key]) \
         if "variants" in have else pd.DataFrame()
-    used = list(meta["roles"]) or sorted(set(results["metric"]))
+    used = list(dict.fromkeys([*meta["roles"], *results["metric"]]))
     metrics = _df(con, "SELECT metric, name, type, description, owner, higher_is_better, window_days FROM metrics "
                        "WHERE metric IN (SELECT unnest(?::VARCHAR[]))", [used]) if "metrics" in have else pd.DataFrame(
         columns=["metric", "name", "type", "description", "owner", "higher_is_better", "window_days"])
