@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 MIN_TREND_DAYS = 5           # daily cohorts needed for the novelty trend
+HETEROGENEITY_P = 0.01      # Holm-adjusted; at 0.05 about one clean experiment in 20 warned on every run
 KS_P = 0.001                 # distribution drift threshold (like SRM: rerun every hour, false alarms cost)
 KS_SAMPLE = 20_000           # units per variant and window drawn (by hash of unit_id) for the KS test
 KS_MIN_UNITS = 100
@@ -81,7 +82,7 @@ def multi_exposure_check(run: "AnalysisRun", warn_share: float = 0.01, fail_shar
 def segment_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
     """Bias: a segment significantly harmed (BH within its dimension, from analysis) while the overall
     effect is not harmful; and Cochran's Q heterogeneity across the values of each dimension
-    (METHODS §11), Holm-adjusted over dimensions × metrics × variants so a clean test rarely warns."""
+    (METHODS §11), Holm-adjusted over dimensions × metrics × variants, warning at HETEROGENEITY_P."""
     exp = config.experiments[key]
     overall = {(r.metric, r.variant): r for r in run.results if r.segment == ""}
     segs = [r for r in run.results if r.segment != ""]
@@ -112,16 +113,15 @@ def segment_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
                 het = cochran_q([r.effect.abs_effect for r in rows], [r.effect.abs_se ** 2 for r in rows])
                 if math.isfinite(het.p_value):
                     tests.append((dim, metric, variant, len(rows), het))
-    alpha = exp.decision.alpha
-    adjusted = adjust_pvalues([t[4].p_value for t in tests], "holm", alpha)
+    adjusted = adjust_pvalues([t[4].p_value for t in tests], "holm", HETEROGENEITY_P)
     for (dim, metric, variant, k, het), p in zip(tests, adjusted):
-        status = "warn" if p < alpha else "ok"
+        status = "warn" if p < HETEROGENEITY_P else "ok"
         checks.append(Check("segment_heterogeneity", status,
                             f"{metric} effect across {dim} ({k} groups) for {variant}: Cochran's Q = {het.q:.2f}, "
                             f"p = {het.p_value:.3g} (Holm-adjusted {p:.3g}), I² = {het.i2:.0%}"
                             + ("; the effect differs between segments — look at the segment table before "
                                "generalising the overall effect" if status == "warn" else ""),
-                            metric=metric, segment=dim, variant=variant, value=p, threshold=alpha))
+                            metric=metric, segment=dim, variant=variant, value=p, threshold=HETEROGENEITY_P))
     return checks
 
 
@@ -249,33 +249,34 @@ def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         return [Check("distribution_drift", "ok", f"{metric}: not yet {recent} days of post-launch cohorts with a "
                                                   f"complete {window}-day window; compared later", metric=metric)]
     query = experiment_sql(config, key, as_of, keys=[metric])
-    cut = query.sql.rfind("\nSELECT variant,")   # keep the CTEs (per-unit values in `capped`), drop the sums
-    if cut < 0:
-        raise ValueError("the metric query has no final SELECT to replace")
     y = query.columns[0].y
-    frame = con.execute(f"""{query.sql[:cut]},
-        win AS (SELECT variant, unit_id, {y} AS y,
+    frame = con.execute(f"""WITH
+        win AS (SELECT variant, unit_id, exposure_day, {y} AS y,
                        CASE WHEN exposure_day >= DATE '{base_lo}' AND exposure_day < DATE '{base_hi}' THEN 'launch'
                             WHEN exposure_day >= DATE '{lo}' AND exposure_day < DATE '{hi}' THEN 'recent' END AS w
-                FROM capped)
-        SELECT variant, w, y FROM win WHERE w IS NOT NULL
+                FROM ({query.unit_sql}) capped)
+        SELECT variant, w, y, exposure_day FROM win WHERE w IS NOT NULL
         QUALIFY row_number() OVER (PARTITION BY variant, w ORDER BY hash(unit_id)) <= {KS_SAMPLE}""").df()
     out = []
     for variant in exp.variants:
-        a = frame.loc[(frame["variant"] == variant) & (frame["w"] == "launch"), "y"].to_numpy()
-        b = frame.loc[(frame["variant"] == variant) & (frame["w"] == "recent"), "y"].to_numpy()
+        a, b = (frame[(frame["variant"] == variant) & (frame["w"] == w)] for w in ("launch", "recent"))
         if min(len(a), len(b)) < KS_MIN_UNITS:
             continue
-        ks = ks_2samp(a, b)
+        ks = ks_2samp(a["y"].to_numpy(), b["y"].to_numpy())
         drift = ks.pvalue < KS_P
-        detail = (f"{metric} per unit for {variant}: cohorts {lo}..{hi - dt.timedelta(days=1)} (mean {b.mean():.4g}, "
-                  f"n = {len(b):,}) vs the launch baseline {base_lo}..{base_hi - dt.timedelta(days=1)} (mean "
-                  f"{a.mean():.4g}, n = {len(a):,}): KS D = {ks.statistic:.3f}, p = {ks.pvalue:.2g}")
+        detail = (f"{metric} per unit for {variant}: cohorts {_span(b)} (mean {b['y'].mean():.4g}, n = {len(b):,}) "
+                  f"vs the launch baseline {_span(a)} (mean {a['y'].mean():.4g}, n = {len(a):,}): "
+                  f"KS D = {ks.statistic:.3f}, p = {ks.pvalue:.2g}")
         out.append(Check("distribution_drift", "warn" if drift else "ok",
                          detail + ("; the metric's distribution drifted since launch (population or model behaviour)"
                                    " — investigate before trusting the launch estimate" if drift else ""),
                          metric=metric, variant=variant, value=float(ks.pvalue), threshold=KS_P))
     return out
+
+
+def _span(frame) -> str:
+    days = frame["exposure_day"]
+    return f"exposed {days.min():%Y-%m-%d}..{days.max():%Y-%m-%d}"
 
 
 # ------------------------------------------------------------------ entry points
@@ -290,7 +291,9 @@ def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, 
     try:
         checks += holdback_checks(con, config, key, as_of, run)
     except (duckdb.Error, ValueError) as exc:
-        checks.append(Check("launch_decay", "warn", f"The holdback checks could not run ({exc})"))
+        log.warning("holdback checks of %s could not run", key, exc_info=exc)
+        checks.append(Check("launch_decay", "warn", f"The holdback checks could not run ({exc}); the launch "
+                                                    "comparison is missing from this run"))
     return checks
 
 
@@ -299,7 +302,15 @@ def decision_robustness(con: duckdb.DuckDBPyConnection, config: Config, key: str
     """Fragility of the decision: the verdict under alternative metric settings, and its history."""
     if run.verdict is None:
         return []
-    return [robustness_check(con, config, key, as_of, run), verdict_stability(con, key, run)]
+    out = []
+    for name, fn in (("decision_robustness", lambda: robustness_check(con, config, key, as_of, run)),
+                     ("verdict_stability", lambda: verdict_stability(con, key, run))):
+        try:
+            out.append(fn())
+        except (duckdb.Error, ValueError) as exc:
+            log.warning("%s of %s could not run", name, key, exc_info=exc)
+            out.append(Check(name, "warn", f"This check could not run ({type(exc).__name__}: {exc})"))
+    return out
 
 
 def _alternatives(config: Config, exp: Experiment) -> list[tuple[str, str, dict[str, Metric]]]:

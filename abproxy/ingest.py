@@ -5,7 +5,8 @@ What is loaded
     name ends in `.csv`, `.parquet`, `.jsonl`, `.ndjson` or `.json`, the text formats optionally
     gzip-compressed (`.csv.gz`, `.jsonl.gz`, ...). Names starting with `.` or `_` (in-progress
     copies, Spark `_SUCCESS` markers) and names ending in `.tmp`/`.part`/`~` are ignored; any
-    other file there fails with a message, so nothing dropped into the inbox is silently lost.
+    other file there fails with a message, and so does a data file dropped directly into `inbox/`,
+    so nothing put into the inbox is silently lost. Write big files elsewhere and move them in.
 
 How it is read
     DuckDB's own readers and set-based SQL, never a Python loop over rows. CSV is read as text
@@ -14,7 +15,10 @@ How it is read
     `rejected_rows` with its reason, its 1-based row number in the file (CSV data row without the
     header, JSON record, Parquet row) and the row as JSON; the file's good rows still load.
     Timestamps with an offset or zone are converted to UTC, naive ones are taken as UTC.
-    Further columns become columns of the table (unit attributes / event properties).
+    Further columns become columns of the table (unit attributes / event properties): the
+    Parquet type, or for CSV/JSON DOUBLE when every value is a plain number, else VARCHAR; a later
+    file's values are TRY_CAST to the column's type (the ledger message counts values that did
+    not fit and were stored as NULL); a column missing from a later file is NULL.
 
 Exactly once
     Each file loads in one transaction together with its `files` ledger row, so a crash leaves
@@ -24,8 +28,8 @@ Exactly once
     A file that failed (`failed`) is retried only once its content changes; until then every
     run reports its old failure again (counted in `files_failed`), so a broken file stays
     visible. Errors that are not the file's fault (out of memory, disk full, a file that vanished
-    while being read) are not recorded in the ledger: nothing is stored and the file is retried on
-    the next run. Events whose non-null `event_id` is already stored, or repeated within the file,
+    or changed while being read) are not recorded in the ledger: nothing is stored and the file is
+    retried on the next run. Events whose non-null `event_id` is already stored, or repeated within the file,
     are skipped and counted as `rows_duplicate` (the first occurrence in the file is kept).
 """
 from __future__ import annotations
@@ -35,7 +39,6 @@ import gzip
 import hashlib
 import io
 import logging
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -134,12 +137,20 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
     files = _discover(inbox, summary)
     ledger = _Ledger(con)
     bar = _Progress(progress, files)
-    for path, rel, kind in files:
-        bar.start(rel)
-        started = time.perf_counter()
-        outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future)
-        log.info("%s: %s (%.2fs)", rel, outcome, time.perf_counter() - started)
-        bar.finish(rel, outcome)
+    duckdb_bar = None
+    if bar.enabled:  # one progress bar at a time: silence DuckDB's own during the run
+        duckdb_bar = con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0]
+        con.execute("SET enable_progress_bar = false")
+    try:
+        for path, rel, kind in files:
+            bar.start(rel)
+            started = time.perf_counter()
+            outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future)
+            log.info("%s: %s (%.2fs)", rel, outcome, time.perf_counter() - started)
+            bar.finish(rel, outcome)
+    finally:
+        if duckdb_bar is not None:
+            con.execute(f"SET enable_progress_bar = {'true' if duckdb_bar else 'false'}")
     bar.close(summary)
     return summary
 
@@ -225,7 +236,8 @@ class _Ledger:
 def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: str, kind: str,
                  now: datetime | None, max_future: timedelta) -> str:
     try:
-        size = path.stat().st_size
+        before = path.stat()
+        size = before.st_size
         sha = _sha256(path)
     except OSError as exc:
         summary._fail(rel, f"{rel}: cannot read the file ({exc.strerror or exc}); nothing was stored, "
@@ -241,8 +253,8 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
         known = ledger.problems.get((rel, sha))
         if known is None:
             message = (
-                f"{rel}: its content changed since it was loaded at {accepted['loaded_at']:%Y-%m-%d %H:%M:%S} "
-                f"UTC (file {accepted['file_id']}, {accepted['rows_loaded']} rows); the new content was "
+                f"{rel}: its content changed since it was ingested at {accepted['loaded_at']:%Y-%m-%d %H:%M:%S} "
+                f"UTC (file {accepted['file_id']}); the new content was "
                 "NOT loaded, so nothing is counted twice. To add data, drop the new data under a new file "
                 "name; then restore the original file or remove it from the inbox.")
             known = ledger.record(path=rel, kind=kind, size=size, sha=sha, status="changed",
@@ -270,6 +282,12 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
     con.execute("BEGIN TRANSACTION")
     try:
         result = _load(con, path, rel, kind, file_id, stamp, stamp + max_future)
+        if _changed_since(path, before):
+            _rollback(con)
+            summary._fail(rel, f"{rel}: the file changed while it was being read (is it still being "
+                               "written?); nothing was stored, it is retried on the next run. Write files "
+                               "elsewhere and move them into the inbox when complete.")
+            return "changed while reading"
         row = ledger.insert(path=rel, kind=kind, size=size, sha=sha, status="loaded", loaded_at=stamp,
                             message=result.message, file_id=file_id,
                             rows=(result.rows_loaded, result.rows_rejected, result.rows_duplicate))
@@ -280,7 +298,7 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
             summary._fail(rel, f"{rel}: could not be loaded this time ({_short(exc)}); nothing was "
                                "stored, it is retried on the next run")
             return "error (will retry)"
-        message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc)}"
+        message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc, path)}"
         ledger.record(path=rel, kind=kind, size=size, sha=sha, status="failed", loaded_at=stamp,
                       message=message)
         summary._fail(rel, message)
@@ -295,6 +313,14 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
     summary.rows_duplicate += result.rows_duplicate
     return (f"loaded {result.rows_loaded} rows, rejected {result.rows_rejected}, "
             f"duplicate {result.rows_duplicate}")
+
+
+def _changed_since(path: Path, before) -> bool:
+    try:
+        after = path.stat()
+    except OSError:
+        return True
+    return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
 
 
 def _rollback(con) -> None:
@@ -327,17 +353,16 @@ def _short(exc: BaseException) -> str:
     return "; ".join(lines)[:500]
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, path: Path) -> str:
     text = _short(exc)
-    if "magic bytes" in text or "parquet" in text.lower():
-        return f"not a readable Parquet file (truncated or corrupt?): {text}"
-    if "GZIP" in text or "gzip" in text:
+    fmt, gz = _format(path.name) or ("", False)
+    if gz and "gzip" in text.lower():
         return f"not a readable gzip file (truncated or not compressed?): {text}"
-    if "Malformed JSON" in text or "json" in text.lower():
-        return f"not valid JSON Lines (one JSON object per line): {text}"
-    if "CSV Error" in text or "unicode" in text.lower():
-        return f"not a valid comma-separated UTF-8 CSV file with a header row: {text}"
-    return f"cannot be read: {text}"
+    what = {"parquet": "not a readable Parquet file (truncated or corrupt?)",
+            "csv": "not a valid comma-separated UTF-8 CSV file with a header row",
+            "jsonl": "not valid JSON Lines (one JSON object per line)",
+            "json": "not valid JSON (objects, one per line or in an array)"}.get(fmt, "cannot be read")
+    return f"{what}: {text}"
 
 
 def _sha256(path: Path) -> str:
@@ -384,7 +409,8 @@ def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetim
 
     # Extra columns: add new ones to the table, cast into existing ones.
     table_columns = {name.lower(): (name, ctype) for name, ctype in con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' "
         "AND table_name = ?", [kind]).fetchall()}
     extras = [(name, ctype) for name, ctype in columns
               if name.lower() not in REQUIRED[kind] + OPTIONAL[kind]]
@@ -484,8 +510,10 @@ def _csv_header(path: Path, rel: str, gz: bool) -> list[str]:
     except UnicodeDecodeError:
         raise BadFile(f"{rel}: not a UTF-8 text CSV file (binary data or another encoding?); "
                       "export it as UTF-8 CSV") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise BadFile(f"{rel}: not a readable gzip file (truncated or not compressed?): {exc}") from None
+    except (OSError, EOFError) as exc:
+        if gz:
+            raise BadFile(f"{rel}: not a readable gzip file (truncated or not compressed?): {exc}") from None
+        raise
     except csv.Error as exc:
         raise BadFile(f"{rel}: the header row is not valid CSV ({exc})") from None
     if not header or all(not name.strip() for name in header):
@@ -519,7 +547,7 @@ def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]]
             raise BadFile(f"{rel}: column {position} has no name in the header; name it or remove it")
         if low in SYSTEM_COLUMNS or low.startswith(INTERNAL_PREFIX):
             raise BadFile(f"{rel}: column '{name}' is reserved by abproxy; rename it")
-        if not IDENTIFIER.match(name) or len(name) > MAX_NAME:
+        if not IDENTIFIER.fullmatch(name) or len(name) > MAX_NAME:
             raise BadFile(f"{rel}: column '{name}' is not a valid attribute name (letters, digits and _, "
                           f"not starting with a digit, at most {MAX_NAME} characters); rename it")
     return {c: lowered[c] for c in known if c in lowered}
@@ -670,7 +698,8 @@ class _Progress:
             return
         self.done_bytes += self.sizes.get(rel, 0)
         self.count += 1
-        if outcome in ("failed", "changed", "still failing", "unreadable", "error (will retry)"):
+        if outcome in ("failed", "changed", "still failing", "unreadable", "error (will retry)",
+                       "changed while reading"):
             self.stream.write(f"\r\x1b[K{rel}: {outcome}\n")
         self._draw(rel)
 

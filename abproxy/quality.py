@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from scipy.stats import poisson
 from .config import Config, EventSource, Metric
 from .health import Check
 from .metrics import interval_days, literal, predicate, quote_ident, timestamp_literal
+
+log = logging.getLogger(__name__)
 
 COLUMN_AGGREGATES = {"sum", "max", "min", "avg"}   # aggregates that read the event's column
 UNKNOWN_VARIANT_FAIL = 0.01    # share of the experiment's exposure rows with an unknown variant
@@ -102,12 +105,13 @@ def quality_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_
     out += _guard("future_timestamps", lambda: [future_check(con, key, settings.max_future_minutes)])
     if not scope.types:
         return out
-    daily = _guard_frame(lambda: daily_profile(con, scope))
-    if daily is None:
-        return out + [Check("event_profile", "warn", "The event profile could not be computed; see the log")]
+    try:
+        daily = daily_profile(con, scope)
+    except (duckdb.Error, ValueError) as exc:
+        return out + _failed("event_profile", exc)
     out += _guard("null_values", lambda: null_checks(scope, daily, recent, settings.null_rate_increase))
     out += _guard("event_missing", lambda: missing_checks(con, scope, daily, settings.event_missing_days))
-    out += _guard("event_volume", lambda: volume_checks(con, scope, daily, settings.volume_trailing_days,
+    out += _guard("event_volume", lambda: volume_checks(scope, daily, settings.volume_trailing_days,
                                                         settings.volume_change))
     out += _guard("duplicate_events", lambda: [duplicate_check(con, scope)])
     out += _guard("late_data", lambda: [late_check(con, scope, settings.late_hours)])
@@ -118,15 +122,13 @@ def _guard(name: str, fn: Callable[[], list[Check]]) -> list[Check]:
     try:
         return fn()
     except (duckdb.Error, ValueError, KeyError) as exc:
-        return [Check(name, "warn", f"This check could not run ({type(exc).__name__}: {exc}); "
-                                    "the other checks are unaffected")]
+        return _failed(name, exc)
 
 
-def _guard_frame(fn: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
-    try:
-        return fn()
-    except duckdb.Error:
-        return None
+def _failed(name: str, exc: Exception) -> list[Check]:
+    log.warning("health check %s could not run", name, exc_info=exc)
+    return [Check(name, "warn", f"This check could not run ({type(exc).__name__}: {exc}); the other checks "
+                                "are unaffected — fix the cause (often a metric's 'where') and rerun")]
 
 
 # ------------------------------------------------------------------ assignment and timestamps
@@ -292,6 +294,8 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
                    / 86400 AS after,
                sum(greatest(0, epoch(least(u.exposed_at + {window}, s.t)) - epoch(u.exposed_at))) / 86400 AS before
         FROM units u, (VALUES {values}) s(i, t) GROUP BY s.i""").fetchall()
+    newest = max(seen.values())
+    stale = (scope.as_of - newest).total_seconds() / 86400 > missing_days
     for i, after, before in spans:
         t, users = scope.types[i], scope.users[scope.types[i]]
         gap = (scope.as_of - seen[i]).total_seconds() / 86400
@@ -301,7 +305,10 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
             status = scope.status(users, "fail")
             detail = (f"'{t}' events (used by {', '.join(users)}) stopped: the last one was at {seen[i]:%Y-%m-%d %H:%M}, "
                       f"{gap:.1f} days before the analysis time, although ~{expected:,.0f} were expected since then "
-                      f"from units still in their window; the event vanished — check its export and tracking")
+                      "from units still in their window; " + (
+                          "no metric event at all arrived since, so the data is stale — check that the export and "
+                          "ingest are running, or analyse as of an earlier time" if stale else
+                          "the event vanished while others continue — check its export and tracking"))
         else:
             status = "ok"
             detail = (f"'{t}' last seen {seen[i]:%Y-%m-%d %H:%M} ({gap:.1f} days before the analysis time; "
@@ -310,8 +317,7 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
     return out
 
 
-def volume_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataFrame, trailing: int,
-                  change: float) -> list[Check]:
+def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: float) -> list[Check]:
     """Each metric event type on the last complete day against its trailing median, per unit-day in
     window; flagged only beyond ±`change` *and* improbable under Poisson noise (p < VOLUME_P)."""
     complete = daily[(daily["unit_days"] > 0)

@@ -149,6 +149,7 @@ class Service:
             log.info("%s pass skipped: the scheduler is stopping", kind)
             return None
         self._reload()
+        log.info("%s pass starting", kind)
         started = time.perf_counter()
         try:
             result = run_job(self.ws, kind, lock=False, on_runs=self.on_runs)
@@ -347,6 +348,8 @@ def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path |
             code = 0
             while not stop.wait(0.5):
                 if proc.poll() is not None:
+                    if stop.wait(1.0):   # the same Ctrl-C reached streamlit first
+                        break
                     print(f"error: streamlit exited with code {proc.returncode}; stopping the scheduler",
                           file=sys.stderr)
                     code = 1

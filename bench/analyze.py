@@ -169,10 +169,20 @@ FROM capped GROUP BY variant ORDER BY variant"""
 
 # ----------------------------------------------------------------------------- timing (child process)
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)      # all threads of this process (DuckDB's included)
+    return r.ru_utime + r.ru_stime
+
+
 def _timed(fn):
-    started = time.perf_counter()
+    """(wall seconds, result); the CPU seconds of the call are appended to _timed.cpu."""
+    started, cpu = time.perf_counter(), _cpu()
     out = fn()
+    _timed.cpu.append(_cpu() - cpu)
     return time.perf_counter() - started, out
+
+
+_timed.cpu = []
 
 
 def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_limit: str, repeat: int) -> dict:
@@ -183,17 +193,22 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     con = connect(path, memory_limit=memory_limit, threads=threads)
     out: dict = {}
     bare, sql, full = [], [], []
+    cpu: dict[str, list[float]] = {"bare": [], "sql": [], "analyze": []}
     for _ in range(repeat):          # interleaved, best of `repeat`
         t, bare_frame = _timed(lambda: con.execute(bare_sql(AS_OF)).df())
         bare.append(t)
+        cpu["bare"].append(_timed.cpu[-1])
         t, table = _timed(lambda: run_query(con, cfg, KEY, AS_OF))
         sql.append(t)
+        cpu["sql"].append(_timed.cpu[-1])
         t, run = _timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))
         full.append(t)
+        cpu["analyze"].append(_timed.cpu[-1])
         if run.status != "ok":
             raise SystemExit(f"analysis failed: {run.error}")
     out |= {"bare_s": min(bare), "sql_s": min(sql), "analyze_s": min(full),
-            "bare_runs": bare, "sql_runs": sql, "analyze_runs": full}
+            "bare_runs": bare, "sql_runs": sql, "analyze_runs": full,
+            "bare_cpu_s": min(cpu["bare"]), "sql_cpu_s": min(cpu["sql"]), "analyze_cpu_s": min(cpu["analyze"])}
     # the same analysis without the data-quality/health checks (their own queries), to split the cost
     from abproxy import analysis
 
@@ -202,6 +217,7 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     try:
         out["analyze_no_health_s"] = min(_timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))[0]
                                          for _ in range(repeat))
+        out["analyze_no_health_cpu_s"] = min(_timed.cpu[-repeat:])
     finally:
         analysis.health_checks.experiment_checks = checks
     out["check_max_rel_diff"] = _compare(bare_frame, table)
@@ -213,6 +229,7 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     total = int(n * events_per_unit)
     t_insert, _ = _timed(lambda: con.execute(events_sql(n, total, total + total // 100)))
     t_re, rerun = _timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))
+    out["reanalyze_cpu_s"] = _timed.cpu[-1]
     t_bare_re, _ = _timed(lambda: con.execute(bare_sql(AS_OF)).df())
     if rerun.status != "ok":
         raise SystemExit(f"re-analysis failed: {rerun.error}")
@@ -251,6 +268,10 @@ def _child(args: list[str]) -> dict:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"child {args[:2]} failed ({proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt(xs: list[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in xs)
 
 
 def _gb(mb: float) -> str:
@@ -296,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {n:,} units: generated {g['event_rows']:,} events, {g['exposure_rows']:,} exposure rows "
                   f"in {g['generate_s']:.1f}s ({g['db_bytes'] / 2**30:.2f} GiB on disk)", flush=True)
             m = _child(["--worker", "measure", "--units", str(n), "--path", str(path), *common])
-            print(f"  {n:,} units: bare {m['bare_runs']}, sql {m['sql_runs']}, analyze {m['analyze_runs']}; "
-                  f"bare vs abproxy sums max rel diff {m['check_max_rel_diff']:.1e}", flush=True)
+            print(f"  {n:,} units: wall s: bare {_fmt(m['bare_runs'])}, sql {_fmt(m['sql_runs'])}, analyze "
+                  f"{_fmt(m['analyze_runs'])}; CPU s (best): bare {m['bare_cpu_s']:.1f}, sql {m['sql_cpu_s']:.1f}, "
+                  f"analyze {m['analyze_cpu_s']:.1f}, no-health {m['analyze_no_health_cpu_s']:.1f}, re-analyze "
+                  f"{m['reanalyze_cpu_s']:.1f}; insert 1% {m['insert_1pct_s']:.1f}s; bare vs abproxy sums max rel "
+                  f"diff {m['check_max_rel_diff']:.1e}", flush=True)
             rows.append({"units": n, **g, **m})
             if not a.keep:
                 for f in (path, path.with_suffix(".duckdb.wal")):
@@ -307,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
 
     head = ("units", "events", "bare s", "SQL s", "analyze s", "ratio", "no-health s", "ratio",
-            "re-analyze s (+1%)", "peak RSS")
+            "CPU ratio", "re-analyze s (+1%)", "peak RSS")
     table = [head]
     for r in rows:
         table.append((f"{r['units']:,}", f"{r['event_rows']:,}", f"{r['bare_s']:.2f}", f"{r['sql_s']:.2f}",
                       f"{r['analyze_s']:.2f}", f"{r['analyze_s'] / r['bare_s']:.2f}x", f"{r['analyze_no_health_s']:.2f}",
-                      f"{r['analyze_no_health_s'] / r['bare_s']:.2f}x", f"{r['reanalyze_s']:.2f}",
+                      f"{r['analyze_no_health_s'] / r['bare_s']:.2f}x", f"{r['analyze_cpu_s'] / r['bare_cpu_s']:.2f}x",
+                      f"{r['reanalyze_s']:.2f}",
                       _gb(r["peak_rss_mb"])))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     print()
@@ -322,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print("\nbare = hand-written GROUP BY variant query; SQL = abproxy's one query alone (run_query); analyze = "
           "analyze_experiment(robustness=False): SQL + statistics + health/data-quality checks + verdict; "
-          "no-health = the same with the health checks stubbed out; ratio = / bare (target ≤ 1.5x); "
+          "no-health = the same with the health checks stubbed out; ratio = / bare (target ≤ 1.5x); CPU ratio = "
+          "analyze / bare in process CPU seconds (robust to other load on the machine); "
           "re-analyze = analyze after inserting 1% more events; peak RSS of the measuring process (target < 4 GB at 10M)")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))

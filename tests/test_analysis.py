@@ -8,7 +8,6 @@ match `analyze_experiment` (fixed-horizon, decision.sequential = false) to 1e-6 
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import math
 import sys

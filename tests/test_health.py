@@ -314,11 +314,11 @@ def test_null_rate_rising_against_its_own_history():
 def test_volume_needs_both_size_and_significance():
     from abproxy.quality import volume_checks
     rare = _profile(20, [3] * 19 + [0])                                  # 3 a day, none on the last: noise
-    assert volume_checks(None, _scope(), rare, 14, 0.5)[0].status == "ok"
+    assert volume_checks(_scope(), rare, 14, 0.5)[0].status == "ok"
     busy = _profile(20, [300] * 19 + [100])
-    c = volume_checks(None, _scope(), busy, 14, 0.5)[0]
+    c = volume_checks(_scope(), busy, 14, 0.5)[0]
     assert c.status == "warn" and round(c.value, 2) == -0.67
-    assert volume_checks(None, _scope(), _profile(20, [300] * 19 + [420]), 14, 0.5)[0].status == "ok"   # +40%
+    assert volume_checks(_scope(), _profile(20, [300] * 19 + [420]), 14, 0.5)[0].status == "ok"   # +40%
 
 
 def test_event_volume_drop(mild):

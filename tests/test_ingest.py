@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -128,6 +127,15 @@ def test_loads_csv_parquet_jsonl_and_gzip(con, inbox):
     assert ledger_row == ("events", path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest(), NOW)
 
 
+def test_excel_style_csv_with_bom_crlf_and_quotes(con, inbox):
+    (inbox / "events" / "excel.csv").write_bytes(
+        b'\xef\xbb\xbf"unit_id","event","occurred_at","value"\r\n'
+        b'u1,x,2026-01-05 10:00:00,1.5\r\nu2,"a,b",2026-01-05 11:00:00,\r\n')
+    assert run(con, inbox).rows_loaded == 2
+    assert rows(con, "SELECT unit_id, event, occurred_at, value FROM events ORDER BY unit_id") == [
+        ("u1", "x", datetime(2026, 1, 5, 10), 1.5), ("u2", "a,b", datetime(2026, 1, 5, 11), None)]
+
+
 def test_timestamps_with_offsets_are_converted_to_utc(con, inbox):
     write(inbox / "events" / "a.csv", EVENTS_HEADER +
           "u1,x,2026-01-05T10:00:00+02:00,,\n"     # 08:00 UTC
@@ -200,7 +208,7 @@ def test_changed_content_under_a_loaded_name_is_refused(con, inbox):
     assert (summary.files_loaded, summary.files_failed, summary.rows_loaded, summary.ok) == (0, 1, 0, False)
     message = summary.failures[0]["message"]
     assert summary.failures[0]["path"] == "events/daily.csv"
-    assert message.startswith("events/daily.csv: its content changed since it was loaded")
+    assert message.startswith("events/daily.csv: its content changed since it was ingested")
     assert "drop the new data under a new file name" in message
     assert one(con, "SELECT count(*) FROM events") == 1  # never double-counted
     assert ledger(con) == [("events/daily.csv", "loaded", 1, 0, 0), ("events/daily.csv", "changed", 0, 0, 0)]
@@ -239,6 +247,19 @@ def test_duplicate_event_ids_across_files_and_within_a_file(con, inbox):
     third = run(con, inbox)
     assert (third.rows_loaded, third.rows_duplicate) == (1, 1)
     assert one(con, "SELECT count(*) FROM events") == 7
+
+
+def test_first_occurrence_of_a_repeated_event_id_is_kept_in_a_large_file(con, inbox):
+    n = 400_000  # several row groups, read in parallel
+    with duckdb.connect() as gen:
+        gen.execute(f"""COPY (SELECT 'u' || i AS unit_id, 'x' AS event, TIMESTAMP '2026-01-01' AS occurred_at,
+                              i::DOUBLE AS value,
+                              CASE WHEN i % 1000 = 7 THEN 'dup-' || (i % 3) ELSE 'e' || i END AS event_id
+                       FROM range({n}) t(i)) TO '{inbox / "events" / "a.parquet"}' (FORMAT parquet)""")
+    summary = run(con, inbox)
+    assert (summary.rows_loaded, summary.rows_duplicate) == (n - 400 + 3, 400 - 3)
+    assert rows(con, "SELECT event_id, value FROM events WHERE event_id LIKE 'dup-%' ORDER BY 1") == [
+        ("dup-0", 2007.0), ("dup-1", 7.0), ("dup-2", 1007.0)]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -446,6 +467,49 @@ def test_a_file_failing_mid_load_leaves_nothing_behind(con, inbox):
     assert ledger(con) == [("events/a.csv", "failed", 0, 0, 0)]
 
 
+def test_file_written_while_being_read_is_retried_next_run(con, inbox, monkeypatch):
+    import abproxy.ingest as module
+
+    path = write(inbox / "events" / "growing.csv", EVENTS_HEADER + "u1,x,2026-01-05,1,e1\n")
+    real_load = module._load
+
+    def load_then_append(*args, **kwargs):
+        result = real_load(*args, **kwargs)
+        with open(path, "a") as handle:  # the writer was not done yet
+            handle.write("u2,x,2026-01-05,2,e2\n")
+        return result
+
+    monkeypatch.setattr(module, "_load", load_then_append)
+    summary = run(con, inbox)
+    assert (summary.files_failed, summary.rows_loaded) == (1, 0)
+    assert "changed while it was being read" in summary.failures[0]["message"]
+    assert (one(con, "SELECT count(*) FROM events"), ledger(con)) == (0, [])
+
+    monkeypatch.setattr(module, "_load", real_load)
+    assert run(con, inbox).rows_loaded == 2
+    assert ledger(con) == [("events/growing.csv", "loaded", 2, 0, 0)]
+
+
+def test_errors_that_are_not_the_files_fault_are_retried(con, inbox, monkeypatch):
+    import abproxy.ingest as module
+
+    write(inbox / "events" / "a.csv", EVENTS_HEADER + "u1,x,2026-01-05,1,e1\n")
+    real_load = module._load
+
+    def out_of_memory(con, *args, **kwargs):
+        real_load(con, *args, **kwargs)
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+
+    monkeypatch.setattr(module, "_load", out_of_memory)
+    summary = run(con, inbox)
+    assert (summary.files_failed, summary.ok) == (1, False)
+    assert summary.failures[0]["message"].startswith("events/a.csv: could not be loaded this time (Out of Memory")
+    assert (one(con, "SELECT count(*) FROM events"), ledger(con)) == (0, [])  # nothing kept, not ledgered
+
+    monkeypatch.setattr(module, "_load", real_load)
+    assert run(con, inbox).rows_loaded == 1
+
+
 def test_ignored_and_misplaced_files(con, inbox):
     write(inbox / "events" / ".partial-upload.csv", "junk")
     write(inbox / "events" / "_SUCCESS", "")
@@ -525,10 +589,12 @@ def test_progress_bar_only_on_a_terminal(con, inbox, monkeypatch, capsys):
     write(inbox / "events" / "b.csv", "unit_id;event\n")
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    duckdb_bar = one(con, "SELECT current_setting('enable_progress_bar')")
     run(con, inbox, progress=True)
     out = terminal.getvalue()
     assert "ingest [" in out and "events/a.csv" in out and "events/b.csv: failed" in out
     assert out.endswith("ingest: 1 file(s) loaded, 1 rows in " + out.rsplit(" in ", 1)[1])
+    assert one(con, "SELECT current_setting('enable_progress_bar')") == duckdb_bar  # DuckDB's own bar restored
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: silent
     write(inbox / "events" / "c.csv", EVENTS_HEADER + "u1,x,2026-01-05,,\n")
@@ -596,7 +662,6 @@ def test_kill_9_mid_load_leaves_no_partial_file_and_the_next_run_loads_it(tmp_pa
     killed_mid_load = False
     for delay in (0.6, 0.3, 0.15, 0.05, 0.0):
         killed = _kill_while_loading(db, inbox, "events/b-big.parquet", delay)
-        print("DEBUG", delay, killed, time.time())
         con = connect(db)
         try:
             statuses = dict(rows(con, "SELECT path, status FROM files"))

@@ -53,6 +53,7 @@ def ws(tmp_path: Path) -> Workspace:
                           ExperimentSpec("flat", units=3000, days=7))
 
 
+@pytest.mark.slow
 def test_run_job_ingests_analyses_and_publishes(ws: Workspace):
     result = run_job(ws, "run", on_runs=None)
     assert result.ok, result.errors
@@ -105,6 +106,7 @@ HOLD_LOCK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_with_a_clear_message(ws: Workspace):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(ws.lock_file)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -173,6 +175,7 @@ def test_a_broken_experiment_fails_alone_and_is_recorded(tmp_path: Path):
         snap.close()
 
 
+@pytest.mark.slow
 def test_cli_run_exit_code_says_whether_anything_failed(tmp_path: Path):
     ws = make_workspace(tmp_path / "ws", ExperimentSpec("good", units=2000, days=7), edit=add_broken)
     done = subprocess.run([sys.executable, "-m", "abproxy.cli", "run", "--json", "--workspace", str(ws.root)],

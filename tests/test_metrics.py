@@ -466,7 +466,8 @@ def test_config_text_only_reaches_sql_quoted(con):
     config = parse_config({"metrics": METRICS, "experiments": {"exp-1.v2": experiment(
         variants={"ctl-1": {}, "treat.2": {}}, control="ctl-1", primary=["rev"],
         secondary=[k for k in METRICS if k != "rev"], segments=["country", "platform"])}})
-    con.execute("UPDATE exposures SET experiment = 'exp-1.v2', variant = CASE variant WHEN 'a' THEN 'ctl-1' ELSE 'treat.2' END WHERE experiment = 'exp1'")
+    con.execute("UPDATE exposures SET experiment = 'exp-1.v2', "
+                "variant = CASE variant WHEN 'a' THEN 'ctl-1' ELSE 'treat.2' END WHERE experiment = 'exp1'")
     query = build(con, config, key="exp-1.v2")
     sql = query.sql
     for text in ("exp-1.v2", "ctl-1", "treat.2", "purchase", "visit"):
@@ -487,3 +488,8 @@ def test_metric_sql_for_the_catalog_has_placeholder():
     text = metric_sql(config, "aov")
     assert "{as_of}" in text and "m1_y" in text and "m0_y" not in text and "2000-01-01" not in text
     assert metric_sql(config, "rev_1d").startswith("--")
+
+
+def test_capping_a_proportion_is_refused():
+    with pytest.raises(ConfigError, match="capping"):
+        parse_config(_config(metrics={"rev": {"type": "proportion", "event": "purchase", "capping": {"value": 1}}}))

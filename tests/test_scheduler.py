@@ -9,6 +9,8 @@ import datetime as dt
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,9 +26,12 @@ import duckdb
 import pytest
 import yaml
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from abproxy.jobs import WorkspaceLock, run_job
-from abproxy.scheduler import APP, Service, port_in_use
+from abproxy.config import Schedule
+from abproxy.scheduler import APP, Service, analyze_trigger, ingest_seconds, port_in_use, schedule
 from abproxy.simulate import ExperimentSpec, SimulationSpec, simulate
 from abproxy.warehouse import SNAPSHOT_TABLES, WarehouseError, connect, open_snapshot
 from abproxy.workspace import Workspace
@@ -110,6 +115,21 @@ def spawn(tmp_path: Path):
         s.cleanup()
 
 
+@pytest.fixture(scope="module")
+def big_template(tmp_path_factory) -> Path:
+    """A workspace whose start-up pass takes a few seconds (12 files, ~0.6M events), simulated
+    once per module; tests copy it."""
+    root = tmp_path_factory.mktemp("big") / "ws"
+    simulate(root, SimulationSpec(experiments=(ExperimentSpec("big", units=60_000, days=7),), start=_start(),
+                                  files_per_kind=6))
+    return root
+
+
+def copy_workspace(template: Path, root: Path) -> Workspace:
+    shutil.copytree(template, root)
+    return Workspace.open(root)
+
+
 def snapshot_jobs(ws: Workspace) -> list[tuple]:
     """(kind, status, started_at, finished_at) of job_runs in the published snapshot ([] if none yet)."""
     try:
@@ -163,6 +183,41 @@ def free_port() -> int:
 
 # --------------------------------------------------------------------------- tests
 
+def test_triggers_come_from_the_config_unless_the_environment_overrides_them(monkeypatch, tmp_path: Path, capsys):
+    monkeypatch.delenv("ABPROXY_SCHEDULE_SECONDS", raising=False)
+    monkeypatch.delenv("ABPROXY_ANALYZE_SECONDS", raising=False)
+    sched = Schedule(ingest_every_minutes=15, analyze_cron="30 2 * * *", misfire_grace_seconds=60)
+    assert ingest_seconds(sched) == 900
+    cron = analyze_trigger(sched)
+    assert isinstance(cron, CronTrigger) and str(cron.timezone) == "UTC"
+    first = cron.get_next_fire_time(None, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    assert (first.hour, first.minute) == (2, 30)
+    monkeypatch.setenv("ABPROXY_SCHEDULE_SECONDS", "0.5")
+    monkeypatch.setenv("ABPROXY_ANALYZE_SECONDS", "2")
+    assert ingest_seconds(sched) == 0.5
+    interval = analyze_trigger(sched)
+    assert isinstance(interval, IntervalTrigger) and interval.interval.total_seconds() == 2
+
+    ws = make_workspace(tmp_path / "ws", ExperimentSpec("good", units=200, days=7))
+    service = Service(ws, BackgroundScheduler)
+    service.scheduler.start(paused=True)        # job defaults apply once started; paused: nothing runs
+    try:
+        jobs = {j.id: j for j in service.scheduler.get_jobs()}
+    finally:
+        service.scheduler.shutdown()
+    assert set(jobs) == {"ingest", "analyze"}
+    for job in jobs.values():
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 300)
+    assert jobs["analyze"].args == ("run",) and jobs["ingest"].args == ("ingest",)
+    assert jobs["analyze"].next_run_time <= dt.datetime.now(dt.timezone.utc), "a full pass at start-up"
+
+    monkeypatch.setenv("ABPROXY_ANALYZE_SECONDS", "soon")
+    assert schedule(ws) == 1
+    assert "ABPROXY_ANALYZE_SECONDS='soon' is not a number" in capsys.readouterr().err
+    with WorkspaceLock(ws.lock_file):     # the refused start released the lock
+        pass
+
+
 @pytest.mark.slow
 def test_scheduled_passes_run_isolate_a_failing_experiment_and_stop_cleanly(tmp_path: Path, spawn):
     ws = make_workspace(tmp_path / "ws", ExperimentSpec("good", units=2000, days=7), broken=True)
@@ -211,6 +266,7 @@ def test_a_second_scheduler_is_refused(tmp_path: Path, spawn):
     assert run_job(ws, "ingest", on_runs=None).ok
 
 
+@pytest.mark.slow
 def test_passes_never_overlap_even_when_slower_than_their_interval(tmp_path: Path, monkeypatch, caplog):
     """In-process: every pass sleeps longer than both intervals; max_instances=1 and the single
     worker keep them strictly one at a time (skipped runs are logged by APScheduler)."""
@@ -243,6 +299,7 @@ def test_passes_never_overlap_even_when_slower_than_their_interval(tmp_path: Pat
         while time.monotonic() < deadline and not (state["passes"].count("ingest") >= 2 and "run" in state["passes"]):
             time.sleep(0.1)
         service.shutdown()
+    assert not service.scheduler.running
     assert state["max"] == 1
     assert state["passes"][0] == "run", "the start-up pass is a full pass"
     assert state["passes"].count("ingest") >= 2
@@ -257,13 +314,15 @@ def test_passes_never_overlap_even_when_slower_than_their_interval(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_sigterm_mid_pass_leaves_the_warehouse_consistent(tmp_path: Path, spawn):
-    ws = make_workspace(tmp_path / "ws", ExperimentSpec("big", units=100_000, days=7), files_per_kind=6)
+def test_sigterm_mid_pass_leaves_the_warehouse_consistent(tmp_path: Path, spawn, big_template):
+    ws = copy_workspace(big_template, tmp_path / "ws")
     s = spawn(ws)
-    s.wait_for("the start-up pass to be loading files", lambda: "loading" in s.text(), every=0.05)
+    s.wait_for("the start-up pass to start", lambda: "run pass starting" in s.text(), every=0.05)
     assert s.stop(signal.SIGTERM) == 0, s.text()
     log = s.text()
-    assert log.index("SIGTERM received") < log.index("run pass"), "the signal arrived mid-pass"
+    done = re.search(r"run pass \w+ ok in", log)
+    assert done, log
+    assert log.index("run pass starting") < log.index("SIGTERM received") < done.start(), "the signal arrived mid-pass"
     assert "scheduler stopped" in log
     assert_consistent(ws)
     con = connect(ws.warehouse, read_only=True)
@@ -279,11 +338,11 @@ def test_sigterm_mid_pass_leaves_the_warehouse_consistent(tmp_path: Path, spawn)
 
 
 @pytest.mark.slow
-def test_killed_mid_pass_the_next_scheduler_recovers(tmp_path: Path, spawn):
+def test_killed_mid_pass_the_next_scheduler_recovers(tmp_path: Path, spawn, big_template):
     """A hard kill (no chance to finish) mid-ingest: each file is its own transaction, so the
     warehouse holds whole files only; the next scheduler marks the dead pass interrupted and
     loads the rest."""
-    ws = make_workspace(tmp_path / "ws", ExperimentSpec("big", units=100_000, days=7), files_per_kind=6)
+    ws = copy_workspace(big_template, tmp_path / "ws")
     s = spawn(ws, name="killed")
     s.wait_for("the second file to be loading", lambda: s.text().count("loading") >= 2, every=0.05)
     assert s.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -327,13 +386,18 @@ def test_snapshot_readers_never_see_a_partial_snapshot(tmp_path: Path, spawn):
     s = spawn(ws, ingest_s=0.3, analyze_s=1.0)
     s.wait_for("the first snapshot", lambda: finished(ws, "run") >= 1, every=0.2)
 
+    # Read in a tight loop for at least 3 s, 150 opens and 3 snapshots published meanwhile
+    # (opening a DuckDB file costs 5-60 ms depending on the machine's load), dropping new files.
     opens, failures, published, counts, dropped = 0, [], set(), [], []
-    next_drop = time.monotonic()
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        if time.monotonic() >= next_drop:
+    started = time.monotonic()
+    next_drop = started
+    while True:
+        elapsed = time.monotonic() - started
+        if (elapsed >= 3 and opens >= 150 and len(published) >= 3) or elapsed > 90:
+            break
+        if time.monotonic() >= next_drop and len(dropped) < 6:
             dropped.append(_drop_events(ws, len(dropped)))
-            next_drop += 0.75
+            next_drop += 0.5
         try:
             con = open_snapshot(ws.snapshot)
             try:
@@ -349,8 +413,7 @@ def test_snapshot_readers_never_see_a_partial_snapshot(tmp_path: Path, spawn):
         except Exception as exc:     # the point of the test: this never happens
             failures.append(f"{type(exc).__name__}: {exc}")
     assert failures == [], failures[:5]
-    assert opens >= 100, f"only {opens} opens in 3s"
-    assert len(published) >= 2, "the scheduler republished during the loop"
+    assert opens >= 150 and len(published) >= 3, (opens, len(published))
     assert counts == sorted(counts), "the ledger only grows from one snapshot to the next"
 
     def all_loaded() -> bool:

@@ -334,3 +334,30 @@ def _changed_definitions(before: dict[str, Any], after: dict[str, Any]) -> list[
     m0, m1 = before.get("metrics") or {}, after.get("metrics") or {}
     changed += [f"metric {m}" for m in sorted(set(m0) | set(m1)) if m0.get(m) != m1.get(m)]
     return changed
+
+
+def show_chart(chart: Any, alt_text: str, where: Any = None) -> None:
+    """Render an Altair chart. The spec is built without JSON-schema validation (the charts are
+    fixed code; validation would cost most of a page's time)."""
+    import streamlit as st
+
+    (where or st).vega_lite_chart(chart.to_dict(validate=False), width="stretch", alt=alt_text)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (dt.datetime, dt.date, pd.Timestamp)):
+        return None if pd.isna(v) else v.isoformat()
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()                         # numpy scalar → Python
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def chart_data(rows: Any) -> Any:
+    """Inline Vega-Lite data from records or a DataFrame (JSON-safe values, no pandas round trip
+    inside Altair)."""
+    import altair as alt
+
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows
+    return alt.Data(values=[{k: _json_value(v) for k, v in r.items()} for r in records])

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -280,14 +281,21 @@ class ExperimentView:
     def previous(self) -> dict[str, Any] | None:
         return _records(self.runs.iloc[[-2]])[0] if len(self.runs) >= 2 else None
 
+    @cached_property
+    def _metric_info(self) -> dict[str, tuple[str, bool]]:
+        out = {}
+        for r in self.metrics.to_dict("records"):
+            name = r.get("name")
+            hib = r.get("higher_is_better")
+            out[r["metric"]] = (name if isinstance(name, str) and name else r["metric"],
+                                True if _missing(hib) else bool(hib))
+        return out
+
     def metric_label(self, metric: str) -> str:
-        row = self.metrics[self.metrics["metric"] == metric]
-        name = row.iloc[0]["name"] if len(row) else None
-        return str(name) if isinstance(name, str) and name else metric
+        return self._metric_info.get(metric, (metric, True))[0]
 
     def higher_is_better(self, metric: str) -> bool:
-        row = self.metrics[self.metrics["metric"] == metric]
-        return bool(row.iloc[0]["higher_is_better"]) if len(row) and not _missing(row.iloc[0]["higher_is_better"]) else True
+        return self._metric_info.get(metric, (metric, True))[1]
 
     @property
     def alpha(self) -> float:

@@ -108,31 +108,31 @@ def scorecard(view: data.ExperimentView) -> None:
 
 
 def forest_chart(rows: list[dict[str, Any]], title: str) -> alt.LayerChart | None:
-    frame = pd.DataFrame(rows)
-    if frame.empty:
+    """Relative lifts (%) with CIs; marker colour and shape by assessment; guardrail margins as ticks."""
+    records = []
+    for r in rows:
+        if not c.finite(r.get("rel")):
+            continue
+        scaled = {k: float(r[k]) * 100 if c.finite(r.get(k)) else None for k in ("rel", "lo", "hi", "margin")}
+        records.append({"label": r["label"], "assessment": r.get("assessment", "none"),
+                        "lift": c.lift(r["rel"], r.get("lo"), r.get("hi")), **scaled})
+    if not records:
         return None
-    frame = frame[frame["rel"].map(c.finite)]
-    if frame.empty:
-        return None
-    for col in ("rel", "lo", "hi", "margin"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce") * 100
-    frame["lift"] = [c.lift(r / 100, lo / 100, hi / 100) for r, lo, hi in zip(frame["rel"], frame["lo"], frame["hi"])]
-    order = list(frame["label"])
-    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=320))
+    y = alt.Y("label:N", sort=[r["label"] for r in records], title=None, axis=alt.Axis(labelLimit=320))
     colour = alt.Color("assessment:N", title="significant", scale=alt.Scale(domain=list(COLOURS), range=list(COLOURS.values())))
     shape = alt.Shape("assessment:N", title="significant", scale=alt.Scale(domain=list(SHAPES), range=list(SHAPES.values())))
-    base = alt.Chart(frame).encode(y=y)
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("lo:Q", title="relative lift vs control (%)"), x2="hi:Q",
-                                                color=colour)
-    points = base.mark_point(filled=True, size=110).encode(x="rel:Q", color=colour, shape=shape,
-                                                           tooltip=["label", "lift", "assessment"])
-    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#444").encode(x="x:Q")
+    zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="#444").encode(x=alt.datum(0))
+    bars = alt.Chart().mark_rule(strokeWidth=2).encode(
+        x=alt.X("lo:Q", title="relative lift vs control (%)"), x2=alt.X2("hi"), y=y, color=colour)
+    points = alt.Chart().mark_point(filled=True, size=110).encode(
+        x=alt.X("rel:Q"), y=y, color=colour, shape=shape,
+        tooltip=[alt.Tooltip("label:N"), alt.Tooltip("lift:N"), alt.Tooltip("assessment:N")])
     layers = [zero, bars, points]
-    margins = frame[frame["margin"].notna()]
-    if len(margins):
-        layers.append(alt.Chart(margins).mark_tick(color="#d73027", thickness=3, size=22, opacity=0.8).encode(
-            x="margin:Q", y=y, tooltip=[alt.Tooltip("margin:Q", title="guardrail margin (%)", format="+.1f")]))
-    return alt.layer(*layers).properties(height=max(90, 34 * len(frame)), title=title)
+    if any(r["margin"] is not None for r in records):
+        layers.append(alt.Chart().mark_tick(color="#d73027", thickness=3, size=22, opacity=0.8)
+                      .transform_filter("isValid(datum.margin)").encode(
+            x=alt.X("margin:Q"), y=y, tooltip=[alt.Tooltip("margin:Q", title="guardrail margin (%)", format="+.1f")]))
+    return alt.layer(*layers, data=c.chart_data(records)).properties(height=max(90, 34 * len(records)), title=title)
 
 
 def forest(view: data.ExperimentView) -> None:
@@ -140,8 +140,7 @@ def forest(view: data.ExperimentView) -> None:
     chart = forest_chart(rows, "Relative lift with confidence intervals")
     if chart is None:
         return
-    st.altair_chart(chart, width="stretch",
-                    alt="Forest plot of relative lifts with confidence intervals; red ticks are guardrail margins")
+    c.show_chart(chart, "Forest plot of relative lifts with confidence intervals; red ticks are guardrail margins")
     if any(r["margin"] is not None for r in rows):
         st.caption("Red ticks: the worst tolerated change of each guardrail (its margin). A guardrail is harmed when "
                    "its whole interval lies beyond the tick.")
@@ -163,7 +162,6 @@ def over_time(view: data.ExperimentView) -> None:
     pick = s[(s["metric"] == metric) & (s["variant"] == arm)].copy()
     for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi"):
         pick[col] = pick[col] * 100
-    pick["day"] = pd.to_datetime(pick["day"])
     pick["lift"] = [c.pct(x / 100) for x in pick["rel_effect"]]
     charts = []
     for kind, title in (("cumulative", "Cumulative effect (all units exposed up to the day)"),
@@ -171,16 +169,18 @@ def over_time(view: data.ExperimentView) -> None:
         part = pick[pick["kind"] == kind]
         if part.empty:
             continue
-        base = alt.Chart(part).encode(x=alt.X("day:T", title="exposure day"))
-        band = base.mark_area(opacity=0.2).encode(y=alt.Y("rel_ci_lo:Q", title="relative lift (%)"), y2="rel_ci_hi:Q")
-        if kind == "daily":
-            band = base.mark_rule().encode(y=alt.Y("rel_ci_lo:Q", title="relative lift (%)"), y2="rel_ci_hi:Q")
-        line = base.mark_line(point=True).encode(y="rel_effect:Q",
-                                                 tooltip=["day:T", "lift", "control_units", "variant_units"])
-        zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
-        charts.append(alt.layer(band, line, zero).properties(title=title, height=260))
+        base = alt.Chart().encode(x=alt.X("day:T", title="exposure day"))
+        band = (base.mark_rule() if kind == "daily" else base.mark_area(opacity=0.2)).encode(
+            y=alt.Y("rel_ci_lo:Q", title="relative lift (%)"), y2=alt.Y2("rel_ci_hi"))
+        line = base.mark_line(point=True).encode(
+            y=alt.Y("rel_effect:Q"),
+            tooltip=[alt.Tooltip("day:T"), alt.Tooltip("lift:N"), alt.Tooltip("control_units:Q"),
+                     alt.Tooltip("variant_units:Q")])
+        zero = alt.Chart().mark_rule(strokeDash=[4, 4]).encode(y=alt.datum(0))
+        cols = ["day", "rel_effect", "rel_ci_lo", "rel_ci_hi", "lift", "control_units", "variant_units"]
+        charts.append(alt.layer(band, line, zero, data=c.chart_data(part[cols])).properties(title=title, height=260))
     for col, chart in zip(st.columns(len(charts)), charts):
-        col.altair_chart(chart, width="stretch", alt=f"{view.metric_label(metric)} effect by exposure day")
+        c.show_chart(chart, f"{view.metric_label(metric)} effect by exposure day", col)
     last = pick[pick["kind"] == "cumulative"].tail(1)
     if len(last):
         r = last.iloc[0]
@@ -242,7 +242,7 @@ def segments_panel(view: data.ExperimentView) -> None:
                                    "assessment": "worse" if hit else verdict})
         chart = forest_chart(chart_rows, f"Primary metric by {dim}")
         if chart is not None:
-            st.altair_chart(chart, width="stretch", alt=f"Primary metric lift by {dim}")
+            c.show_chart(chart, f"Primary metric lift by {dim}")
         with st.expander(f"All {dim} results ({len(rows)})", expanded=bool(harmed)):
             st.markdown(c.md_table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Lift ({level:.0%} CI)",
                                     "Adj. p", "Result"], rows))
@@ -303,14 +303,17 @@ def history(view: data.ExperimentView) -> None:
         for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi"):
             frame[col] = frame[col] * 100
         frame["lift"] = [c.pct(x / 100) for x in frame["rel_effect"]]
-        base = alt.Chart(frame).encode(x=alt.X("as_of:T", title="data as of"))
+        base = alt.Chart().encode(x=alt.X("as_of:T", title="data as of"))
         chart = alt.layer(
-            base.mark_rule().encode(y=alt.Y("rel_ci_lo:Q", title=f"{view.metric_label(primary)} lift (%)"), y2="rel_ci_hi:Q"),
+            base.mark_rule().encode(y=alt.Y("rel_ci_lo:Q", title=f"{view.metric_label(primary)} lift (%)"),
+                                    y2=alt.Y2("rel_ci_hi")),
             base.mark_point(filled=True, size=110).encode(
-                y="rel_effect:Q", color=alt.Color("decision:N"), shape=alt.Shape("decision:N"),
-                tooltip=["run_id", "as_of:T", "decision", "lift", "variant"]),
+                y=alt.Y("rel_effect:Q"), color=alt.Color("decision:N"), shape=alt.Shape("decision:N"),
+                tooltip=[alt.Tooltip(f) for f in ("run_id:N", "as_of:T", "decision:N", "lift:N", "variant:N")]),
+            data=c.chart_data(frame[["run_id", "as_of", "decision", "lift", "variant", "rel_effect", "rel_ci_lo",
+                                     "rel_ci_hi"]]),
         ).properties(height=240, title="Verdict timeline")
-        st.altair_chart(chart, width="stretch", alt="Primary lift and verdict of every run")
+        c.show_chart(chart, "Primary lift and verdict of every run")
     by_run = {r: g for r, g in prim.groupby("run_id")} if len(prim) else {}
     rows = []
     for r in runs.iloc[::-1].head(30).to_dict("records"):

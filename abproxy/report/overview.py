@@ -67,14 +67,15 @@ def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:
         return None
     frame = portfolio.drop_duplicates("run_id").copy()
     frame["lift"] = frame["primary_lift"].map(lambda x: c.pct(x))
-    return alt.Chart(frame).mark_point(size=120, filled=True).encode(
+    frame = frame[["experiment", "as_of", "decision", "lift", "run_id"]]
+    return alt.Chart(c.chart_data(frame)).mark_point(size=120, filled=True).encode(
         x=alt.X("as_of:T", title="data as of"),
         y=alt.Y("experiment:N", title=None),
         color=alt.Color("decision:N", scale=alt.Scale(
             domain=list(c.VERDICTS)[:5], range=["#1a9850", "#d73027", "#4575b4", "#878787", "#f46d43"])),
         shape=alt.Shape("decision:N", scale=alt.Scale(
             domain=list(c.VERDICTS)[:5], range=["circle", "cross", "triangle-right", "square", "diamond"])),
-        tooltip=["experiment", "as_of:T", "decision", "lift", "run_id"],
+        tooltip=[alt.Tooltip(f) for f in ("experiment:N", "as_of:T", "decision:N", "lift:N", "run_id:N")],
     ).properties(height=max(120, 40 * frame["experiment"].nunique()), title="Verdict timeline")
 
 
@@ -106,7 +107,7 @@ def render() -> None:
     portfolio = snap.load("portfolio")
     chart = _timeline(portfolio[portfolio["experiment"].isin([i["experiment"] for i in shown])])
     if chart is not None:
-        st.altair_chart(chart, width="stretch", alt="Verdict of every run of each experiment over time")
+        c.show_chart(chart, "Verdict of every run of each experiment over time")
     st.download_button("Download portfolio (CSV)", portfolio.to_csv(index=False).encode(),
                        file_name="abproxy-portfolio.csv", mime="text/csv", icon=":material/download:",
                        help="Every experiment's verdict timeline: run id, data as of, decision, primary lift")

@@ -116,7 +116,7 @@ def mean_effect(control: Moments, variant: Moments, alpha: float = 0.05) -> Effe
 
 
 def proportion_effect(control: Moments, variant: Moments, alpha: float = 0.05) -> Effect:
-    """Two-proportion comparison (§3); ``Moments.sum`` = number converted.
+    """Two-proportion comparison (§3); ``Moments.sum`` = number converted (sum_sq unused).
 
     p-value: pooled z-test (statsmodels ``proportions_ztest``). CIs: unpooled
     Wald SE; lift by §2 with variance p(1−p) (no Bessel), z quantile.

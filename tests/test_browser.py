@@ -1,0 +1,132 @@
+"""The report in a real browser: `streamlit run app.py` on the simulated workspace, driven by
+headless Chromium (Debian's /usr/bin/chromium through Python Playwright). Saves the screenshots
+in docs/screenshots/."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, report_ws  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-gpu"]
+TIMEOUT_MS = 120_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not healthy after {seconds} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(report_ws, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--", "--workspace", str(report_ws)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser, url: str, heading: str):
+    """Load `url`, wait for `heading` and for the script run to finish; return (page, main text)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text(heading, exact=True).first.wait_for()
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+    page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.length > 200")
+    page.wait_for_timeout(500)          # let the Vega charts draw before the screenshot
+    return page, main.inner_text()
+
+
+def test_overview_in_a_real_browser(server, browser):
+    page, text = open_page(browser, server + "/", "Rollout overview")
+    try:
+        for name in NAMES.values():
+            assert name in text                      # user text shown literally, HTML not interpreted
+        for verdict in ("SHIP", "ROLLBACK", "INVALID", "KEEP_RUNNING"):
+            assert verdict in text
+        assert "\\" not in text, "Markdown escapes must not leak into the page"
+        assert "Download portfolio (CSV)" in text
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_experiment_page_in_a_real_browser(server, browser):
+    page, text = open_page(browser, f"{server}/experiment?experiment={SHIP}", NAMES[SHIP])
+    try:
+        assert "✅ SHIP" in text
+        assert "Ship treatment: the primary metric improved" in text
+        assert "Spend per user" in text and "Refund rate" in text
+        assert "Download go/no-go review" in text
+        assert "\\" not in text
+        assert page.locator(".vega-embed").count() >= 3, "forest plot, effect over time and history charts"
+        page.screenshot(path=str(SHOTS / "experiment.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_harmed_segment_in_a_real_browser(server, browser):
+    page, text = open_page(browser, f"{server}/experiment?experiment={HARM}", NAMES[HARM])
+    try:
+        assert "Harmed segments" in text and "country=DE" in text
+        assert "HARMED" in text
+    finally:
+        page.close()
