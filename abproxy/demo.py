@@ -53,7 +53,7 @@ def demo_spec(now: dt.datetime | None = None, units: int = UNITS) -> SimulationS
         ExperimentSpec(key="pricing-nn", name="Price suggestion network", units=units * 2, spend_lift=0.20,
                        segment_harm=SegmentHarm("country", "DE", -0.15), model="pricing",
                        versions=("0.9.0", "1.0.0")),
-        ExperimentSpec(key="search-emb", name="Search embeddings", units=units, spend_lift=0.10, fading=1.0,
+        ExperimentSpec(key="search-emb", name="Search embeddings", units=units * 3, spend_lift=0.20, fading=1.0,
                        status="shipped", model="search", versions=("1.0.0", "1.1.0")),
     )
     return SimulationSpec(experiments=experiments, start=start, seed=11, observed_until=now, files_per_kind=2)

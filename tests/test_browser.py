@@ -94,6 +94,18 @@ def open_page(browser, url: str, heading: str):
     return page, main.inner_text()
 
 
+def screenshot(page, name: str) -> Path:
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to it."""
+    height = page.evaluate("() => Math.max(document.querySelector('[data-testid=\"stMain\"]').scrollHeight,"
+                           " document.body.scrollHeight)")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 16000)})
+    page.wait_for_timeout(1000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 def test_overview_in_a_real_browser(server, browser):
     page, text = open_page(browser, server + "/", "Rollout overview")
     try:
@@ -103,8 +115,7 @@ def test_overview_in_a_real_browser(server, browser):
             assert verdict in text
         assert "\\" not in text, "Markdown escapes must not leak into the page"
         assert "Download portfolio (CSV)" in text
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+        assert screenshot(page, "overview.png").stat().st_size > 10_000
     finally:
         page.close()
 
@@ -112,13 +123,13 @@ def test_overview_in_a_real_browser(server, browser):
 def test_experiment_page_in_a_real_browser(server, browser):
     page, text = open_page(browser, f"{server}/experiment?experiment={SHIP}", NAMES[SHIP])
     try:
-        assert "✅ SHIP" in text
+        assert "✔ SHIP" in text
         assert "Ship treatment: the primary metric improved" in text
         assert "Spend per user" in text and "Refund rate" in text
         assert "Download go/no-go review" in text
         assert "\\" not in text
         assert page.locator(".vega-embed").count() >= 3, "forest plot, effect over time and history charts"
-        page.screenshot(path=str(SHOTS / "experiment.png"), full_page=True)
+        assert screenshot(page, "experiment.png").stat().st_size > 10_000
     finally:
         page.close()
 

@@ -90,7 +90,7 @@ def assert_self_contained(html: str, page: Page) -> None:
     assert not re.search(r"https?://", html), "no web address anywhere in the file"
 
 
-@pytest.mark.parametrize("key, verdict", [(SHIP, "✅ SHIP"), (ROLLBACK, "⛔ ROLLBACK"), (INVALID, "⚠️ INVALID")])
+@pytest.mark.parametrize("key, verdict", [(SHIP, "✔ SHIP"), (ROLLBACK, "✖ ROLLBACK"), (INVALID, "⚠ INVALID")])
 def test_review_parses_and_holds_verdict_scorecard_and_no_external_request(con, key, verdict):
     html = review_html(con, key)
     page = parse(html)
@@ -155,7 +155,7 @@ def test_write_review_writes_one_file_and_names_known_keys(report_ws, tmp_path):
     ws = Workspace.open(report_ws)
     out = write_review(ws, SHIP, tmp_path / "out" / "review.html")
     assert out == tmp_path / "out" / "review.html" and out.is_file()
-    assert "✅ SHIP" in out.read_text(encoding="utf-8")
+    assert "✔ SHIP" in out.read_text(encoding="utf-8")
     with pytest.raises(KeyError) as err:
         write_review(ws, "no-such-experiment", tmp_path / "x.html")
     message = err.value.args[0]

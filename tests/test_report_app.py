@@ -81,7 +81,7 @@ def test_overview_shows_every_experiment_with_verdict_and_primary_lift(report_ws
     assert at.title[0].value == "Rollout overview"
     for name in NAMES.values():
         assert name in text
-    for decision in ("✅ SHIP", "⛔ ROLLBACK", "⚠️ INVALID"):
+    for decision in ("✔ SHIP", "✖ ROLLBACK", "⚠ INVALID"):
         assert decision in text
     assert lift_text(latest(report_ws, SHIP)) in text
     assert "rolled_back" in text                      # search-emb's status after the rollback
@@ -126,7 +126,7 @@ def test_experiment_page_ship_verdict_scorecard_lineage_and_history(report_ws, m
     at = run(report_ws, "experiment", monkeypatch, experiment=SHIP)
     text = page_text(at)
     assert at.title[0].value == NAMES[SHIP]
-    assert "✅ SHIP" in at.success[0].value
+    assert "✔ SHIP" in at.success[0].value
     assert "Ship treatment: the primary metric improved" in unescape(at.success[0].value)
     assert "Spend per user" in text and "Refund rate" in text and "Buyer rate" in text
     assert lift_text(latest(report_ws, SHIP)) in text
@@ -164,15 +164,15 @@ def test_experiment_page_names_the_harmed_segment(report_ws, monkeypatch):
 def test_experiment_page_invalid_shows_the_failed_health_check(report_ws, monkeypatch):
     at = run(report_ws, "experiment", monkeypatch, experiment=INVALID)
     text = page_text(at)
-    assert "⚠️ INVALID" in at.warning[0].value
+    assert "⚠ INVALID" in at.warning[0].value
     assert "Sample-ratio mismatch" in text
-    assert "❌ FAIL" in text and "srm" in text
+    assert "✖ FAIL" in text and "srm" in text
 
 
 def test_experiment_page_rollback_and_guardrail_margin(report_ws, monkeypatch):
     at = run(report_ws, "experiment", monkeypatch, experiment=ROLLBACK)
     text = page_text(at)
-    assert "⛔ ROLLBACK" in at.error[0].value
+    assert "✖ ROLLBACK" in at.error[0].value
     assert "guardrail harmed beyond its 0% margin" in text
     assert lift_text(latest(report_ws, ROLLBACK, metric="refund_rate")) in text
     assert "▼ worse, significant" in text
@@ -241,10 +241,10 @@ def test_models_leaderboard_lists_every_version_with_its_verdict(report_ws, monk
     text = page_text(at)
     table = unescape(at.markdown[0].value)
     rows = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
-    assert "**recsys** **2.0.0**" in rows and "✅ SHIP" in rows["**recsys** **2.0.0**"]
+    assert "**recsys** **2.0.0**" in rows and "✔ SHIP" in rows["**recsys** **2.0.0**"]
     assert lift_text(latest(report_ws, SHIP)) in rows["**recsys** **2.0.0**"]
-    assert "⛔ ROLLBACK" in rows["**search** **1.1.0**"] and "rolled_back" in rows["**search** **1.1.0**"]
-    assert "⚠️ INVALID" in rows["**churn** **6.0.0**"]
+    assert "✖ ROLLBACK" in rows["**search** **1.1.0**"] and "rolled_back" in rows["**search** **1.1.0**"]
+    assert "⚠ INVALID" in rows["**churn** **6.0.0**"]
     assert "CONTROL" in rows["**recsys** **1.4.0**"]
     assert "Download leaderboard (CSV)" in text
     at.toggle[0].set_value(False).run()
@@ -289,7 +289,7 @@ def test_broken_config_falls_back_to_the_default_snapshot(report_ws, tmp_path, m
     at = run(ws, monkeypatch=monkeypatch)
     text = page_text(at)
     assert "has a problem" in text and "not valid YAML" in text
-    assert NAMES[SHIP] in text and "✅ SHIP" in text
+    assert NAMES[SHIP] in text and "✔ SHIP" in text
 
 
 # --------------------------------------------------------------------------- speed

@@ -29,8 +29,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from abproxy.jobs import WorkspaceLock, run_job
 from abproxy.config import Schedule
+from abproxy.jobs import WorkspaceLock, run_job
 from abproxy.scheduler import APP, Service, analyze_trigger, ingest_seconds, port_in_use, schedule
 from abproxy.simulate import ExperimentSpec, SimulationSpec, simulate
 from abproxy.warehouse import SNAPSHOT_TABLES, WarehouseError, connect, open_snapshot
@@ -227,7 +227,7 @@ def test_scheduled_passes_run_isolate_a_failing_experiment_and_stop_cleanly(tmp_
     assert s.stop() == 0, s.text()
     log = s.text()
     assert "SIGTERM received" in log and "scheduler stopped" in log
-    assert "analysis of bad-sql failed" in log and "Traceback" in log   # logged, and the scheduler went on
+    assert re.search(r"run pass \w+ failed in [0-9.]+s: bad-sql: ", log), "failures are logged"
     with WorkspaceLock(ws.lock_file):      # released
         pass
 
@@ -386,14 +386,14 @@ def test_snapshot_readers_never_see_a_partial_snapshot(tmp_path: Path, spawn):
     s = spawn(ws, ingest_s=0.3, analyze_s=1.0)
     s.wait_for("the first snapshot", lambda: finished(ws, "run") >= 1, every=0.2)
 
-    # Read in a tight loop for at least 3 s, 150 opens and 3 snapshots published meanwhile
-    # (opening a DuckDB file costs 5-60 ms depending on the machine's load), dropping new files.
+    # Read in a tight loop for at least 3 s, 100 opens and 3 snapshots published meanwhile
+    # (a DuckDB connect costs 20-60 ms here, depending on the machine's load), dropping new files.
     opens, failures, published, counts, dropped = 0, [], set(), [], []
     started = time.monotonic()
     next_drop = started
     while True:
         elapsed = time.monotonic() - started
-        if (elapsed >= 3 and opens >= 150 and len(published) >= 3) or elapsed > 90:
+        if (elapsed >= 3 and opens >= 100 and len(published) >= 3) or elapsed > 60:
             break
         if time.monotonic() >= next_drop and len(dropped) < 6:
             dropped.append(_drop_events(ws, len(dropped)))
@@ -413,7 +413,7 @@ def test_snapshot_readers_never_see_a_partial_snapshot(tmp_path: Path, spawn):
         except Exception as exc:     # the point of the test: this never happens
             failures.append(f"{type(exc).__name__}: {exc}")
     assert failures == [], failures[:5]
-    assert opens >= 150 and len(published) >= 3, (opens, len(published))
+    assert opens >= 100 and len(published) >= 3, (opens, len(published))
     assert counts == sorted(counts), "the ledger only grows from one snapshot to the next"
 
     def all_loaded() -> bool:

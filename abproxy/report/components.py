@@ -15,17 +15,18 @@ import pandas as pd
 
 # decision → (badge colour, symbol, plain words); the symbol differs in shape, not only colour
 VERDICTS: dict[str, tuple[str, str, str]] = {
-    "SHIP": ("green", "✅", "ship the variant"),
-    "ROLLBACK": ("red", "⛔", "roll the variant back"),
-    "KEEP_RUNNING": ("blue", "⏳", "keep collecting data"),
-    "NO_DETECTABLE_EFFECT": ("gray", "➖", "no effect detectable"),
-    "INVALID": ("orange", "⚠️", "numbers cannot be trusted"),
-    "FAILED": ("red", "❌", "the analysis failed"),
-    "NOT_ANALYSED": ("gray", "⭘", "not analysed yet"),
+    "SHIP": ("green", "✔", "ship the variant"),
+    "ROLLBACK": ("red", "✖", "roll the variant back"),
+    "KEEP_RUNNING": ("blue", "↻", "keep collecting data"),
+    "NO_DETECTABLE_EFFECT": ("gray", "≈", "no effect detectable"),
+    "INVALID": ("orange", "⚠", "numbers cannot be trusted"),
+    "FAILED": ("red", "✖", "the analysis failed"),
+    "NOT_ANALYSED": ("gray", "○", "not analysed yet"),
     "CONTROL": ("gray", "◼", "baseline arm"),
     "NOT_SHIPPED": ("gray", "◻", "another arm was shipped"),
 }
-HEALTH: dict[str, tuple[str, str]] = {"ok": ("green", "✅"), "warn": ("orange", "⚠️"), "fail": ("red", "❌")}
+# symbols from common text fonts (DejaVu), not colour emoji: they must render everywhere
+HEALTH: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "warn": ("orange", "⚠"), "fail": ("red", "✖")}
 SIGNIFICANCE = {"better": "▲ better", "worse": "▼ worse", "none": "○ not significant"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&^=])")
@@ -123,7 +124,7 @@ def ago(value: Any, now: dt.datetime | None = None) -> str:
 # --------------------------------------------------------------------------- badges and tables
 
 def verdict_text(decision: str | None) -> str:
-    """Plain text with a shape symbol: '✅ SHIP'."""
+    """Plain text with a shape symbol: '✔ SHIP'."""
     code = decision or "NOT_ANALYSED"
     _, symbol, _ = VERDICTS.get(code, ("gray", "•", ""))
     return f"{symbol} {code}"
@@ -176,7 +177,7 @@ def require_snapshot():
     source, snap = current_snapshot()
     if source.config_error:
         st.warning("The workspace configuration (abproxy.yaml) has a problem, so the report falls back to "
-                   f"`{DEFAULT_SNAPSHOT_TEXT}`. Fix it and run `abproxy validate`:", icon="⚠️")
+                   f"`{DEFAULT_SNAPSHOT_TEXT}`. Fix it and run `abproxy validate`:", icon=":material/warning:")
         st.code(source.config_error, language=None)
     if snap is None:
         empty_page(source)

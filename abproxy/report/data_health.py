@@ -35,9 +35,9 @@ def files(frame) -> None:
     if len(failed):
         st.error("**Failed files** (nothing from them was loaded; fix and drop them again):\n"
                  + "\n".join(f"- **{c.md(r['path'])}** ({c.when(r['loaded_at'])}): {c.md(r.get('message') or 'no message')}"
-                             for r in failed.to_dict("records")), icon="❌")
+                             for r in failed.to_dict("records")), icon=":material/error:")
     else:
-        st.success("No failed files.", icon="✅")
+        st.success("No failed files.", icon=":material/check_circle:")
     other = frame[frame["status"].isin(["changed", "duplicate"])]
     if len(other):
         st.markdown("**Skipped files**\n" + "\n".join(
@@ -50,7 +50,7 @@ def files(frame) -> None:
 def rejected(frame) -> None:
     st.header("Rejected rows")
     if frame.empty:
-        st.success("No rejected rows.", icon="✅")
+        st.success("No rejected rows.", icon=":material/check_circle:")
         return
     st.markdown(c.md_table(["Reason", "Rows", "Files"],
                            [[c.md(r["reason"]), c.count(r["rows"]), c.count(r["files"])] for r in frame.to_dict("records")]))

@@ -214,9 +214,9 @@ def segments_panel(view: data.ExperimentView) -> None:
     harmed_keys = {(h["segment"], h["metric"], h["variant"]) for h in harmed}
     if harmed:
         st.error("**Harmed segments** (significantly worse while the overall effect is not):\n"
-                 + "\n".join(f"- **{c.md(h['segment'])}**: {c.md(h['detail'])}" for h in harmed), icon="⚠️")
+                 + "\n".join(f"- **{c.md(h['segment'])}**: {c.md(h['detail'])}" for h in harmed), icon=":material/warning:")
     else:
-        st.success("No segment is significantly harmed.", icon="✅")
+        st.success("No segment is significantly harmed.", icon=":material/check_circle:")
     het = view.health[view.health["check_name"] == "segment_heterogeneity"] if len(view.health) else pd.DataFrame()
     if len(het):
         st.markdown("**Heterogeneity** (does the effect differ between the values of a dimension?)\n"
@@ -255,7 +255,7 @@ def power_panel(view: data.ExperimentView) -> None:
     reasons = data.loads(run.get("reasons"), [])
     needs = c.needs_text(reasons)
     if needs:
-        st.info(c.md(needs), icon="⏳")
+        st.info(c.md(needs), icon=":material/hourglass_top:")
     units = data.loads(run.get("units"), {})
     st.markdown(f"Policy: at least **{c.num(policy.get('min_days'), 3)}** days and **{c.count(policy.get('min_units_per_variant'))}** "
                 f"units per arm; target effect {c.pct(policy.get('target_mde'), signed=False)} at "

@@ -279,7 +279,7 @@ def _segments(view: ExperimentView) -> str:
         out.append("<p><b>⚠ Harmed segments</b> (significantly worse while the overall effect is not):</p><ul>"
                    + "".join(f"<li><b>{e(h['segment'])}</b>: {e(h['detail'])}</li>" for h in harmed) + "</ul>")
     else:
-        out.append("<p>✅ No segment is significantly harmed.</p>")
+        out.append("<p>✔ No segment is significantly harmed.</p>")
     het = view.health[view.health["check_name"] == "segment_heterogeneity"] if len(view.health) else pd.DataFrame()
     if len(het):
         out.append("<p>Heterogeneity:</p><ul>" + "".join(
@@ -320,7 +320,7 @@ def _power(view: ExperimentView) -> str:
     needs = c.needs_text(loads(run.get("reasons"), []) or [])
     out = ["<h2>Power and sample size</h2>"]
     if needs:
-        out.append(f"<p>⏳ {e(needs)}</p>")
+        out.append(f"<p>↻ {e(needs)}</p>")
     out.append(f"<p>Policy: at least {e(c.num(policy.get('min_days'), 3))} days and "
                f"{e(c.count(policy.get('min_units_per_variant')))} units per arm; target effect "
                f"{e(c.pct(policy.get('target_mde'), signed=False))} at {e(c.pct(policy.get('power'), 0, signed=False))} power.</p>")
