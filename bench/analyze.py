@@ -185,56 +185,55 @@ def _timed(fn):
 _timed.cpu = []
 
 
-def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_limit: str, repeat: int) -> dict:
+def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_limit: str, repeat: int,
+            sql_only: bool = False) -> dict:
+    from abproxy import analysis
     from abproxy.analysis import analyze_experiment, run_query
     from abproxy.warehouse import connect
 
     cfg = config(threads, memory_limit)
     con = connect(path, memory_limit=memory_limit, threads=threads)
-    out: dict = {}
-    bare, sql, full = [], [], []
-    cpu: dict[str, list[float]] = {"bare": [], "sql": [], "analyze": []}
+    steps = {"bare": lambda: con.execute(bare_sql(AS_OF)).df(),
+             "sql": lambda: run_query(con, cfg, KEY, AS_OF),
+             "analyze": lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False)}
+    if sql_only:
+        del steps["analyze"]
+    wall: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
+    last: dict = {}
     for _ in range(repeat):          # interleaved, best of `repeat`
-        t, bare_frame = _timed(lambda: con.execute(bare_sql(AS_OF)).df())
-        bare.append(t)
-        cpu["bare"].append(_timed.cpu[-1])
-        t, table = _timed(lambda: run_query(con, cfg, KEY, AS_OF))
-        sql.append(t)
-        cpu["sql"].append(_timed.cpu[-1])
-        t, run = _timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))
-        full.append(t)
-        cpu["analyze"].append(_timed.cpu[-1])
-        if run.status != "ok":
-            raise SystemExit(f"analysis failed: {run.error}")
-    out |= {"bare_s": min(bare), "sql_s": min(sql), "analyze_s": min(full),
-            "bare_runs": bare, "sql_runs": sql, "analyze_runs": full,
-            "bare_cpu_s": min(cpu["bare"]), "sql_cpu_s": min(cpu["sql"]), "analyze_cpu_s": min(cpu["analyze"])}
-    # the same analysis without the data-quality/health checks (their own queries), to split the cost
-    from abproxy import analysis
+        for name, fn in steps.items():
+            t, last[name] = _timed(fn)
+            wall[name].append(t)
+            cpu[name].append(_timed.cpu[-1])
+    if "analyze" in last and last["analyze"].status != "ok":
+        raise SystemExit(f"analysis failed: {last['analyze'].error}")
+    out: dict = {}
+    for name in steps:
+        out |= {f"{name}_s": min(wall[name]), f"{name}_runs": wall[name], f"{name}_cpu_s": min(cpu[name])}
+    out["check_max_rel_diff"] = _compare(last["bare"], last["sql"])
+    if not sql_only:
+        run = last["analyze"]
+        out |= {"units_analysed": sum(run.units.values()), "excluded_multi": run.excluded_multi,
+                "verdict": run.verdict.decision if run.verdict else None}
+        # the same analysis without the health/data-quality checks (their own queries), to split the cost
+        checks = analysis.health_checks.experiment_checks
+        analysis.health_checks.experiment_checks = lambda *a, **k: []
+        try:
+            runs = [_timed(steps["analyze"])[0] for _ in range(repeat)]
+        finally:
+            analysis.health_checks.experiment_checks = checks
+        out |= {"analyze_no_health_s": min(runs), "analyze_no_health_cpu_s": min(_timed.cpu[-repeat:])}
 
-    checks = analysis.health_checks.experiment_checks
-    analysis.health_checks.experiment_checks = lambda *a, **k: []
-    try:
-        out["analyze_no_health_s"] = min(_timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))[0]
-                                         for _ in range(repeat))
-        out["analyze_no_health_cpu_s"] = min(_timed.cpu[-repeat:])
-    finally:
-        analysis.health_checks.experiment_checks = checks
-    out["check_max_rel_diff"] = _compare(bare_frame, table)
-    out["units_analysed"] = sum(run.units.values())
-    out["excluded_multi"] = run.excluded_multi
-    out["verdict"] = run.verdict.decision if run.verdict else None
-
-    # 1% more events, then analyse again (no incremental state: a full recomputation)
-    total = int(n * events_per_unit)
-    t_insert, _ = _timed(lambda: con.execute(events_sql(n, total, total + total // 100)))
-    t_re, rerun = _timed(lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False))
-    out["reanalyze_cpu_s"] = _timed.cpu[-1]
-    t_bare_re, _ = _timed(lambda: con.execute(bare_sql(AS_OF)).df())
-    if rerun.status != "ok":
-        raise SystemExit(f"re-analysis failed: {rerun.error}")
-    out |= {"insert_1pct_s": t_insert, "reanalyze_s": t_re, "bare_after_insert_s": t_bare_re,
-            "events": con.execute("SELECT count(*) FROM events").fetchone()[0]}
+        # 1% more events, then analyse again (no incremental state: a full recomputation)
+        total = int(n * events_per_unit)
+        t_insert, _ = _timed(lambda: con.execute(events_sql(n, total, total + total // 100)))
+        t_re, rerun = _timed(steps["analyze"])
+        out["reanalyze_cpu_s"] = _timed.cpu[-1]
+        if rerun.status != "ok":
+            raise SystemExit(f"re-analysis failed: {rerun.error}")
+        t_bare_re, _ = _timed(steps["bare"])
+        out |= {"insert_1pct_s": t_insert, "reanalyze_s": t_re, "bare_after_insert_s": t_bare_re}
     con.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -274,6 +273,23 @@ def _fmt(xs: list[float]) -> str:
     return "/".join(f"{x:.2f}" for x in xs)
 
 
+def _cell(r: dict, key: str) -> str:
+    return f"{r[key]:.2f}" if key in r else "-"
+
+
+def _ratio(r: dict, a: str, b: str) -> str:
+    return f"{r[a] / r[b]:.2f}x" if a in r and b in r else "-"
+
+
+def _progress(m: dict) -> str:
+    walls = ", ".join(f"{k} {_fmt(m[f'{k}_runs'])}" for k in ("bare", "sql", "analyze") if f"{k}_runs" in m)
+    cpus = ", ".join(f"{k.removesuffix('_cpu_s').replace('_', '-')} {v:.1f}" for k, v in m.items() if k.endswith("_cpu_s"))
+    text = f"wall s: {walls}; CPU s (best): {cpus}"
+    if "insert_1pct_s" in m:
+        text += f"; insert 1% {m['insert_1pct_s']:.1f}s, bare after it {m['bare_after_insert_s']:.2f}s"
+    return text + f"; bare vs abproxy sums max rel diff {m['check_max_rel_diff']:.1e}"
+
+
 def _gb(mb: float) -> str:
     return f"{mb / 1024:.2f} GB"
 
@@ -288,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="where the warehouses go (default: a temporary directory, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the generated warehouses")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--sql-only", action="store_true",
+                   help="time only the bare query and abproxy's SQL (no full analysis, no re-analysis)")
     p.add_argument("--worker", choices=["generate", "measure"], help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -295,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         n = int(a.units)
         fn = generate if a.worker == "generate" else measure
-        extra = () if a.worker == "generate" else (a.repeat,)
+        extra = () if a.worker == "generate" else (a.repeat, a.sql_only)
         result = fn(Path(a.path), n, a.events_per_unit, a.threads, a.memory_limit, *extra)
         print(json.dumps(result))
         return 0
@@ -304,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="abproxy-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads),
-              "--memory-limit", a.memory_limit, "--repeat", str(a.repeat)]
+              "--memory-limit", a.memory_limit, "--repeat", str(a.repeat)] + (["--sql-only"] if a.sql_only else [])
     print(f"DuckDB threads={a.threads} memory_limit={a.memory_limit}; {len(METRICS)} metrics "
           f"(mean, proportion, ratio, CUPED, count, capped); best of {a.repeat}; warehouses in {base}", flush=True)
     rows = []
@@ -317,11 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {n:,} units: generated {g['event_rows']:,} events, {g['exposure_rows']:,} exposure rows "
                   f"in {g['generate_s']:.1f}s ({g['db_bytes'] / 2**30:.2f} GiB on disk)", flush=True)
             m = _child(["--worker", "measure", "--units", str(n), "--path", str(path), *common])
-            print(f"  {n:,} units: wall s: bare {_fmt(m['bare_runs'])}, sql {_fmt(m['sql_runs'])}, analyze "
-                  f"{_fmt(m['analyze_runs'])}; CPU s (best): bare {m['bare_cpu_s']:.1f}, sql {m['sql_cpu_s']:.1f}, "
-                  f"analyze {m['analyze_cpu_s']:.1f}, no-health {m['analyze_no_health_cpu_s']:.1f}, re-analyze "
-                  f"{m['reanalyze_cpu_s']:.1f}; insert 1% {m['insert_1pct_s']:.1f}s; bare vs abproxy sums max rel "
-                  f"diff {m['check_max_rel_diff']:.1e}", flush=True)
+            print(f"  {n:,} units: " + _progress(m), flush=True)
             rows.append({"units": n, **g, **m})
             if not a.keep:
                 for f in (path, path.with_suffix(".duckdb.wal")):
@@ -330,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         if not a.keep and not a.dir:
             shutil.rmtree(base, ignore_errors=True)
 
-    head = ("units", "events", "bare s", "SQL s", "analyze s", "ratio", "no-health s", "ratio",
-            "CPU ratio", "re-analyze s (+1%)", "peak RSS")
+    head = ("units", "events", "bare s", "SQL s", "analyze s", "no-health s", "re-analyze s (+1%)",
+            "analyze/bare", "CPU: analyze/bare", "CPU: SQL/bare", "CPU: no-health/bare", "peak RSS")
     table = [head]
     for r in rows:
-        table.append((f"{r['units']:,}", f"{r['event_rows']:,}", f"{r['bare_s']:.2f}", f"{r['sql_s']:.2f}",
-                      f"{r['analyze_s']:.2f}", f"{r['analyze_s'] / r['bare_s']:.2f}x", f"{r['analyze_no_health_s']:.2f}",
-                      f"{r['analyze_no_health_s'] / r['bare_s']:.2f}x", f"{r['analyze_cpu_s'] / r['bare_cpu_s']:.2f}x",
-                      f"{r['reanalyze_s']:.2f}",
+        table.append((f"{r['units']:,}", f"{r['event_rows']:,}", _cell(r, "bare_s"), _cell(r, "sql_s"),
+                      _cell(r, "analyze_s"), _cell(r, "analyze_no_health_s"), _cell(r, "reanalyze_s"),
+                      _ratio(r, "analyze_s", "bare_s"), _ratio(r, "analyze_cpu_s", "bare_cpu_s"),
+                      _ratio(r, "sql_cpu_s", "bare_cpu_s"), _ratio(r, "analyze_no_health_cpu_s", "bare_cpu_s"),
                       _gb(r["peak_rss_mb"])))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     print()
@@ -345,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| " + " | ".join(str(c).rjust(w) for c, w in zip(row, widths)) + " |")
         if k == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print("\nbare = hand-written GROUP BY variant query; SQL = abproxy's one query alone (run_query); analyze = "
-          "analyze_experiment(robustness=False): SQL + statistics + health/data-quality checks + verdict; "
-          "no-health = the same with the health checks stubbed out; ratio = / bare (target ≤ 1.5x); CPU ratio = "
-          "analyze / bare in process CPU seconds (robust to other load on the machine); "
-          "re-analyze = analyze after inserting 1% more events; peak RSS of the measuring process (target < 4 GB at 10M)")
+    print("\nbare = hand-written GROUP BY variant query; SQL = abproxy's one query alone (run_query); "
+          "analyze = analyze_experiment(robustness=False): SQL + statistics + health/data-quality checks + verdict; "
+          "no-health = the same with the health checks stubbed out; re-analyze = analyze after inserting 1% more "
+          "events. Wall seconds are the best of --repeat; CPU ratios use process CPU seconds (all DuckDB threads), "
+          "robust to other load on the machine. Targets: analyze/bare <= 1.5x, peak RSS < 4 GB at 10M.")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     return 0

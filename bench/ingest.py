@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             bare_times.append(bare(folder, paths))
             ingest_times.append(abproxy_ingest(folder, args.rows))
+        if args.repeat > 1:
+            print("runs (s): bare " + ", ".join(f"{t:.2f}" for t in bare_times)
+                  + "; ingest " + ", ".join(f"{t:.2f}" for t in ingest_times) + " (medians below)")
         b, i = statistics.median(bare_times), statistics.median(ingest_times)
         print(f"bare   CREATE TABLE AS read_parquet: {b:7.2f}s  {args.rows / b:12,.0f} rows/s")
         print(f"abproxy ingest():                    {i:7.2f}s  {args.rows / i:12,.0f} rows/s")

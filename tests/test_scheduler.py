@@ -95,9 +95,14 @@ class Scheduler:
             pytest.fail(f"did not stop within {timeout}s after {signal.Signals(sig).name}:\n{self.text()[-4000:]}")
 
     def cleanup(self) -> None:
+        """After a failed test: stop it gracefully if possible (serve must stop its Streamlit child)."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
         self.handle.close()
 
 
