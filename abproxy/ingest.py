@@ -463,12 +463,14 @@ def _drop_duplicate_event_ids(con, file_id: int) -> int:
     Done after the insert so the file is read once; returns the number of rows deleted."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE __abp_dups AS
-        WITH new AS (SELECT event_id FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL)
         SELECT event_id, bool_or(existing) AS existing FROM (
-            (SELECT event_id, false AS existing FROM new GROUP BY event_id HAVING count(*) > 1)
+            (SELECT event_id, false AS existing FROM events
+             WHERE file_id = {file_id} AND event_id IS NOT NULL
+             GROUP BY event_id HAVING count(*) > 1)
             UNION ALL
             (SELECT DISTINCT event_id, true FROM events
-             WHERE file_id IS DISTINCT FROM {file_id} AND event_id IN (SELECT event_id FROM new)))
+             WHERE file_id IS DISTINCT FROM {file_id} AND event_id IN (
+                 SELECT event_id FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL)))
         GROUP BY event_id""")
     try:
         if not con.execute("SELECT count(*) FROM __abp_dups").fetchone()[0]:

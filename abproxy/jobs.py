@@ -130,7 +130,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
             if kind in ("ingest", "run"):
                 result.ingest = ingest(con, ws.inbox, progress=progress,
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
-                result.errors += [f"{f['path']}: {f['message']}" for f in result.ingest.failures]
+                result.errors += [f["message"] for f in result.ingest.failures]
             if kind in ("analyze", "run"):
                 result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]

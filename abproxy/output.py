@@ -39,7 +39,7 @@ def print_ingest(summary: "IngestSummary") -> None:
     print(f"Ingest: {s.files_loaded} file(s) loaded, {s.files_skipped} skipped, {s.files_failed} failed; "
           f"{s.rows_loaded:,} rows loaded, {s.rows_rejected:,} rejected, {s.rows_duplicate:,} duplicates")
     for f in s.failures:
-        print(f"  FAILED {f['path']}: {f['message']}")
+        print(f"  FAILED: {f['message']}")
 
 
 def print_runs(runs: list[AnalysisRun]) -> None:

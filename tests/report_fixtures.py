@@ -87,15 +87,36 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def report_ws(tmp_path_factory) -> Path:
-    """The simulated, analysed workspace, built once per test process (shared by the app, export
-    and browser tests)."""
-    root = tmp_path_factory.getbasetemp() / "report-workspace"
-    marker = root / ".built"
-    if not marker.exists():
-        if root.exists():
-            import shutil
+    """The simulated, analysed workspace, built once per test run and shared read-only by the app,
+    export and browser tests (also across pytest-xdist workers, under a file lock)."""
+    import fcntl
+    import os
+    import shutil
 
-            shutil.rmtree(root)
-        build_workspace(root)
-        marker.touch()
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent                      # shared by every worker of this run
+    root = base / "report-workspace"
+    with open(base / "report-workspace.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".built").exists():
+            if root.exists():
+                shutil.rmtree(root)
+            build_workspace(root)
+            (root / ".built").touch()
     return root
+
+
+def latest_reasons(root: Path, key: str) -> list[str]:
+    """The verdict reasons of `key`'s latest run, read from the published snapshot."""
+    import json
+
+    import duckdb
+
+    con = duckdb.connect(str(root / "data" / "report.duckdb"), read_only=True)
+    try:
+        text = con.execute("SELECT reasons FROM runs WHERE experiment = ? ORDER BY as_of DESC, started_at DESC LIMIT 1",
+                           [key]).fetchone()[0]
+    finally:
+        con.close()
+    return json.loads(text)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, report_ws  # noqa: F401
+from report_fixtures import HARM, NAMES, SHIP, latest_reasons, report_ws  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,8 +81,19 @@ def browser():
             chromium.close()
 
 
-def open_page(browser, url: str, heading: str):
-    """Load `url`, wait for `heading` and for the script run to finish; return (page, main text)."""
+HEIGHT_JS = ("() => Math.max(document.querySelector('[data-testid=\"stMain\"]').scrollHeight, "
+             "document.body.scrollHeight)")
+
+
+def fit_viewport(page) -> None:
+    """Streamlit scrolls inside its main container: grow the viewport to the content so every
+    element (charts render lazily) is drawn and the screenshot holds the whole page."""
+    page.set_viewport_size({"width": 1400, "height": min(int(page.evaluate(HEIGHT_JS)) + 40, 16000)})
+
+
+def open_page(browser, url: str, heading: str, charts: int = 0):
+    """Load `url`, wait for `heading`, the end of the script run and `charts` drawn Vega charts;
+    return (page, text of the main area)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
@@ -90,16 +101,16 @@ def open_page(browser, url: str, heading: str):
     main.get_by_text(heading, exact=True).first.wait_for()
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
     page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.length > 200")
-    page.wait_for_timeout(500)          # let the Vega charts draw before the screenshot
+    fit_viewport(page)
+    page.wait_for_function(f"document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length >= {charts}")
+    page.wait_for_timeout(500)
+    fit_viewport(page)
     return page, main.inner_text()
 
 
 def screenshot(page, name: str) -> Path:
-    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to it."""
-    height = page.evaluate("() => Math.max(document.querySelector('[data-testid=\"stMain\"]').scrollHeight,"
-                           " document.body.scrollHeight)")
-    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 16000)})
-    page.wait_for_timeout(1000)
+    fit_viewport(page)
+    page.wait_for_timeout(500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
     page.screenshot(path=str(path), full_page=True)
@@ -107,7 +118,7 @@ def screenshot(page, name: str) -> Path:
 
 
 def test_overview_in_a_real_browser(server, browser):
-    page, text = open_page(browser, server + "/", "Rollout overview")
+    page, text = open_page(browser, server + "/", "Rollout overview", charts=1)
     try:
         for name in NAMES.values():
             assert name in text                      # user text shown literally, HTML not interpreted
@@ -120,15 +131,15 @@ def test_overview_in_a_real_browser(server, browser):
         page.close()
 
 
-def test_experiment_page_in_a_real_browser(server, browser):
-    page, text = open_page(browser, f"{server}/experiment?experiment={SHIP}", NAMES[SHIP])
+def test_experiment_page_in_a_real_browser(server, browser, report_ws):
+    page, text = open_page(browser, f"{server}/experiment?experiment={SHIP}", NAMES[SHIP], charts=5)
     try:
         assert "✔ SHIP" in text
-        assert "Ship treatment: the primary metric improved" in text
+        assert latest_reasons(report_ws, SHIP)[0] in text
         assert "Spend per user" in text and "Refund rate" in text
         assert "Download go/no-go review" in text
         assert "\\" not in text
-        assert page.locator(".vega-embed").count() >= 3, "forest plot, effect over time and history charts"
+        assert page.locator(".vega-embed").count() >= 5, "forest, effect over time, segments and history charts"
         assert screenshot(page, "experiment.png").stat().st_size > 10_000
     finally:
         page.close()

@@ -342,7 +342,9 @@ def show_chart(chart: Any, alt_text: str, where: Any = None) -> None:
     fixed code; validation would cost most of a page's time)."""
     import streamlit as st
 
-    (where or st).vega_lite_chart(chart.to_dict(validate=False), width="stretch", alt=alt_text)
+    spec = chart.to_dict(validate=False)
+    spec.setdefault("autosize", {"type": "fit-x", "contains": "padding"})   # the height is the plot's
+    (where or st).vega_lite_chart(spec, width="stretch", alt=alt_text)
 
 
 def _json_value(v: Any) -> Any:
@@ -362,3 +364,21 @@ def chart_data(rows: Any) -> Any:
 
     records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows
     return alt.Data(values=[{k: _json_value(v) for k, v in r.items()} for r in records])
+
+
+DECISION_COLOURS = {"SHIP": "#1a9850", "ROLLBACK": "#d73027", "KEEP_RUNNING": "#4575b4",
+                    "NO_DETECTABLE_EFFECT": "#878787", "INVALID": "#f46d43", "FAILED": "#7f0000"}
+DECISION_SHAPES = {"SHIP": "triangle-up", "ROLLBACK": "cross", "KEEP_RUNNING": "circle",
+                   "NO_DETECTABLE_EFFECT": "square", "INVALID": "diamond", "FAILED": "triangle-down"}
+
+
+def decision_encodings() -> tuple[Any, Any]:
+    """Colour and shape channels for a `decision` field: the same verdict always looks the same,
+    and shape tells the verdicts apart without colour."""
+    import altair as alt
+
+    colour = alt.Color("decision:N", title="verdict", scale=alt.Scale(domain=list(DECISION_COLOURS),
+                                                                      range=list(DECISION_COLOURS.values())))
+    shape = alt.Shape("decision:N", title="verdict", scale=alt.Scale(domain=list(DECISION_SHAPES),
+                                                                     range=list(DECISION_SHAPES.values())))
+    return colour, shape

@@ -54,7 +54,7 @@ def verdict_banner(view: data.ExperimentView) -> None:
     decision = run.get("decision") if run.get("status") == "ok" else "FAILED"
     reasons = data.loads(run.get("reasons"), [])
     ship = f" → ship **{c.md(run['ship_variant'])}**" if run.get("ship_variant") else ""
-    body = [f"### {c.verdict_text(decision)}{ship}", f"Verdict: {c.verdict_meaning(decision)}."]
+    body = [f"### {c.md(c.verdict_text(decision))}{ship}", f"Verdict: {c.verdict_meaning(decision)}."]
     if run.get("status") != "ok":
         body.append(f"The latest analysis failed: {c.md(run.get('error') or 'unknown error')}")
     body += [f"- {c.md(r)}" for r in reasons]
@@ -303,12 +303,13 @@ def history(view: data.ExperimentView) -> None:
         for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi"):
             frame[col] = frame[col] * 100
         frame["lift"] = [c.pct(x / 100) for x in frame["rel_effect"]]
-        base = alt.Chart().encode(x=alt.X("as_of:T", title="data as of"))
+        colour, shape = c.decision_encodings()
+        base = alt.Chart().encode(x=alt.X("as_of:T", title="data as of", scale=alt.Scale(padding=24)))
         chart = alt.layer(
             base.mark_rule().encode(y=alt.Y("rel_ci_lo:Q", title=f"{view.metric_label(primary)} lift (%)"),
                                     y2=alt.Y2("rel_ci_hi")),
             base.mark_point(filled=True, size=110).encode(
-                y=alt.Y("rel_effect:Q"), color=alt.Color("decision:N"), shape=alt.Shape("decision:N"),
+                y=alt.Y("rel_effect:Q"), color=colour, shape=shape,
                 tooltip=[alt.Tooltip(f) for f in ("run_id:N", "as_of:T", "decision:N", "lift:N", "variant:N")]),
             data=c.chart_data(frame[["run_id", "as_of", "decision", "lift", "variant", "rel_effect", "rel_ci_lo",
                                      "rel_ci_hi"]]),
@@ -320,7 +321,7 @@ def history(view: data.ExperimentView) -> None:
         p = by_run.get(r["run_id"])
         lifts = "; ".join(c.lift(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"], 1 - view.alpha)
                           for x in p.to_dict("records")) if p is not None else "n/a"
-        rows.append([c.when(r["as_of"]), c.md(r["run_id"]), c.verdict_text(r.get("decision") or "FAILED"), lifts,
+        rows.append([c.when(r["as_of"]), c.md(r["run_id"]), c.md(c.verdict_text(r.get("decision") or "FAILED")), lifts,
                      c.md(r.get("definition_hash") or ""), c.num(r.get("days_running"), 3)])
     st.markdown(c.md_table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash", "Days"], rows))
     st.subheader("What changed since the previous run")

@@ -44,7 +44,7 @@ def render() -> None:
         run = r["run"] or {}
         table.append([f"**{c.md(r.get('model') or '(unnamed)')}**", f"**{c.md(r.get('version') or '')}**",
                       f"{c.md(r['experiment_name'])} ({c.md(r['experiment'])})", c.md(r["variant"]),
-                      c.md(r.get("experiment_status") or "unknown"), c.verdict_text(r["verdict"]),
+                      c.md(r.get("experiment_status") or "unknown"), c.md(c.verdict_text(r["verdict"])),
                       effects_text(r, "primary") if not r.get("is_control") else "baseline",
                       effects_text(r, "guardrail") if not r.get("is_control") else "baseline",
                       c.when(run.get("as_of")) if run else "never"])

@@ -68,13 +68,11 @@ def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:
     frame = portfolio.drop_duplicates("run_id").copy()
     frame["lift"] = frame["primary_lift"].map(lambda x: c.pct(x))
     frame = frame[["experiment", "as_of", "decision", "lift", "run_id"]]
+    colour, shape = c.decision_encodings()
     return alt.Chart(c.chart_data(frame)).mark_point(size=120, filled=True).encode(
-        x=alt.X("as_of:T", title="data as of"),
+        x=alt.X("as_of:T", title="data as of", scale=alt.Scale(padding=24)),
         y=alt.Y("experiment:N", title=None),
-        color=alt.Color("decision:N", scale=alt.Scale(
-            domain=list(c.VERDICTS)[:5], range=["#1a9850", "#d73027", "#4575b4", "#878787", "#f46d43"])),
-        shape=alt.Shape("decision:N", scale=alt.Scale(
-            domain=list(c.VERDICTS)[:5], range=["circle", "cross", "triangle-right", "square", "diamond"])),
+        color=colour, shape=shape,
         tooltip=[alt.Tooltip(f) for f in ("experiment:N", "as_of:T", "decision:N", "lift:N", "run_id:N")],
     ).properties(height=max(120, 40 * frame["experiment"].nunique()), title="Verdict timeline")
 
@@ -101,7 +99,7 @@ def render() -> None:
              and (not pick_verdict or i["verdict"] in pick_verdict)]
     tally = pd.Series([i["verdict"] for i in shown]).value_counts()
     st.markdown(f"**{len(shown)} of {len(items)} experiments** — "
-                + ", ".join(f"{c.verdict_text(v)}: {n}" for v, n in tally.items()))
+                + ", ".join(f"{c.md(c.verdict_text(v))}: {n}" for v, n in tally.items()))
     for item in shown:
         _card(item)
     portfolio = snap.load("portfolio")
