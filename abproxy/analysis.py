@@ -325,13 +325,20 @@ def verdict_for(run: AnalysisRun, config: Config, exp: Experiment) -> Verdict:
 def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                        job_id: str | None = None, robustness: bool = True) -> AnalysisRun:
     exp = config.experiments[key]
-    run = AnalysisRun(uuid.uuid4().hex[:12], key, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), as_of,
+    run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
                       job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
     run.method = "sequential" if exp.decision.sequential else "fixed-horizon"
     run.parameters = {"as_of": as_of.isoformat(), "alpha": exp.decision.alpha, "method": run.method,
                       "sequential_tuning": exp.decision.sequential_tuning}
     try:
         run.watermark = ledger.watermark(con, key, as_of)
+        if run.watermark["exposure_rows"] == 0:
+            run.units = {v: 0 for v in exp.variants}
+            run.verdict = Verdict("KEEP_RUNNING", None, (
+                f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC yet: drop exposure files into "
+                "inbox/exposures/ (and events into inbox/events/), then run again",))
+            run.finished_at = _utcnow()
+            return run
         table = run_query(con, config, key, as_of)
         overall = _by_variant(table.rows("overall"))
         run.units = {v: int(overall[v]["n"]) if v in overall else 0 for v in exp.variants}
@@ -346,10 +353,15 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
             run.health += health_checks.decision_robustness(con, config, key, as_of, run)
             run.verdict = verdict_for(run, config, exp)
     except Exception as exc:  # isolation: the failure is recorded and the caller carries on
-        log.exception("analysis of %s failed", key)
         run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-    run.finished_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        log.error("analysis of %s failed: %s", key, run.error)
+        log.debug("traceback of the failed analysis of %s", key, exc_info=True)
+    run.finished_at = _utcnow()
     return run
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,

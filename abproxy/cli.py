@@ -159,7 +159,10 @@ def cmd_models(args) -> int:
 def cmd_report(args) -> int:
     from .report.export import write_review
 
-    path = write_review(_workspace(args), args.key, Path(args.output))
+    try:
+        path = write_review(_workspace(args), args.key, Path(args.output))
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
     print(f"Wrote {path}")
     return EXIT_OK
 

@@ -38,6 +38,9 @@ def print_ingest(summary: "IngestSummary") -> None:
     s = summary
     print(f"Ingest: {s.files_loaded} file(s) loaded, {s.files_skipped} skipped, {s.files_failed} failed; "
           f"{s.rows_loaded:,} rows loaded, {s.rows_rejected:,} rejected, {s.rows_duplicate:,} duplicates")
+    if s.files_loaded + s.files_skipped + s.files_failed == 0:
+        print("  The inbox is empty: drop exposure files into inbox/exposures/ and event files into inbox/events/ "
+              "(CSV, Parquet or JSON Lines, optionally .gz)")
     for f in s.failures:
         print(f"  FAILED: {f['message']}")
 
@@ -53,6 +56,8 @@ def print_runs(runs: list[AnalysisRun]) -> None:
               f"{run.method}, {run.days_running:.1f} days, units {run.units}")
         for reason in v.reasons:
             print(f"  - {reason}")
+        if not run.results:
+            continue
         print(f"  {'metric':<24} {'role':<10} {'variant':<12} {'lift':>9} {'95% CI':>21} {'p adj':>8}  sig")
         for r in (r for r in run.results if r.segment == ""):
             e = r.effect

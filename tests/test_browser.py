@@ -152,3 +152,20 @@ def test_harmed_segment_in_a_real_browser(server, browser):
         assert "HARMED" in text
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("path, heading, expected, shot", [
+    ("/metrics", "Metrics catalog", ["Spend per user (spend_per_user)", "growth-analytics", "Generated SQL"], "metrics.png"),
+    ("/models", "Model leaderboard", ["recsys", "2.0.0", "SHIP", "ROLLBACK", "rolled_back"], "models.png"),
+    ("/data-health", "Data health", ["events/broken.csv", "missing required columns", "unparseable timestamp"],
+     "data-health.png"),
+])
+def test_other_pages_in_a_real_browser(server, browser, path, heading, expected, shot):
+    page, text = open_page(browser, server + path, heading)
+    try:
+        for item in expected:
+            assert item in text, item
+        assert "\\" not in text
+        screenshot(page, shot)
+    finally:
+        page.close()

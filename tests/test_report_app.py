@@ -262,6 +262,7 @@ def test_data_health_shows_ledger_rejections_failures_and_jobs(report_ws, monkey
     assert "late-batch.csv row 2" in text and "not-a-time" in text        # an example of a rejected row
     assert "Snapshot published" in text and "Latest event analysed" in text
     assert "| run |" in text and "| ingest |" in text                      # the scheduler's job runs
+    assert "✖ failed" in text                                              # broken.csv fails every job
     assert len(at.dataframe) == 1
 
 
@@ -310,6 +311,14 @@ def test_a_newly_published_snapshot_is_read_at_once(report_ws, tmp_path, monkeyp
     os.replace(fresh, ws / "data" / "report.duckdb")
     at.run()
     assert "Recommendation model v3" in page_text(at) and NAMES[SHIP] not in page_text(at)
+
+
+def test_a_damaged_snapshot_is_reported_not_a_traceback(tmp_path, monkeypatch):
+    ws = empty_workspace(tmp_path / "damaged")
+    (ws / "data" / "report.duckdb").write_bytes(b"this is not a DuckDB file" * 100)
+    at = run(ws, monkeypatch=monkeypatch)
+    assert at.title[0].value == "The report snapshot cannot be read"
+    assert "abproxy run" in page_text(at)
 
 
 # --------------------------------------------------------------------------- speed

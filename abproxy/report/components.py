@@ -27,6 +27,8 @@ VERDICTS: dict[str, tuple[str, str, str]] = {
 }
 # symbols from common text fonts (DejaVu), not colour emoji: they must render everywhere
 HEALTH: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "warn": ("orange", "⚠"), "fail": ("red", "✖")}
+JOB_STATUS: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "running": ("blue", "↻"), "failed": ("red", "✖"),
+                                          "interrupted": ("orange", "⚠")}
 SIGNIFICANCE = {"better": "▲ better", "worse": "▼ worse", "none": "○ not significant"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&^=])")
@@ -146,6 +148,11 @@ def health_badge(status: str | None) -> str:
     return f":{colour}-badge[{symbol} {md((status or 'unknown').upper())}]"
 
 
+def job_badge(status: str | None) -> str:
+    colour, symbol = JOB_STATUS.get(status or "", ("gray", "•"))
+    return f":{colour}-badge[{symbol} {md(status or 'unknown')}]"
+
+
 def assessment(significant: Any, effect: Any, higher_is_better: bool) -> str:
     """'better' | 'worse' | 'none' for a significant effect in the good/bad direction."""
     if not bool(significant) or not finite(effect) or float(effect) == 0:
@@ -181,6 +188,14 @@ def require_snapshot():
         st.code(source.config_error, language=None)
     if snap is None:
         empty_page(source)
+        st.stop()
+    try:
+        snap.load("freshness")
+    except Exception as exc:  # a damaged or foreign file: say so instead of a traceback
+        st.title("The report snapshot cannot be read")
+        st.error(f"{md(source.snapshot)}: {md(type(exc).__name__)}: {md(exc)}", icon=":material/error:")
+        st.markdown("Publish a fresh one with `abproxy run` (the job rewrites the snapshot atomically); "
+                    "the warehouse itself is not affected.")
         st.stop()
     return snap
 

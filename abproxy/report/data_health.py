@@ -68,8 +68,7 @@ def jobs(frame) -> None:
     rows = []
     for r in frame.head(20).to_dict("records"):
         errors = data.loads(r.get("errors"), []) or []
-        rows.append([c.when(r["started_at"]), c.md(r["kind"]), c.health_badge({"ok": "ok", "running": "warn"}.get(r["status"], "fail"))
-                     + f" {c.md(r['status'])}", c.count(r.get("files_loaded")), c.count(r.get("rows_loaded")),
+        rows.append([c.when(r["started_at"]), c.md(r["kind"]), c.job_badge(r["status"]), c.count(r.get("files_loaded")), c.count(r.get("rows_loaded")),
                      c.count(r.get("experiments_analyzed")), c.md("; ".join(map(str, errors))[:300]) or "—"])
     st.markdown(c.md_table(["Started", "Kind", "Status", "Files", "Rows", "Experiments analysed", "Errors"], rows))
 

@@ -53,12 +53,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], row_classes: Se
     """An HTML table; cells must already be escaped."""
     numeric = set(numeric)
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    head = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = "".join(f'<td class="num">{v}</td>' if j in numeric else f"<td>{v}</td>" for j, v in enumerate(row))
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table>{head}<tbody>{''.join(body)}</tbody></table>"
 
 
 def badge(decision: str | None) -> str:
@@ -177,7 +178,8 @@ def series_svg(points: pd.DataFrame, title: str, width: int = 960, height: int =
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1a56b0"><title>{e(str(r["day"])[:10])}: '
                          f'{e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"]))}</title></circle>')
     for i in sorted({0, n // 2, n - 1}):
-        parts.append(f'<text x="{sx(i):.1f}" y="{bottom + 16}" font-size="11" text-anchor="middle">'
+        anchor = "start" if i == 0 else "end" if i == n - 1 else "middle"
+        parts.append(f'<text x="{sx(i):.1f}" y="{bottom + 16}" font-size="11" text-anchor="{anchor}">'
                      f'{e(str(rows[i]["day"])[:10])}</text>')
     parts.append(f'<text x="{(left + right) / 2:.0f}" y="{bottom + 32}" font-size="12" text-anchor="middle">'
                  "exposure day (units exposed up to that day)</text></svg>")
@@ -243,7 +245,7 @@ def _scorecard(view: ExperimentView) -> str:
                      f'<span class="{kind}">{e(MARK[kind])}</span>',
                      e(f"{r.get('method') or ''}, n {c.count(r['control_units'])} / {c.count(r['variant_units'])}, "
                        f"var {c.num(d.get('control_var'))} / {c.num(d.get('variant_var'))}"
-                       + (f", CUPED −{c.pct(r['cuped_variance_reduction'], signed=False)} variance"
+                       + (f", CUPED cut the variance by {c.pct(r['cuped_variance_reduction'], signed=False)}"
                           if c.finite(r.get("cuped_variance_reduction")) else "")
                        + f", MDE ±{c.pct(r.get('mde_rel'), signed=False)}"
                        + (f", warning: {r['warning']}" if r.get("warning") else ""))])
