@@ -76,9 +76,13 @@ def pct(x: float, signed: bool = True) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
-def _effect_text(o: Outcome, level: float) -> str:
-    if math.isfinite(o.rel_effect):
+def _effect_text(o: Outcome, level: float, absolute: bool = False) -> str:
+    """'Label +3.1% (95% CI +1.2% to +5.0%)'; absolute effects of proportions in percentage points."""
+    if math.isfinite(o.rel_effect) and not absolute:
         return f"{o.label} {pct(o.rel_effect)} ({level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+    if o.proportion:
+        lo, hi = o.abs_ci
+        return f"{o.label} {o.abs_effect * 100:+.2f} pt ({level:.0%} CI {lo * 100:+.2f} to {hi * 100:+.2f} pt)"
     return f"{o.label} {o.abs_effect:+.4g} ({level:.0%} CI {o.abs_ci[0]:+.4g} to {o.abs_ci[1]:+.4g})"
 
 
@@ -104,13 +108,14 @@ def _margin_text(o: Outcome) -> str:
 
 
 def _guardrail_reason(o: Outcome, level: float) -> str:
+    text = _effect_text(o, level, absolute=not o.margin_relative)
     if guardrail_harmed(o):
-        return f"{_effect_text(o, level)}: guardrail harmed beyond its {_margin_text(o)} margin"
+        return f"{text}: guardrail harmed beyond its {_margin_text(o)} margin"
     if worse(o):
-        return f"{_effect_text(o, level)}: significantly worse, but within its {_margin_text(o)} margin"
+        return f"{text}: significantly worse, but within its {_margin_text(o)} margin"
     if better(o):
-        return f"{_effect_text(o, level)}: significantly better (guardrail, {_margin_text(o)} margin)"
-    ci = f"({pct(o.rel_effect)}, {level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
+        return f"{text}: significantly better (guardrail, {_margin_text(o)} margin)"
+    ci = "(" + text.removeprefix(o.label + " ").replace(" (", ", ", 1)
     if _worst_bound(o) <= o.margin:
         return f"{o.label} unchanged within its {_margin_text(o)} margin {ci}"
     return f"{o.label} not significantly changed {ci}; harm beyond its {_margin_text(o)} margin not yet ruled out"

@@ -397,3 +397,19 @@ def decision_encodings() -> tuple[Any, Any]:
     shape = alt.Shape("decision:N", title="verdict", scale=alt.Scale(domain=list(DECISION_SHAPES),
                                                                      range=list(DECISION_SHAPES.values())))
     return colour, shape
+
+
+def sidebar() -> None:
+    """Workspace and freshness, under the page list."""
+    import streamlit as st
+
+    source, snap = current_snapshot()
+    with st.sidebar:
+        st.caption(f"Workspace: {md(source.root)}")
+        if snap is None:
+            st.caption("No report snapshot yet.")
+            return
+        try:
+            st.caption(freshness_caption(snap.load("freshness")))
+        except Exception:
+            st.caption("The report snapshot cannot be read.")
