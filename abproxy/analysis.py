@@ -289,6 +289,13 @@ def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: d
     return StatsTable(con.execute(query.sql).df(), query)
 
 
+def _check_definitions(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> None:
+    """Run the metric query once without segments, so a broken definition fails even before data arrives."""
+    lean = config.model_copy(update={"experiments": {
+        **config.experiments, key: config.experiments[key].model_copy(update={"segments": []})}})
+    con.execute(experiment_sql(lean, key, as_of, None, _columns(con, "events")).sql).fetchall()
+
+
 def _days_running(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime) -> float:
     first = con.execute("SELECT min(exposed_at) FROM exposures WHERE experiment = ? AND exposed_at <= ?",
                         [key, as_of]).fetchone()[0]
@@ -333,6 +340,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     try:
         run.watermark = ledger.watermark(con, key, as_of)
         if run.watermark["exposure_rows"] == 0:
+            _check_definitions(con, config, key, as_of)
             run.units = {v: 0 for v in exp.variants}
             run.verdict = Verdict("KEEP_RUNNING", None, (
                 f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC yet: drop exposure files into "

@@ -48,7 +48,22 @@ def predicate(where: str | None, metric: str) -> str:
         return "TRUE"
     if FORBIDDEN_IN_PREDICATE.search(where):
         raise MetricSQLError(f"metric '{metric}': 'where' must be one SQL condition (no ';' or comments)")
+    if not _balanced(where):
+        raise MetricSQLError(f"metric '{metric}': 'where' has unbalanced parentheses or quotes")
     return f"({where})"
+
+
+def _balanced(sql: str) -> bool:
+    """Parentheses balanced outside string literals, literals closed: `a) OR (TRUE` would otherwise
+    escape the brackets around the predicate and override the event and window conditions."""
+    depth = 0
+    for ch in re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "", sql):
+        if ch in "'\"":
+            return False
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 @dataclass(frozen=True)

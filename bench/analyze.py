@@ -42,7 +42,7 @@ KEY = "bench"
 START = "2024-01-01 00:00:00"
 AS_OF = dt.datetime(2024, 1, 29)          # every 14-day window of a unit exposed in the first 14 days is complete
 DAY = 86400
-U64 = "18446744073709551616.0"            # 2^64: hash(...) / U64 is uniform on [0, 1)
+U48 = "281474976710656.0"                 # 2^48: _h(...) / U48 is uniform on [0, 1)
 
 METRICS = {
     "revenue": {"type": "mean", "event": "purchase"},
@@ -70,17 +70,25 @@ def config(threads: int, memory_limit: str):
 
 # ----------------------------------------------------------------------------- data generation (SQL only)
 
+def _h(expr: str, seed: int) -> str:
+    """A pseudo-random 48-bit integer from an integer expression and a seed. DuckDB's hash() of a
+    single integer mixes well; its multi-argument form does not (the low bits of hash(i, 2) and
+    hash(i, 7) are dependent: every unit picked by hash(i, 7) % 200 = 0 had hash(i, 2) even), and
+    the lowest bits are dropped."""
+    return f"(hash(({expr}) * 1000003 + {seed * 7777777777}) >> 16)"
+
+
 def _u(expr: str, seed: int) -> str:
     """A uniform [0,1) number derived from expr and seed."""
-    return f"(hash({expr}, {seed}) / {U64})"
+    return f"({_h(expr, seed)} / {U48})"
 
 
 def _exposed_at(i: str) -> str:
-    return f"(TIMESTAMP '{START}' + to_seconds(CAST(hash({i}, 1) % {14 * DAY} AS BIGINT)))"
+    return f"(TIMESTAMP '{START}' + to_seconds(CAST({_h(i, 1)} % {14 * DAY} AS BIGINT)))"
 
 
 def _variant(i: str) -> str:
-    return f"(CASE WHEN hash({i}, 2) % 2 = 0 THEN 'control' ELSE 'treatment' END)"
+    return f"(CASE WHEN {_h(i, 2)} % 2 = 0 THEN 'control' ELSE 'treatment' END)"
 
 
 def events_sql(n: int, lo: int, hi: int) -> str:
@@ -90,16 +98,16 @@ def events_sql(n: int, lo: int, hi: int) -> str:
     return f"""
     INSERT INTO events (unit_id, event, occurred_at, value, event_id, file_id, loaded_at)
     SELECT 'u' || i, event,
-           {_exposed_at('i')} + to_seconds(CAST(hash(j, 13) % {28 * DAY} AS BIGINT) - {14 * DAY}) AS occurred_at,
+           {_exposed_at('i')} + to_seconds(CAST({_h('j', 13)} % {28 * DAY} AS BIGINT) - {14 * DAY}) AS occurred_at,
            CASE WHEN event = 'purchase' THEN round((5 + 60 * p) * -ln(1 - {_u('j', 14)})
-                * CASE WHEN {_variant('i')} = 'treatment' AND hash(j, 13) % {28 * DAY} >= {14 * DAY}
+                * CASE WHEN {_variant('i')} = 'treatment' AND {_h('j', 13)} % {28 * DAY} >= {14 * DAY}
                        THEN 1.02 ELSE 1.0 END, 2) END AS value,
            NULL, 2, TIMESTAMP '2024-02-01'
     FROM (
         SELECT j, i, p,
                CASE WHEN r < 0.05 + 0.15 * p THEN 'purchase' WHEN r < 0.55 THEN 'session' ELSE 'pageview' END AS event
         FROM (SELECT j, i, {_u('i', 3)} AS p, {_u('j', 12)} AS r
-              FROM (SELECT range AS j, hash(range, 11) % {n} AS i FROM range({lo}, {hi})))
+              FROM (SELECT range AS j, {_h('range', 11)} % {n} AS i FROM range({lo}, {hi})))
     )"""
 
 
@@ -109,7 +117,7 @@ def generate(path: Path, n: int, events_per_unit: float, threads: int, memory_li
     started = time.perf_counter()
     con = connect(path, memory_limit=memory_limit, threads=threads)
     con.execute('ALTER TABLE exposures ADD COLUMN IF NOT EXISTS "country" VARCHAR')
-    country = f"(CASE hash(i, 5) % 10 WHEN 0 THEN 'FR' WHEN 1 THEN 'FR' WHEN 2 THEN 'DE' WHEN 3 THEN 'DE' " \
+    country = f"(CASE {_h('i', 5)} % 10 WHEN 0 THEN 'FR' WHEN 1 THEN 'FR' WHEN 2 THEN 'DE' WHEN 3 THEN 'DE' " \
               f"WHEN 4 THEN 'DE' ELSE 'US' END)"
     con.execute(f"""
     INSERT INTO exposures (unit_id, experiment, variant, exposed_at, file_id, loaded_at, country)
@@ -117,11 +125,11 @@ def generate(path: Path, n: int, events_per_unit: float, threads: int, memory_li
     FROM (SELECT range AS i FROM range({n}))
     UNION ALL   -- 5% exposed again later, same variant
     SELECT 'u' || i, '{KEY}', {_variant('i')}, {_exposed_at('i')} + INTERVAL 2 DAY, 1, TIMESTAMP '2024-02-01', {country}
-    FROM (SELECT range AS i FROM range({n})) WHERE hash(i, 6) % 20 = 0
+    FROM (SELECT range AS i FROM range({n})) WHERE {_h('i', 6)} % 20 = 0
     UNION ALL   -- 0.5% also exposed to the other arm: excluded as multi-exposed
     SELECT 'u' || i, '{KEY}', CASE WHEN {_variant('i')} = 'control' THEN 'treatment' ELSE 'control' END,
            {_exposed_at('i')} + INTERVAL 1 DAY, 1, TIMESTAMP '2024-02-01', {country}
-    FROM (SELECT range AS i FROM range({n})) WHERE hash(i, 7) % 200 = 0
+    FROM (SELECT range AS i FROM range({n})) WHERE {_h('i', 7)} % 200 = 0
     """)
     total = int(n * events_per_unit)
     con.execute(events_sql(n, 0, total))
@@ -215,7 +223,7 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     if not sql_only:
         run = last["analyze"]
         out |= {"units_analysed": sum(run.units.values()), "excluded_multi": run.excluded_multi,
-                "verdict": run.verdict.decision if run.verdict else None}
+                "srm_p": run.srm.p_value, "verdict": run.verdict.decision if run.verdict else None}
         # the same analysis without the health/data-quality checks (their own queries), to split the cost
         checks = analysis.health_checks.experiment_checks
         analysis.health_checks.experiment_checks = lambda *a, **k: []
@@ -287,6 +295,9 @@ def _progress(m: dict) -> str:
     text = f"wall s: {walls}; CPU s (best): {cpus}"
     if "insert_1pct_s" in m:
         text += f"; insert 1% {m['insert_1pct_s']:.1f}s, bare after it {m['bare_after_insert_s']:.2f}s"
+    if "verdict" in m:
+        text += (f"; {m['units_analysed']:,} units analysed, {m['excluded_multi']:,} multi-exposed excluded, "
+                 f"SRM p = {m['srm_p']:.2g}, verdict {m['verdict']}")
     return text + f"; bare vs abproxy sums max rel diff {m['check_max_rel_diff']:.1e}"
 
 

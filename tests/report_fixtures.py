@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 import yaml
 
 SHIP, ROLLBACK, INVALID, HARM = "recsys-v2", "search-emb", "churn-gbm", "ranker-v3"
@@ -24,6 +25,7 @@ BAD_EVENTS = ("unit_id,event,occurred_at,value\n"
               "u1,purchase,2026-11-03T10:00:00Z,12.5\n"
               "u2,purchase,not-a-time,3\n"
               ",purchase,2026-11-03T11:00:00Z,4\n")
+NASTY = "Share of *buyers* :red[not] $5 `code` a|b [link](x.html) _x_ &lt; ~gone~"
 MISSING_COLUMN = "unit,event,occurred_at\nu1,purchase,2026-11-03T10:00:00Z\n"
 
 
@@ -61,6 +63,7 @@ def build_workspace(root: Path) -> Path:
     config["experiments"][SHIP]["variants"]["treatment"]["params"] = {"layers": 4}
     config["experiments"][SHIP]["variants"]["treatment"]["training_data"] = "s3://bucket/recsys/2026-10"
     config["metrics"]["spend_per_user"]["owner"] = "growth-analytics"
+    config["metrics"]["buyer_rate"]["description"] = NASTY     # must show literally, nothing rendered
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     (root / "inbox" / "events" / "late-batch.csv").write_text(BAD_EVENTS)
     (root / "inbox" / "events" / "broken.csv").write_text(MISSING_COLUMN)
@@ -81,8 +84,6 @@ def empty_workspace(root: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- pytest fixture
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

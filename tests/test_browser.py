@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import HARM, NAMES, SHIP, latest_reasons, report_ws  # noqa: F401
+from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons, report_ws  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -155,7 +155,8 @@ def test_harmed_segment_in_a_real_browser(server, browser):
 
 
 @pytest.mark.parametrize("path, heading, expected, shot", [
-    ("/metrics", "Metrics catalog", ["Spend per user (spend_per_user)", "growth-analytics", "Generated SQL"], "metrics.png"),
+    ("/metrics", "Metrics catalog", ["Spend per user (spend_per_user)", "growth-analytics", "Generated SQL", NASTY],
+     "metrics.png"),
     ("/models", "Model leaderboard", ["recsys", "2.0.0", "SHIP", "ROLLBACK", "rolled_back"], "models.png"),
     ("/data-health", "Data health", ["events/broken.csv", "missing required columns", "unparseable timestamp"],
      "data-health.png"),

@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import duckdb
 import pytest

@@ -440,6 +440,24 @@ def test_where_with_statement_separator_or_comment_is_refused(con, where):
         build(con, config)
 
 
+@pytest.mark.parametrize("where", ["value > 5) OR (TRUE", "value > 5) OR TRUE OR (FALSE", "(value > 5",
+                                   "method = 'card", "value IN (1, 2))"])
+def test_where_cannot_escape_its_parentheses(con, where):
+    """`a) OR (TRUE` would close the brackets around the predicate and override the event/window filter."""
+    config = parse_config(_config(metrics={"rev": {"type": "mean", "event": "purchase", "where": where}}))
+    with pytest.raises(MetricSQLError, match="unbalanced"):
+        build(con, config)
+
+
+def test_where_with_brackets_inside_a_literal_is_fine(con):
+    insert_exposures(con, EXPOSURES, attrs=("country", "platform"))
+    insert_events(con, EVENTS, props=("method",))
+    metrics = {"rev": {"type": "mean", "event": "purchase", "window_days": 7,
+                       "where": "(method = 'card' OR method = ')(') AND e.value >= 7"}}
+    df = units(con, build(con, parse_config(_config(metrics=metrics))))
+    assert df["rev"].to_dict() == {"u1": 7.0, "u10": 0.0, "u2": 8.0, "u4": 0.0, "u8": 0.0, "u9": 15.0}
+
+
 def test_raw_sql_with_two_statements_is_refused(con):
     config = parse_config(_config(metrics={"rev": {"type": "mean", "event": "purchase"},
                                            "bad": {"type": "mean", "sql": "SELECT 1 AS unit_id, 1 AS value; DROP TABLE events"}},

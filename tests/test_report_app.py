@@ -15,7 +15,8 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, empty_workspace, latest_reasons, report_ws  # noqa: F401
+from report_fixtures import (HARM, INVALID, NAMES, NASTY, ROLLBACK, SHIP, empty_workspace, latest_reasons,  # noqa: F401
+                             report_ws)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -88,6 +89,7 @@ def test_overview_shows_every_experiment_with_verdict_and_primary_lift(report_ws
     assert "rolled_back" in text                      # search-emb's status after the rollback
     assert "Snapshot published" in text and "latest event analysed" in text
     assert "units: control" in text and "days running" in text
+    assert "harmed segment country=DE" in text             # ranker-v3's card points at the bias
     assert [b.label for b in at.download_button] == ["Download portfolio (CSV)"]
     assert all(not m.allow_html for m in at.markdown)
 
@@ -221,6 +223,18 @@ def test_user_text_is_escaped_not_rendered(report_ws, monkeypatch):
         assert "unsafe_allow_html=True" not in path.read_text(), path
 
 
+@pytest.mark.parametrize("text", [NASTY, NAMES[ROLLBACK], "# not a heading", "1. not a list", "- nor this",
+                                  "back\\slash", "spend_per_user", "_emph_ and **strong**", ":smile: :blue[x]",
+                                  "line\nbreak | cell", "> quote", "$x^2$", "&amp; &#60;"])
+def test_md_escapes_every_markdown_construct(text):
+    from abproxy.report.components import md
+
+    escaped = md(text)
+    assert unescape(escaped) == text.replace("\n", " ")
+    assert "\n" not in escaped and not re.search(r"(?<!\\)[*`\[\]<>|$~]", escaped)
+    assert "spend_per_user" == md("spend_per_user")      # intraword underscores stay readable
+
+
 # --------------------------------------------------------------------------- other pages
 
 def test_metrics_catalog_shows_definition_sql_owner_and_users(report_ws, monkeypatch):
@@ -230,6 +244,7 @@ def test_metrics_catalog_shows_definition_sql_owner_and_users(report_ws, monkeyp
     assert "Spend per user (spend_per_user)" in text
     assert "Owner: **growth-analytics**" in text
     assert "Purchase value per exposed user" in text
+    assert NASTY in text                                     # escaped, so shown literally
     assert "Numerator: sum of purchase" in text and "Denominator: count of session_start" in text
     assert f"{NAMES[SHIP]} ({SHIP})" in text
     sql = [c.value for c in at.code if c.language == "sql"]

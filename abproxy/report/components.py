@@ -31,16 +31,33 @@ JOB_STATUS: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "running": ("b
                                           "interrupted": ("orange", "⚠")}
 SIGNIFICANCE = {"better": "▲ better", "worse": "▼ worse", "none": "○ not significant"}
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&^=])")
+_MD_ALWAYS = re.compile(r"([\\`*\[\]<>|$~])")          # code, emphasis, links/directives, HTML, tables, LaTeX
+_MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # emphasis can only start/end at a word edge
+_MD_COLON = re.compile(r":(?=[A-Za-z])")                   # :shortcode: emoji and :red[...] directives
+_MD_ENTITY = re.compile(r"&(?=#?\w+;)")                     # &lt; would render as <
+_MD_LINE_START = re.compile(r"^(\s*)([#>+\-=]|\d+(?=[.)]))")  # headings, quotes, lists at the start
 
 
 # --------------------------------------------------------------------------- text
 
 def md(value: Any) -> str:
-    """Escape user text for Streamlit Markdown: every Markdown/directive/LaTeX character is
-    backslash-escaped and newlines become spaces (safe inside table cells)."""
-    text = "" if value is None else str(value)
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
+    """Escape user text for Streamlit Markdown, so it shows literally: the characters that start
+    Markdown, directive, emoji or LaTeX syntax are backslash-escaped (intraword underscores such as
+    spend_per_user are left alone) and newlines become spaces (safe inside table cells)."""
+    text = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+    text = _MD_ALWAYS.sub(r"\\\1", text)
+    text = _MD_UNDERSCORE.sub(r"\\_", text)
+    text = _MD_COLON.sub(r"\\:", text)
+    text = _MD_ENTITY.sub(r"\\&", text)
+    match = _MD_LINE_START.match(text)
+    if match:
+        lead, mark = match.groups()
+        if mark[0].isdigit():        # "1. " / "1) " would start an ordered list
+            end = match.end()
+            text = text[:end] + "\\" + text[end:]
+        else:
+            text = f"{lead}\\{text[len(lead):]}"
+    return text
 
 
 def finite(x: Any) -> bool:

@@ -221,12 +221,17 @@ def overview(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     have = tables(con)
     latest = _df(con, f"SELECT {RUN_COLUMNS} FROM ({LATEST_RUN})") if "runs" in have else pd.DataFrame()
     by_key = {r["experiment"]: r for r in _records(latest)}
-    prim = primary_results(con, [r["run_id"] for r in by_key.values()]) if by_key else pd.DataFrame()
+    ids = [r["run_id"] for r in by_key.values()]
+    prim = primary_results(con, ids) if by_key else pd.DataFrame()
+    problems = _df(con, """SELECT run_id, check_name, status, segment FROM health
+                           WHERE status <> 'ok' AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""",
+                   [ids]) if ids and "health" in have else pd.DataFrame(columns=["run_id"])
     out = []
     for exp in _records(exps):
         run = by_key.get(exp["experiment"])
         lifts = _records(prim[prim["run_id"] == run["run_id"]]) if run is not None and len(prim) else []
-        out.append({**exp, "run": run, "primary": lifts})
+        issues = _records(problems[problems["run_id"] == run["run_id"]]) if run is not None else []
+        out.append({**exp, "run": run, "primary": lifts, "issues": issues})
     return out
 
 

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from abproxy.report import components as c
-from abproxy.report import data
 
 
 def effects_text(row: dict[str, Any], role: str) -> str:

@@ -55,11 +55,21 @@ def _card(item: dict[str, Any]) -> None:
         with mid:
             st.markdown(f"{c.verdict_badge(decision)} — {c.verdict_meaning(decision)}")
             st.markdown("Primary: " + "; ".join(_primary_lines(item)))
+            issues = item.get("issues") or []
+            if issues:
+                fails = sum(i["status"] == "fail" for i in issues)
+                harmed = [i["segment"] for i in issues if i["check_name"] == "segment_harm" and i.get("segment")]
+                text = ", ".join(part for part in (f"{fails} failed" if fails else "",
+                                                   f"{len(issues) - fails} warning(s)" if len(issues) > fails else "") if part)
+                st.markdown(f"{c.health_badge('fail' if fails else 'warn')} Health: {text}"
+                            + (f" — harmed segment {', '.join(c.md(h) for h in dict.fromkeys(harmed))}" if harmed else ""))
         with right:
             days = c.num(run.get("days_running"), 3) if run else "n/a"
             st.markdown(f"**{days}** days running · units: {_units(run)}")
+            latest_event = data.loads(run.get("watermark"), {}).get("max_occurred_at") if run else None
             st.caption(f"Last analysed {c.when(run.get('finished_at') or run.get('started_at')) if run else 'never'}"
-                       + (f" (data as of {c.when(run.get('as_of'))})" if run else ""))
+                       + (f" · data as of {c.when(run.get('as_of'))}" if run else "")
+                       + (f" · latest event {c.when(latest_event)}" if latest_event else ""))
 
 
 def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:

@@ -5,7 +5,21 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 from statsmodels.stats.multitest import multipletests
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values: sorted p₍ⱼ₎, adj₍ᵢ₎ = max_{j≤i} min(1, (m−j+1)·p₍ⱼ₎)
+    (Holm 1979; METHODS §9). Equal to statsmodels ``multipletests(method='holm')``, which calls
+    ``gc.collect()`` on every call (≈0.03–0.2 s) — too slow for per-segment families."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return out.tolist()
 
 
 def adjust_pvalues(pvalues: Sequence[float], method: Literal["holm", "fdr_bh", "none"],
@@ -21,7 +35,8 @@ def adjust_pvalues(pvalues: Sequence[float], method: Literal["holm", "fdr_bh", "
     valid = [i for i, p in enumerate(out) if not math.isnan(p)]
     if method == "none" or not valid:
         return out
-    adj = multipletests([out[i] for i in valid], alpha=alpha, method=method)[1]
+    family = [out[i] for i in valid]
+    adj = holm(family) if method == "holm" else multipletests(family, alpha=alpha, method=method)[1]
     for i, p in zip(valid, adj):
         out[i] = float(p)
     return out

@@ -55,3 +55,16 @@ def test_none_and_edge_cases():
     assert adjust_pvalues([0.03], "holm") == [0.03]
     with pytest.raises(ValueError):
         adjust_pvalues(P, "hs")  # type: ignore[arg-type]
+
+
+def test_numpy_holm_equals_statsmodels_on_random_families():
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    from abproxy.stats.multiple import holm
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 17, 60):
+        p = rng.uniform(0, 0.2, size=m) ** 2
+        p[rng.integers(0, m)] = p[0]  # ties
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
