@@ -284,13 +284,21 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
+def _query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> ExperimentQuery:
+    return experiment_sql(config, key, as_of, _columns(con, "exposures"), _columns(con, "events"))
+
+
 def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> StatsTable:
-    query = experiment_sql(config, key, as_of, _columns(con, "exposures"), _columns(con, "events"))
+    query = _query(con, config, key, as_of)
     return StatsTable(con.execute(query.sql).df(), query)
 
 
 def _check_definitions(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> None:
-    """Run the metric query once without segments, so a broken definition fails even before data arrives."""
+    """Run the metric query once, so a broken definition fails even before this experiment's data
+    arrives; segment columns are only checked once the workspace holds some exposures."""
+    if con.execute("SELECT count(*) FROM (SELECT 1 FROM exposures LIMIT 1)").fetchone()[0]:
+        con.execute(_query(con, config, key, as_of).sql).fetchall()
+        return
     lean = config.model_copy(update={"experiments": {
         **config.experiments, key: config.experiments[key].model_copy(update={"segments": []})}})
     con.execute(experiment_sql(lean, key, as_of, None, _columns(con, "events")).sql).fetchall()
