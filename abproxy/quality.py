@@ -293,7 +293,7 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
                sum(greatest(0, epoch(least(u.exposed_at + {window}, {as_of})) - epoch(greatest(u.exposed_at, s.t))))
                    / 86400 AS after,
                sum(greatest(0, epoch(least(u.exposed_at + {window}, s.t)) - epoch(u.exposed_at))) / 86400 AS before
-        FROM units u, (VALUES {values}) s(i, t) GROUP BY s.i""").fetchall()
+        FROM units u, (VALUES {values}) s(i, t) GROUP BY s.i ORDER BY s.i""").fetchall()
     newest = max(seen.values())
     stale = (scope.as_of - newest).total_seconds() / 86400 > missing_days
     for i, after, before in spans:

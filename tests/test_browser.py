@@ -126,7 +126,7 @@ def test_overview_in_a_real_browser(server, browser):
             assert verdict in text
         assert "\\" not in text, "Markdown escapes must not leak into the page"
         assert "Download portfolio (CSV)" in text
-        assert screenshot(page, "overview.png").stat().st_size > 10_000
+        assert screenshot(page, "report-overview.png").stat().st_size > 10_000
     finally:
         page.close()
 
@@ -140,7 +140,7 @@ def test_experiment_page_in_a_real_browser(server, browser, report_ws):
         assert "Download go/no-go review" in text
         assert "\\" not in text
         assert page.locator(".vega-embed").count() >= 5, "forest, effect over time, segments and history charts"
-        assert screenshot(page, "experiment.png").stat().st_size > 10_000
+        assert screenshot(page, "report-experiment.png").stat().st_size > 10_000
     finally:
         page.close()
 

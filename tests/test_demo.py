@@ -74,3 +74,49 @@ def test_live_mode_drops_new_files_that_load(demo, tmp_path):
     result = run_job(ws, "ingest", on_runs=None)
     assert result.ingest.files_loaded == len(files) and result.ingest.files_failed == 0
     assert result.ingest.rows_rejected == 0
+
+
+@pytest.mark.browser
+def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_path):
+    """The README's screenshots: the demo workspace served by `streamlit run app.py` in Chromium."""
+    import os
+    import subprocess
+    import sys
+
+    from test_browser import CHROMIUM, ROOT, free_port, open_page, screenshot, wait_healthy
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
+    from playwright.sync_api import sync_playwright
+
+    ws, runs, _ = demo
+    port, log = free_port(), tmp_path / "streamlit.log"
+    env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--", "--workspace", str(ws.root)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url + "/_stcore/health", proc, log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox",
+                                        "--disable-background-networking", "--disable-component-update",
+                                        "--disable-sync", "--disable-gpu"])
+            try:
+                page, text = open_page(browser, url + "/", "Rollout overview", charts=1)
+                for key, decision in EXPECTED.items():
+                    assert decision in text and key in text
+                screenshot(page, "overview.png")
+                page.close()
+                page, text = open_page(browser, f"{url}/experiment?experiment=pricing-nn",
+                                       "Price suggestion network", charts=3)
+                assert "SHIP" in text and "country=DE" in text
+                screenshot(page, "experiment.png")
+                page.close()
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
