@@ -1,13 +1,14 @@
 """Opening DuckDB, applying `sql/` migrations, publishing the read-only report snapshot.
 
 The job is the only writer of the warehouse. After each run it copies what the report needs
-into a new DuckDB file beside the snapshot and renames it into place (atomic on POSIX), so a
-reader sees either the previous or the next complete snapshot, never a half-written one.
+into a new versioned DuckDB file and atomically repoints the snapshot symlink at it, so a reader
+sees either the previous or the next complete snapshot, never a half-written one.
 """
 from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+KEEP_SNAPSHOTS = 3
 SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs")
 
 
@@ -91,11 +93,15 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 
 def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
-                     extra: Mapping[str, pd.DataFrame] | None = None) -> Path:
-    """Copy the report's tables (and `extra` frames) to a new file, then rename it over `snapshot`."""
+                     extra: Mapping[str, pd.DataFrame] | None = None, keep: int = KEEP_SNAPSHOTS) -> Path:
+    """Copy the report's tables (and `extra` frames) to a new versioned file, then atomically repoint
+    the `snapshot` symlink at it. Versioned names matter: DuckDB caches open databases by path within
+    a process, so a reader reopening a path replaced in place could be handed the old database."""
     snapshot = Path(snapshot)
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    tmp = snapshot.with_name(f".{snapshot.name}.{uuid.uuid4().hex}.tmp")
+    versions = _versions_dir(snapshot)
+    versions.mkdir(parents=True, exist_ok=True)
+    target = versions / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.duckdb"
+    tmp = target.with_suffix(".tmp")
     alias = "snap_" + uuid.uuid4().hex[:8]
     con.execute(f"ATTACH '{tmp}' AS {alias}")
     try:
@@ -112,8 +118,24 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
         con.execute(f"DETACH {alias}")
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(tmp, snapshot)
+    os.replace(tmp, target)
+    link = snapshot.with_name(f".{snapshot.name}.{uuid.uuid4().hex}.link")
+    os.symlink(os.path.relpath(target, snapshot.parent), link)
+    os.replace(link, snapshot)
+    _prune(versions, target, keep)
     return snapshot
+
+
+def _versions_dir(snapshot: Path) -> Path:
+    return snapshot.with_name(f".{snapshot.name}.versions")
+
+
+def _prune(versions: Path, current: Path, keep: int) -> None:
+    """Delete all but the newest `keep` versions; readers that resolved an older one a moment
+    ago still hold an open file handle, which POSIX keeps valid."""
+    old = sorted(p for p in versions.glob("*.duckdb") if p != current)
+    for path in old[: max(0, len(old) - (keep - 1))]:
+        path.unlink(missing_ok=True)
 
 
 def open_snapshot(snapshot: Path | str) -> duckdb.DuckDBPyConnection:
@@ -121,6 +143,6 @@ def open_snapshot(snapshot: Path | str) -> duckdb.DuckDBPyConnection:
     snapshot = Path(snapshot)
     if not snapshot.exists():
         raise WarehouseError(f"{snapshot}: no report snapshot yet; run 'abproxy run' (or 'make run') first")
-    con = duckdb.connect(str(snapshot), read_only=True)
+    con = duckdb.connect(os.path.realpath(snapshot), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     return con
