@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb

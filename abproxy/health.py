@@ -351,9 +351,10 @@ def _label(decision: str, variant: str | None) -> str:
 
 def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                      run: "AnalysisRun") -> Check:
-    """Re-derive the verdict with capping, CUPED and the attribution window changed (one query per
-    alternative, primary and guardrail metrics only, no segments); warn when SHIP/ROLLBACK flips."""
-    from .analysis import StatsTable, overall_results, verdict_for
+    """Re-derive the verdict with capping, CUPED and the attribution window changed (primary and
+    guardrail metrics only, no segments); warn when SHIP/ROLLBACK flips. One query computes every
+    alternative: each changed metric is an extra column (`alt_key`) next to the unchanged ones."""
+    from .analysis import verdict_for
 
     base = run.verdict
     current = _label(base.decision, base.ship_variant)
@@ -362,14 +363,13 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
     exp = config.experiments[key]
     lean = exp.model_copy(update={"segments": []})
     health = [c for c in run.health if c.check not in ("decision_robustness", "verdict_stability")]
-    decisive = [m for m, role in exp.roles().items() if role != "secondary"]
+    alternatives = _alternatives(config, exp)
+    if not alternatives:
+        return Check("decision_robustness", "ok", "No alternative settings apply to these metrics")
     flips, others, checked = [], [], []
-    for now_label, alt_label, changed in _alternatives(config, exp):
-        cfg = config.model_copy(update={"metrics": {**config.metrics, **changed},
-                                        "experiments": {**config.experiments, key: lean}})
-        query = experiment_sql(cfg, key, as_of, keys=decisive)
-        results = overall_results(StatsTable(con.execute(query.sql).df(), query), cfg, lean)
-        alt = verdict_for(replace(run, results=results, health=health), cfg, lean)
+    for (now_label, alt_label, changed), (alt_cfg, results) in zip(
+            alternatives, alternative_results(con, config, key, as_of, alternatives)):
+        alt = verdict_for(replace(run, results=results, health=health), alt_cfg, lean)
         label = _label(alt.decision, alt.ship_variant)
         checked.append(alt_label)
         if label == current:
@@ -378,8 +378,6 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
             flips.append(f"{current} only holds {now_label}; {alt_label}: {label}")
         else:
             others.append(f"{alt_label}: {label}")
-    if not checked:
-        return Check("decision_robustness", "ok", "No alternative settings apply to these metrics")
     if flips:
         return Check("decision_robustness", "warn",
                      "; ".join(flips) + " — the decision depends on an analysis choice: agree on the metric "
@@ -388,6 +386,36 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
                  f"The decision ({current}) holds {', '.join(checked)}"
                  + (f" (not actionable either way: {'; '.join(others)})" if others else ""),
                  value=0.0, threshold=0.0)
+
+
+def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                        alternatives: list[tuple[str, str, dict[str, Metric]]]) -> list[tuple[Config, list]]:
+    """(configuration, overall results of the primary and guardrail metrics) under each alternative,
+    from one query: the changed metrics are extra columns (`alt_key`) beside the unchanged ones."""
+    from .analysis import StatsTable, overall_results
+
+    exp = config.experiments[key]
+    lean = exp.model_copy(update={"segments": []})
+    decisive = [m for m, role in exp.roles().items() if role != "secondary"]
+    extra = {alt_key(m, i): metric for i, (_, _, changed) in enumerate(alternatives) for m, metric in changed.items()}
+    cfg = config.model_copy(update={"experiments": {**config.experiments, key: lean}})
+    query = experiment_sql(cfg, key, as_of, keys=decisive, extra=extra)
+    frame = con.execute(query.sql).df()
+    by_key = {c.key: c for c in query.columns}
+    out = []
+    for i, (_, _, changed) in enumerate(alternatives):
+        # this alternative's columns, in the order of the decisive metrics, under the metrics' own keys
+        cols = tuple(replace(by_key[alt_key(m, i)], key=m) if m in changed else by_key[m]
+                     for m in decisive if m in by_key)
+        alt_cfg = cfg.model_copy(update={"metrics": {**config.metrics, **changed}})
+        out.append((alt_cfg, overall_results(StatsTable(frame, replace(query, columns=cols)), alt_cfg, lean)))
+    return out
+
+
+def alt_key(metric: str, alternative: int) -> str:
+    """The key of a metric's variant under alternative setting number `alternative` (not a valid
+    metric name, so it cannot collide with one)."""
+    return f"{metric}@{alternative}"
 
 
 def verdict_stability(con: duckdb.DuckDBPyConnection, key: str, run: "AnalysisRun") -> Check:

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import duckdb
 
+from .ledger import loads
 from .warehouse import open_snapshot
 
 MISSING = "(absent)"
@@ -37,17 +38,6 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
     cur = con.execute(sql, params or [])
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def _json(value: Any, default: Any = None) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, (dict, list)):
-        return value
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _iso(value: Any) -> str | None:
@@ -129,11 +119,11 @@ def history(ws, key: str) -> list[dict[str, Any]]:
             "run_id": r["run_id"], "experiment": r["experiment"], "job_id": r["job_id"],
             "started_at": _iso(r["started_at"]), "finished_at": _iso(r["finished_at"]), "as_of": _iso(r["as_of"]),
             "status": r["status"], "error": r["error"], "decision": r["decision"], "ship_variant": r["ship_variant"],
-            "reasons": _json(r["reasons"], []),
+            "reasons": loads(r["reasons"], []),
             "primary": [{k: e[k] for k in ("metric", "variant", "rel_effect", "rel_ci", "abs_effect",
                                             "p_value_adjusted", "significant")} for e in primary],
             "definition_hash": r["definition_hash"], "code_version": r["code_version"],
-            "git_commit": r["git_commit"], "method": r["method"], "units": _json(r["units"], {}),
+            "git_commit": r["git_commit"], "method": r["method"], "units": loads(r["units"], {}),
             "days_running": _num(r["days_running"]),
         })
     return out
@@ -217,7 +207,7 @@ def _before_after(before: Any, after: Any, numeric: bool = False) -> dict[str, A
 
 
 def _data_diff(a: dict[str, Any], b: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    wa, wb = _json(a["watermark"], {}), _json(b["watermark"], {})
+    wa, wb = loads(a["watermark"], {}), loads(b["watermark"], {})
     fa, fb = list(wa.get("files") or []), list(wb.get("files") or [])
     ha = dict(zip(fa, wa.get("file_hashes") or []))
     hb = dict(zip(fb, wb.get("file_hashes") or []))
@@ -234,7 +224,7 @@ def _data_diff(a: dict[str, Any], b: dict[str, Any], files: dict[str, dict[str, 
         "event_rows": _before_after(wa.get("event_rows"), wb.get("event_rows"), numeric=True),
         "max_exposed_at": _before_after(wa.get("max_exposed_at"), wb.get("max_exposed_at")),
         "max_occurred_at": _before_after(wa.get("max_occurred_at"), wb.get("max_occurred_at")),
-        "units": _before_after(_json(a["units"], {}), _json(b["units"], {})),
+        "units": _before_after(loads(a["units"], {}), loads(b["units"], {})),
     }
     data["changed"] = bool(added or removed or replaced) or any(
         data[k]["changed"] for k in ("exposure_rows", "event_rows", "max_exposed_at", "max_occurred_at"))
@@ -356,14 +346,14 @@ def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
     finally:
         con.close()
     data = _data_diff(a, b, files)
-    changed = _changes(_json(a["definitions"], {}), _json(b["definitions"], {}))
+    changed = _changes(loads(a["definitions"], {}), loads(b["definitions"], {}))
     definitions = {"hash": _before_after(a["definition_hash"], b["definition_hash"]),
                    "changed": changed}
     code = {"version": _before_after(a["code_version"], b["code_version"]),
             "git_commit": _before_after(a["git_commit"], b["git_commit"])}
     code["changed"] = code["version"]["changed"] or code["git_commit"]["changed"]
     metrics = _metrics_diff(results.get(ida, []), results.get(idb, []))
-    ra, rb = _json(a["reasons"], []), _json(b["reasons"], [])
+    ra, rb = loads(a["reasons"], []), loads(b["reasons"], [])
     verdict = {
         "before": {"decision": a["decision"], "ship_variant": a["ship_variant"], "reasons": ra,
                    "status": a["status"], "error": a["error"]},
@@ -400,14 +390,14 @@ def _lineage(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[dict[str,
         for r in _rows(con, "SELECT experiment, variant, is_control, model, version, params, training_data, link "
                             "FROM variants"):
             e = experiments.get(r["experiment"], {})
-            rows.append({**r, "params": _json(r["params"], {}), "experiment_name": e.get("name") or r["experiment"],
+            rows.append({**r, "params": loads(r["params"], {}), "experiment_name": e.get("name") or r["experiment"],
                          "experiment_status": e.get("status"), "source": "config"})
     seen = {r["experiment"] for r in rows}
     for run in _rows(con, """SELECT experiment, definitions FROM runs
                              QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC) = 1"""):
         if run["experiment"] in seen:
             continue
-        exp = (_json(run["definitions"], {}) or {}).get("experiment") or {}
+        exp = (loads(run["definitions"], {}) or {}).get("experiment") or {}
         for name, v in (exp.get("variants") or {}).items():
             rows.append({"experiment": run["experiment"], "variant": name, "is_control": name == exp.get("control"),
                          "model": v.get("model", ""), "version": v.get("version", ""), "params": v.get("params") or {},

@@ -62,6 +62,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def loads(value: Any, default: Any = None) -> Any:
+    """JSON text from a ledger column (or an already parsed value) → Python; None/NaN/garbage → default."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    if isinstance(value, (dict, list)):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def dumps(value: Any) -> str:
     return json.dumps(_clean(value), sort_keys=True, default=str)
 

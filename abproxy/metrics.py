@@ -152,17 +152,21 @@ def metric_columns(config: Config, experiment: Experiment) -> tuple[MetricColumn
 
 def experiment_sql(config: Config, key: str, as_of: dt.datetime,
                    exposure_columns: set[str] | None = None, event_columns: set[str] | None = None,
-                   keys: list[str] | None = None) -> ExperimentQuery:
+                   keys: list[str] | None = None, extra: dict[str, Metric] | None = None) -> ExperimentQuery:
     """Build the single query returning per-variant sufficient statistics for one experiment.
 
     Rows: one per grouping set — `dim` is 'overall', 'day' or a segment name, `dim_value` its value.
     Columns: variant, dim, dim_value, n, then for each metric alias a: a_y_sum, a_y_sq
     (and a_x_sum, a_x_sq, a_xy for ratio/CUPED metrics); plus `excluded_multi` in the overall rows.
+    `keys` keeps only these metrics of the experiment; `extra` adds metric definitions under their
+    own keys (aliases x0, x1, …), computed in the same scan — e.g. variants of a metric with other
+    settings (health.robustness_check).
     """
     exp = config.experiments[key]
     columns = metric_columns(config, exp)
     if keys is not None:
         columns = tuple(c for c in columns if c.key in keys)
+    columns += tuple(MetricColumns(k, f"x{i}", m) for i, (k, m) in enumerate((extra or {}).items()))
     segments = tuple(exp.segments)
     _check_columns(columns, segments, exposure_columns, event_columns)
     as_of_sql = timestamp_literal(as_of)
@@ -217,7 +221,7 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     FROM units u {' '.join(joins)}
 )""")
     parts.append(_capped(columns))
-    parts.append(f"""multi AS (SELECT count(*) AS excluded_multi FROM exposed WHERE n_variants > 1)""")
+    parts.append("""multi AS (SELECT count(*) AS excluded_multi FROM exposed WHERE n_variants > 1)""")
     # fsum/favg (compensated) rather than sum/avg: a plain parallel DOUBLE sum depends on the thread
     # schedule, so the same data and as_of gave results differing in the last bits from run to run
     sums = []

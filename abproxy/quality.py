@@ -36,6 +36,7 @@ LATE_WARN = 0.01               # share of events that arrived late_hours after n
 VOLUME_P = 0.001               # a volume change must also be this improbable under Poisson noise
 MIN_EXPECTED_MISSING = 10.0    # expected events in the silent period before 'vanished' (P(0) < 5e-5)
 MIN_TRAILING_DAYS = 3
+US_PER_DAY = 86_400_000_000
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,15 @@ def quality_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_
     if not scope.types:
         return out
     try:
-        daily = daily_profile(con, scope)
+        daily = daily_profile(con, scope, settings.late_hours)
     except (duckdb.Error, ValueError) as exc:
         return out + _failed("event_profile", exc)
     out += _guard("null_values", lambda: null_checks(scope, daily, recent, settings.null_rate_increase))
     out += _guard("event_missing", lambda: missing_checks(con, scope, daily, settings.event_missing_days))
     out += _guard("event_volume", lambda: volume_checks(scope, daily, settings.volume_trailing_days,
                                                         settings.volume_change))
-    out += _guard("duplicate_events", lambda: [duplicate_check(con, scope)])
-    out += _guard("late_data", lambda: [late_check(con, scope, settings.late_hours)])
+    out += _guard("duplicate_events", lambda: [duplicate_check(scope, daily)])
+    out += _guard("late_data", lambda: [late_check(scope, daily, settings.late_hours)])
     return out
 
 
@@ -208,28 +209,51 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
 
 # ------------------------------------------------------------------ the daily event profile
 
-def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> pd.DataFrame:
-    """Per calendar day: events per type (t{i}), newest event per type (last{i}), rows and null
-    values of each column a metric aggregates (s{j}_n, s{j}_null), and unit-days in window."""
-    aggs = []
+def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: float) -> pd.DataFrame:
+    """Per calendar day, from one pass over the metric events (`Scope.events_sql`): events per type
+    (t{i}), newest event per type (last{i}), repeated rows per type (dup{i}: events beyond the first
+    with the same unit, event, time and value), events that arrived late (late: see `late_check`),
+    rows and null values of each column a metric aggregates (s{j}_n, s{j}_null), and unit-days in window.
+
+    The events are grouped once by (event, unit, time, value) — the duplicate check's key — and every
+    per-day number is summed from those groups, so the join of events to units runs once for the
+    profile, the duplicate and the late check together. Unit-days: the units are grouped by the days
+    their window starts and ends (a full day in between counts 1), summed in integer microseconds."""
+    names = ", ".join(literal(t) for t in scope.types)
+    inner = ["count(*) AS n", "count(*) FILTER (WHERE occurred_at < _frontier) AS late"]
+    outer = ["sum(late) AS late"]
     for i, t in enumerate(scope.types):
-        aggs += [f"count(*) FILTER (WHERE event = {literal(t)}) AS t{i}",
-                 f"max(occurred_at) FILTER (WHERE event = {literal(t)}) AS last{i}"]
+        is_t = f"event = {literal(t)}"
+        outer += [f"sum(n) FILTER (WHERE {is_t}) AS t{i}", f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}",
+                  f"sum(n - 1) FILTER (WHERE {is_t}) AS dup{i}"]
     for j, (s, users) in enumerate(scope.columns.items()):
         cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
-        aggs += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
-                 f"count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS s{j}_null"]
+        inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
+                  f"count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS s{j}_null"]
+        outer += [f"sum(s{j}_n) AS s{j}_n", f"sum(s{j}_null) AS s{j}_null"]
     as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    lag = interval_days(late_hours / 24)
     sql = f"""{scope.events_sql},
-    counts AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(aggs)} FROM ev GROUP BY 1),
-    spans AS (SELECT exposed_at, least(exposed_at + {window}, {as_of}) AS until,
-                     unnest(generate_series(date_trunc('day', exposed_at), least(exposed_at + {window}, {as_of}),
-                                            INTERVAL 1 DAY)) AS day
-              FROM units),
+    files AS (SELECT event, file_id, any_value(loaded_at) AS loaded_at, max(occurred_at) AS newest FROM events
+              WHERE event IN ({names}) AND loaded_at IS NOT NULL GROUP BY event, file_id),
+    frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
+                 RANGE BETWEEN UNBOUNDED PRECEDING AND {lag} PRECEDING) AS frontier FROM files),
+    marked AS (SELECT ev.*, fr.frontier AS _frontier
+               FROM ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id),
+    repeats AS (SELECT event, unit_id, occurred_at, value, {', '.join(inner)}
+                FROM marked GROUP BY event, unit_id, occurred_at, value),
+    counts AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1),
+    spans AS (SELECT date_trunc('day', exposed_at) AS first_day, date_trunc('day', until) AS last_day,
+                     count(*) AS n, sum(epoch_us(until) - epoch_us(exposed_at)) AS whole,
+                     sum(epoch_us(date_trunc('day', exposed_at) + INTERVAL 1 DAY) - epoch_us(exposed_at)) AS head,
+                     sum(epoch_us(until) - epoch_us(date_trunc('day', until))) AS tail
+              FROM (SELECT exposed_at, least(exposed_at + {window}, {as_of}) AS until FROM units) GROUP BY 1, 2),
     cover AS (SELECT CAST(day AS DATE) AS day,
-                     sum(greatest(0, epoch(least(day + INTERVAL 1 DAY, until)) - epoch(greatest(day, exposed_at))))
-                     / 86400 AS unit_days
-              FROM spans GROUP BY 1)
+                     CAST(sum(CASE WHEN first_day = last_day THEN whole WHEN day = first_day THEN head
+                                   WHEN day = last_day THEN tail ELSE CAST(n AS HUGEINT) * {US_PER_DAY} END) AS DOUBLE)
+                     / {US_PER_DAY} AS unit_days
+              FROM (SELECT *, unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS day FROM spans)
+              GROUP BY 1)
     SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
     frame = con.execute(sql).df()
     counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
@@ -347,14 +371,12 @@ def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: floa
     return out
 
 
-def duplicate_check(con: duckdb.DuckDBPyConnection, scope: Scope) -> Check:
+def duplicate_check(scope: Scope, daily: pd.DataFrame) -> Check:
     """Events repeating (unit, event, occurred_at, value): a re-delivered batch without event ids."""
-    rows = con.execute(f"""{scope.events_sql}
-        SELECT event, sum(n) AS total, sum(n - 1) AS dup FROM (
-            SELECT event, unit_id, occurred_at, value, count(*) AS n FROM ev GROUP BY ALL) GROUP BY event
-        ORDER BY event""").fetchall()
-    total = sum(int(r[1]) for r in rows)
-    dup = sum(int(r[2]) for r in rows)
+    rows = sorted((t, int(daily[f"t{i}"].sum()), int(daily[f"dup{i}"].sum())) for i, t in enumerate(scope.types))
+    rows = [r for r in rows if r[1]]
+    total = sum(n for _, n, _ in rows)
+    dup = sum(d for _, _, d in rows)
     share = dup / total if total else 0.0
     parts = ", ".join(f"'{e}' {d / n:.1%}" for e, n, d in rows if d)
     if share <= DUPLICATE_WARN and all(d / n <= DUPLICATE_WARN for _, n, d in rows if n):
@@ -367,19 +389,11 @@ def duplicate_check(con: duckdb.DuckDBPyConnection, scope: Scope) -> Check:
                  value=share, threshold=DUPLICATE_WARN)
 
 
-def late_check(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: float) -> Check:
+def late_check(scope: Scope, daily: pd.DataFrame, late_hours: float) -> Check:
     """Events loaded more than `late_hours` after the warehouse already held newer events of the same
-    type (a clock-free notion of lateness: a one-off backfill is not late)."""
-    names = ", ".join(literal(t) for t in scope.types)
-    lag = interval_days(late_hours / 24)
-    row = con.execute(f"""{scope.events_sql},
-        f AS (SELECT event, file_id, any_value(loaded_at) AS loaded_at, max(occurred_at) AS newest FROM events
-              WHERE event IN ({names}) AND loaded_at IS NOT NULL GROUP BY event, file_id),
-        frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
-                     RANGE BETWEEN UNBOUNDED PRECEDING AND {lag} PRECEDING) AS frontier FROM f)
-        SELECT count(*) FILTER (WHERE ev.occurred_at < fr.frontier), count(*)
-        FROM ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id""").fetchone()
-    late, total = int(row[0]), int(row[1])
+    type (a clock-free notion of lateness: a one-off backfill is not late); counted by `daily_profile`."""
+    late = int(daily["late"].sum())
+    total = int(sum(daily[f"t{i}"].sum() for i in range(len(scope.types))))
     share = late / total if total else 0.0
     if share <= LATE_WARN:
         return Check("late_data", "ok", f"{late:,} of {total:,} metric events ({share:.2%}) arrived more than "

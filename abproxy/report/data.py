@@ -8,8 +8,6 @@ statistics or opens the warehouse.
 """
 from __future__ import annotations
 
-import json
-import math
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
+from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
 from abproxy.warehouse import WarehouseError, open_snapshot
 from abproxy.workspace import Workspace
 
@@ -128,18 +127,6 @@ def _cached(query: str, path: str, version: tuple, args: tuple) -> Any:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def loads(value: Any, default: Any = None) -> Any:
-    """JSON text (or an already parsed value) → Python; None/NaN/garbage → default."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return default
-    if isinstance(value, (dict, list)):
-        return value
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return default
-
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
