@@ -194,7 +194,7 @@ _timed.cpu = []
 
 
 def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_limit: str, repeat: int,
-            sql_only: bool = False) -> dict:
+            sql_only: bool = False, robustness: bool = False) -> dict:
     from abproxy import analysis
     from abproxy.analysis import analyze_experiment, run_query
     from abproxy.warehouse import connect
@@ -204,8 +204,11 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     steps = {"bare": lambda: con.execute(bare_sql(AS_OF)).df(),
              "sql": lambda: run_query(con, cfg, KEY, AS_OF),
              "analyze": lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False)}
+    if robustness:        # + health.decision_robustness: the verdict under the alternative settings (one query)
+        steps["robust"] = lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=True)
     if sql_only:
         del steps["analyze"]
+        steps.pop("robust", None)
     wall: dict[str, list[float]] = {k: [] for k in steps}
     cpu: dict[str, list[float]] = {k: [] for k in steps}
     last: dict = {}
@@ -290,7 +293,7 @@ def _ratio(r: dict, a: str, b: str) -> str:
 
 
 def _progress(m: dict) -> str:
-    walls = ", ".join(f"{k} {_fmt(m[f'{k}_runs'])}" for k in ("bare", "sql", "analyze") if f"{k}_runs" in m)
+    walls = ", ".join(f"{k} {_fmt(m[f'{k}_runs'])}" for k in ("bare", "sql", "analyze", "robust") if f"{k}_runs" in m)
     cpus = ", ".join(f"{k.removesuffix('_cpu_s').replace('_', '-')} {v:.1f}" for k, v in m.items() if k.endswith("_cpu_s"))
     text = f"wall s: {walls}; CPU s (best): {cpus}"
     if "insert_1pct_s" in m:
@@ -317,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--sql-only", action="store_true",
                    help="time only the bare query and abproxy's SQL (no full analysis, no re-analysis)")
+    p.add_argument("--robustness", action="store_true",
+                   help="also time analyze_experiment(robustness=True) (+ the decision-robustness query)")
     p.add_argument("--worker", choices=["generate", "measure"], help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         n = int(a.units)
         fn = generate if a.worker == "generate" else measure
-        extra = () if a.worker == "generate" else (a.repeat, a.sql_only)
+        extra = () if a.worker == "generate" else (a.repeat, a.sql_only, a.robustness)
         result = fn(Path(a.path), n, a.events_per_unit, a.threads, a.memory_limit, *extra)
         print(json.dumps(result))
         return 0
@@ -333,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="abproxy-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads),
-              "--memory-limit", a.memory_limit, "--repeat", str(a.repeat)] + (["--sql-only"] if a.sql_only else [])
+              "--memory-limit", a.memory_limit, "--repeat", str(a.repeat)] + (["--sql-only"] if a.sql_only else []) \
+        + (["--robustness"] if a.robustness else [])
     print(f"DuckDB threads={a.threads} memory_limit={a.memory_limit}; {len(METRICS)} metrics "
           f"(mean, proportion, ratio, CUPED, count, capped); best of {a.repeat}; warehouses in {base}", flush=True)
     rows = []
@@ -357,13 +363,17 @@ def main(argv: list[str] | None = None) -> int:
 
     head = ("units", "events", "bare s", "SQL s", "analyze s", "no-health s", "re-analyze s (+1%)",
             "analyze/bare", "CPU: analyze/bare", "CPU: SQL/bare", "CPU: no-health/bare", "peak RSS")
+    robust = any("robust_s" in r for r in rows)
+    if robust:
+        head = head[:-1] + ("+robustness s", "CPU: +robustness/bare", "peak RSS")
     table = [head]
     for r in rows:
         table.append((f"{r['units']:,}", f"{r['event_rows']:,}", _cell(r, "bare_s"), _cell(r, "sql_s"),
                       _cell(r, "analyze_s"), _cell(r, "analyze_no_health_s"), _cell(r, "reanalyze_s"),
                       _ratio(r, "analyze_s", "bare_s"), _ratio(r, "analyze_cpu_s", "bare_cpu_s"),
-                      _ratio(r, "sql_cpu_s", "bare_cpu_s"), _ratio(r, "analyze_no_health_cpu_s", "bare_cpu_s"),
-                      _gb(r["peak_rss_mb"])))
+                      _ratio(r, "sql_cpu_s", "bare_cpu_s"), _ratio(r, "analyze_no_health_cpu_s", "bare_cpu_s"))
+                     + ((_cell(r, "robust_s"), _ratio(r, "robust_cpu_s", "bare_cpu_s")) if robust else ())
+                     + (_gb(r["peak_rss_mb"]),))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
     print()
     for k, row in enumerate(table):
