@@ -66,7 +66,7 @@ class Schedule(Strict):
 
 
 class DuckDBSettings(Strict):
-    memory_limit: str = "4GB"
+    memory_limit: str = "3GB"
     threads: PositiveInt | None = None
 
     @field_validator("memory_limit")

@@ -13,7 +13,7 @@ inbox: inbox                        # drop files into inbox/exposures/ and inbox
 schedule:
   ingest_every_minutes: 15          # how often `abproxy schedule` loads new inbox files
   analyze_cron: "0 * * * *"         # when it re-analyses every running experiment (UTC)
-duckdb: {memory_limit: 4GB}
+duckdb: {memory_limit: 3GB}
 
 # Proxy metrics, written by data scientists. A unit's value is the aggregate of its events in
 # [exposed_at, exposed_at + window_days]; no event counts as 0 (proportion: not converted).

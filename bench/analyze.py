@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", default="1000000,10000000", help="comma-separated unit counts (default: 1M and 10M)")
     p.add_argument("--events-per-unit", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--memory-limit", default="4GB")
+    p.add_argument("--memory-limit", default="3GB")
     p.add_argument("--repeat", type=int, default=2, help="timed runs of each query; the best is reported")
     p.add_argument("--dir", help="where the warehouses go (default: a temporary directory, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the generated warehouses")
