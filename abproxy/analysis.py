@@ -220,18 +220,12 @@ class _ArmSums:
 
     def add(self, other: "_ArmSums") -> "_ArmSums":
         for k, m in other.by_col.items():
-            self.by_col[k] = _add(self.by_col[k], m)
+            self.by_col[k] = self.by_col[k] + m
         self.n += other.n
         return self
 
     def get(self, col: MetricColumns):
         return self.by_col[col.key]
-
-
-def _add(a, b):
-    if isinstance(a, JointMoments):
-        return a + b
-    return Moments(a.n + b.n, a.sum + b.sum, a.sum_sq + b.sum_sq)
 
 
 def _segment_rows(rows: pd.DataFrame) -> dict[str, dict[str, pd.Series]]:
@@ -272,7 +266,7 @@ def series(table: StatsTable, exp: Experiment) -> list[SeriesPoint]:
                 if exp.control not in arms or variant not in arms:
                     continue
                 c, t = table.moments(arms[exp.control], col), table.moments(arms[variant], col)
-                running = {"c": _add(running["c"], c) if running else c, "t": _add(running["t"], t) if running else t}
+                running = {"c": running["c"] + c, "t": running["t"] + t} if running else {"c": c, "t": t}
                 for kind, (cc, tt) in (("daily", (c, t)), ("cumulative", (running["c"], running["t"]))):
                     e = compute_effect(col.metric, cc, tt, exp.decision.alpha)
                     out.append(SeriesPoint(col.key, variant, kind, dt.date.fromisoformat(d), cc.n, tt.n,

@@ -43,6 +43,10 @@ class Moments:
         """Sample variance with Bessel's correction; NaN for n < 2 (§1)."""
         return _var(self.n, self.sum, self.sum_sq)
 
+    def __add__(self, other: "Moments") -> "Moments":
+        """Pool two disjoint groups of units (sums are additive)."""
+        return Moments(self.n + other.n, self.sum + other.sum, self.sum_sq + other.sum_sq)
+
 
 @dataclass(frozen=True)
 class JointMoments:

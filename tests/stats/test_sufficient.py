@@ -61,3 +61,10 @@ def test_add_pools_units():
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Moments(1, 1.0, 1.0).n = 2  # type: ignore[misc]
+
+
+def test_moments_pool_by_addition():
+    a, b = Moments(3, 6.0, 14.0), Moments(2, 9.0, 41.0)
+    pooled = a + b
+    assert (pooled.n, pooled.sum, pooled.sum_sq) == (5, 15.0, 55.0)
+    assert pooled.mean == 3.0
