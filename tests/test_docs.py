@@ -94,3 +94,33 @@ def test_help_works(args, capsys):
         parser().parse_args(args)
     assert exc.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def _yaml_blocks() -> list[str]:
+    blocks, current = [], None
+    for line in README.splitlines():
+        if line.startswith("```"):
+            if current is None and line[3:].strip() == "yaml":
+                current = []
+            elif current is not None:
+                blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_the_readme_configuration_reference_is_a_valid_workspace():
+    import yaml
+
+    from abproxy.config import parse_config
+
+    merged: dict = {}
+    for block in _yaml_blocks():
+        data = yaml.safe_load(block)
+        for key, value in data.items():
+            if value != {"...": None}:  # the `metrics: { ... }` placeholders of the overview block
+                merged[key] = value
+    config = parse_config(merged)
+    assert {"spend_per_user", "buyer_rate", "refund_rate", "spend_per_session", "power_user_score"} <= set(config.metrics)
+    assert config.experiments["recsys-v2"].guardrail_specs[0].margin == 0.05
