@@ -19,7 +19,11 @@ run: install
 	@test -f $(WORKSPACE)/abproxy.yaml || $(BIN)/abproxy demo --workspace $(WORKSPACE)
 	$(BIN)/abproxy run --workspace $(WORKSPACE) || true
 	@echo "abproxy report: http://localhost:$(PORT)"
-	$(BIN)/abproxy serve --workspace $(WORKSPACE) --port $(PORT)
+	@# the demo keeps receiving new files (abproxy demo --live) while the scheduler and report run
+	@if [ "$(WORKSPACE)" = demo ]; then $(BIN)/abproxy demo --workspace demo --live --every 60 & \
+	  LIVE=$$!; trap 'kill $$LIVE 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/abproxy serve --workspace $(WORKSPACE) --port $(PORT); \
+	else $(BIN)/abproxy serve --workspace $(WORKSPACE) --port $(PORT); fi
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
