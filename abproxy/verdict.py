@@ -118,6 +118,8 @@ def _guardrail_reason(o: Outcome, level: float) -> str:
     ci = "(" + text.removeprefix(o.label + " ").replace(" (", ", ", 1)
     if _worst_bound(o) <= o.margin:
         return f"{o.label} unchanged within its {_margin_text(o)} margin {ci}"
+    if o.margin == 0:
+        return f"{o.label} not significantly changed {ci}"
     return f"{o.label} not significantly changed {ci}; harm beyond its {_margin_text(o)} margin not yet ruled out"
 
 

@@ -388,3 +388,14 @@ class TestNoEffectOrKeepRunning:
     def test_warnings_are_listed_last(self):
         v = run([primary(extra=0, **self.FLAT)], [Flag("late_data", "warn", "3% late events")])
         assert v.reasons[-1] == "Warning: 3% late events"
+
+
+def test_guardrail_without_margin_is_simply_not_significantly_changed():
+    from abproxy.verdict import Outcome, Policy, decide
+
+    primary = Outcome("spend", "Spend", "primary", "t", 1.0, (0.5, 1.5), 0.05, (0.02, 0.08), True)
+    guard = Outcome("buyers", "Buyers", "guardrail", "t", -0.001, (-0.003, 0.001), -0.009, (-0.019, 0.002),
+                    False, True, 0.0, True, True)
+    reasons = decide([primary, guard], [], 14, {"c": 5000, "t": 5000}, Policy(), "c").reasons
+    line = next(r for r in reasons if r.startswith("Buyers"))
+    assert line == "Buyers not significantly changed (-0.9%, 95% CI -1.9% to +0.2%)"
