@@ -82,6 +82,7 @@ def demo_config(spec: SimulationSpec) -> dict[str, Any]:
             variant["training_data"] = f"s3://models/{variant['model']}/{variant['version']}/train.parquet"
     exps["image-tagger"]["primary"] = ["feature_usage"]
     exps["image-tagger"]["secondary"] = ["spend_per_user_capped", "buyer_rate"]
+    exps[YOUNG].pop("end")  # still enrolling: `demo --live` keeps adding units
     exps["search-emb"].update(holdback=True, launched_at=(spec.start + dt.timedelta(days=15)).date())
     config["schedule"] = {"ingest_every_minutes": 1, "analyze_cron": "*/5 * * * *"}
     parse_config(config)  # the demo must always be valid

@@ -302,6 +302,7 @@ def config_for(spec: SimulationSpec) -> dict[str, Any]:
             "name": e.name or e.key,
             "status": e.status,
             "start": (_naive(spec.start) + timedelta(days=e.start_offset_days)).date(),
+            "end": (_naive(spec.start) + timedelta(days=e.start_offset_days + e.days - 1)).date(),
             "control": e.variants[0],
             "variants": {v: {"model": e.model, "version": ver} for v, ver in zip(e.variants, e.model_versions)},
             "allocation": {v: float(a) for v, a in zip(e.variants, e.configured)},
