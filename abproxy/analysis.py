@@ -31,6 +31,7 @@ from .stats import (
     proportion_effect,
     ratio_effect,
     sequential,
+    sequential_multiplier,
     srm_test,
 )
 from .verdict import Flag, Outcome, Policy, Verdict, decide
@@ -166,7 +167,10 @@ def overall_results(table: StatsTable, config: Config, exp: Experiment) -> list[
                 continue
             c, t = table.moments(arms[exp.control], col), table.moments(arms[variant], col)
             effect = _decision_effect(col.metric, c, t, exp)
-            pw = power_analysis(effect, c.n, t.n, exp.decision.alpha, exp.decision.power, exp.decision.target_mde)
+            policy = exp.decision
+            critical = (sequential_multiplier(c.n + t.n, policy.alpha, policy.sequential_tuning)
+                        if policy.sequential else None)
+            pw = power_analysis(effect, c.n, t.n, policy.alpha, policy.power, policy.target_mde, critical)
             details = {"control_var": _var(c), "variant_var": _var(t), "abs_se": effect.abs_se, "df": effect.df}
             out.append(MetricResult(col.key, roles[col.key], variant, exp.control, "", "", c.n, t.n, effect,
                                     effect.p_value, pw.mde_abs, pw.mde_rel, pw.extra_units_per_variant, details))

@@ -6,6 +6,7 @@ from abproxy.stats.effects import (
     proportion_effect,
     ratio_effect,
     sequential,
+    sequential_multiplier,
 )
 from abproxy.stats.heterogeneity import Heterogeneity, cochran_q
 from abproxy.stats.multiple import adjust_pvalues
@@ -18,5 +19,5 @@ __all__ = [
     "Effect", "Heterogeneity", "JointMoments", "Moments", "Power", "SRMResult", "Trend",
     "adjust_pvalues", "cochran_q", "cuped_effect", "days_needed", "effect_trend",
     "mean_effect", "power_analysis", "proportion_effect", "ratio_effect", "sequential",
-    "srm_test",
+    "sequential_multiplier", "srm_test",
 ]

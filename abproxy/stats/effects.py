@@ -212,6 +212,16 @@ def cuped_effect(control: JointMoments, variant: JointMoments, alpha: float = 0.
 
 # ---------------------------------------------------------------- sequential
 
+def _rho_sq(alpha: float, tuning: float) -> float:
+    return (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha))) / tuning
+
+
+def sequential_multiplier(n_total: int, alpha: float, tuning: float = 5000.0) -> float:
+    """The confidence sequence's half-width in SEs at N units (§7): it replaces z(1−α/2)."""
+    nr = n_total * _rho_sq(alpha, tuning)
+    return math.sqrt(2 * (nr + 1) * math.log(math.sqrt(nr + 1) / alpha) / nr)
+
+
 def sequential(effect: Effect, n_total: int, tuning: float = 5000.0) -> Effect:
     """Asymptotic confidence sequence (§7; Waudby-Smith et al. 2103.06476).
 
@@ -221,12 +231,12 @@ def sequential(effect: Effect, n_total: int, tuning: float = 5000.0) -> Effect:
     p = min(1, √(Nρ²+1)·exp(−Nρ²z²/(2(Nρ²+1)))). Normal, so df = inf.
     """
     method = effect.method + "+sequential"
-    a = effect.alpha
     if n_total < 1 or not tuning > 0:
         return replace(effect, abs_ci=NAN_CI, rel_ci=NAN_CI, p_value=NAN, df=INF,
                        method=method, warning=effect.warning or "too_few_units")
-    nr = n_total * (-2 * math.log(a) + math.log(1 - 2 * math.log(a))) / tuning
-    mult = math.sqrt(2 * (nr + 1) * math.log(math.sqrt(nr + 1) / a) / nr)
+    a = effect.alpha
+    nr = n_total * _rho_sq(a, tuning)
+    mult = sequential_multiplier(n_total, a, tuning)
     p = NAN
     if effect.abs_se > 0:
         z = effect.abs_effect / effect.abs_se

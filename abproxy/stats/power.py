@@ -21,15 +21,19 @@ class Power:
 
 
 def power_analysis(effect: Effect, n_control: int, n_variant: int, alpha: float = 0.05,
-                   power: float = 0.8, target_rel: float | None = None) -> Power:
+                   power: float = 0.8, target_rel: float | None = None,
+                   critical: float | None = None) -> Power:
     """MDE = (z(1−α/2) + z(power))·SE_now (§10; GrowthBook power-technical).
 
     mde_rel = MDE/|x̄C|. ``units_per_variant_now`` is the mean arm size; for a
     target relative lift δ, n_needed = n_now·(mde_rel/δ)² per arm (SE ∝ 1/√n,
-    allocation kept), extra = max(0, n_needed − n_now). Fixed-horizon MDE.
+    allocation kept), extra = max(0, n_needed − n_now). ``critical`` replaces
+    z(1−α/2), e.g. by the sequential multiplier at the current N (which grows
+    slowly with N, so n_needed is then a slight underestimate).
     """
     now = (n_control + n_variant) / 2
-    mde_abs = float((ndtri(1 - alpha / 2) + ndtri(power)) * effect.abs_se)
+    crit = ndtri(1 - alpha / 2) if critical is None else critical
+    mde_abs = float((crit + ndtri(power)) * effect.abs_se)
     mc = effect.control_mean
     mde_rel = mde_abs / abs(mc) if mc != 0 and math.isfinite(mc) else math.nan
     warning = None

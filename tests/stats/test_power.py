@@ -66,3 +66,23 @@ def test_days_needed():
     assert days_needed(None, 100.0) is None
     assert days_needed(100.0, 0.0) is None
     assert days_needed(math.nan, 10.0) is None
+
+
+def test_sequential_power_uses_the_confidence_sequence_width():
+    import math
+
+    from scipy.stats import norm
+
+    from abproxy.stats import mean_effect, sequential, sequential_multiplier
+    from abproxy.stats.sufficient import Moments
+
+    c, t = Moments(20_000, 20_000 * 10.0, 20_000 * 104.0), Moments(20_000, 20_000 * 10.2, 20_000 * 108.0)
+    fixed = mean_effect(c, t)
+    mult = sequential_multiplier(40_000, 0.05, 5000)
+    seq = sequential(fixed, 40_000, 5000)
+    assert math.isclose(seq.abs_ci[1] - seq.abs_effect, mult * fixed.abs_se, rel_tol=1e-12)
+    plain = power_analysis(fixed, 20_000, 20_000, 0.05, 0.8, 0.02)
+    wide = power_analysis(fixed, 20_000, 20_000, 0.05, 0.8, 0.02, critical=mult)
+    assert math.isclose(wide.mde_abs, (mult + norm.ppf(0.8)) * fixed.abs_se, rel_tol=1e-12)
+    assert mult > norm.ppf(0.975) and wide.mde_abs > plain.mde_abs
+    assert wide.units_per_variant_needed > plain.units_per_variant_needed
