@@ -147,29 +147,35 @@ def novelty_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
     alpha, decay = exp.decision.alpha, exp.drift.decay_fraction
     z = float(norm.ppf(1 - alpha / 2))
     out = []
+    for metric, variant, sign, x, days, y, se in _primary_daily(run, config, exp, z):
+        if len(x) < MIN_TREND_DAYS:
+            continue
+        tr = effect_trend(x, y, se ** 2)
+        if tr.warning:
+            continue
+        w = 1 / se ** 2
+        intercept = float(np.sum(w * y) / np.sum(w) - tr.slope * np.sum(w * x) / np.sum(w))
+        early, late = intercept + tr.slope * x[0], intercept + tr.slope * x[-1]
+        fading = (sign * tr.slope < 0 and tr.p_value < alpha and sign * early > 0
+                  and sign * late < (1 - decay) * sign * early)
+        trend = (f"trend {tr.slope * 100:+.2f} pt per day over {len(x)} daily cohorts "
+                 f"{days[0]}..{days[-1]}, p = {tr.p_value:.2g}")
+        detail = (f"{metric} ({variant}): the lift is fading: {_pct(early)} in the first days, {_pct(late)} "
+                  f"lately ({trend}); the long-run effect is likely smaller than the average — keep running "
+                  "or keep a holdback before relying on it" if fading else
+                  f"{metric} ({variant}): no fading effect ({_pct(early)} first, {_pct(late)} lately; {trend})")
+        out.append(Check("novelty", "warn" if fading else "ok", detail, metric=metric, variant=variant,
+                         value=tr.slope, threshold=decay))
+    return out
+
+
+def _primary_daily(run: "AnalysisRun", config: Config, exp: Experiment, z: float):
+    """(metric, variant, direction sign, day index, days, daily relative effect, its SE) for every
+    primary metric × treatment (see `_daily`)."""
     for metric in exp.primary:
         sign = 1 if config.metrics[metric].higher_is_better else -1
         for variant in exp.treatments:
-            x, days, y, se = _daily(run, metric, variant, z)
-            if len(x) < MIN_TREND_DAYS:
-                continue
-            tr = effect_trend(x, y, se ** 2)
-            if tr.warning:
-                continue
-            w = 1 / se ** 2
-            intercept = float(np.sum(w * y) / np.sum(w) - tr.slope * np.sum(w * x) / np.sum(w))
-            early, late = intercept + tr.slope * x[0], intercept + tr.slope * x[-1]
-            fading = (sign * tr.slope < 0 and tr.p_value < alpha and sign * early > 0
-                      and sign * late < (1 - decay) * sign * early)
-            trend = (f"trend {tr.slope * 100:+.2f} pt per day over {len(x)} daily cohorts "
-                     f"{days[0]}..{days[-1]}, p = {tr.p_value:.2g}")
-            detail = (f"{metric} ({variant}): the lift is fading: {_pct(early)} in the first days, {_pct(late)} "
-                      f"lately ({trend}); the long-run effect is likely smaller than the average — keep running "
-                      "or keep a holdback before relying on it" if fading else
-                      f"{metric} ({variant}): no fading effect ({_pct(early)} first, {_pct(late)} lately; {trend})")
-            out.append(Check("novelty", "warn" if fading else "ok", detail, metric=metric, variant=variant,
-                             value=tr.slope, threshold=decay))
-    return out
+            yield (metric, variant, sign, *_daily(run, metric, variant, z))
 
 
 def _launch(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime):
@@ -213,25 +219,22 @@ def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as
     alpha, decay, recent = exp.decision.alpha, exp.drift.decay_fraction, exp.drift.recent_days
     z = float(norm.ppf(1 - alpha / 2))
     out = []
-    for metric in exp.primary:
-        sign = 1 if config.metrics[metric].higher_is_better else -1
-        for variant in exp.treatments:
-            x, days, y, se = _daily(run, metric, variant, z)
-            then = effects.get((metric, variant))
-            if not len(x) or then is None or not math.isfinite(then):
-                continue
-            keep = x > x[-1] - recent
-            w = 1 / se[keep] ** 2
-            now, now_se = float(np.sum(w * y[keep]) / np.sum(w)), float(1 / math.sqrt(np.sum(w)))
-            decayed = (sign * then > 0 and sign * now < (1 - decay) * sign * then
-                       and sign * now + z * now_se < sign * then)
-            text = (f"{metric} ({variant}): units exposed {days[keep][0]}..{days[-1]} show {_pct(now)} (95% CI "
-                    f"{_pct(now - z * now_se)} to {_pct(now + z * now_se)}) against {_pct(then)} at launch "
-                    f"(run {run_id} as of {launch_as_of:%Y-%m-%d})")
-            out.append(Check("launch_decay", "warn" if decayed else "ok",
-                             text + (f"; the effect decayed by more than {decay:.0%} since launch — re-evaluate the "
-                                     "model (drift?) before removing the holdback" if decayed else ""),
-                             metric=metric, variant=variant, value=now, threshold=(1 - decay) * then))
+    for metric, variant, sign, x, days, y, se in _primary_daily(run, config, exp, z):
+        then = effects.get((metric, variant))
+        if not len(x) or then is None or not math.isfinite(then):
+            continue
+        keep = x > x[-1] - recent
+        w = 1 / se[keep] ** 2
+        now, now_se = float(np.sum(w * y[keep]) / np.sum(w)), float(1 / math.sqrt(np.sum(w)))
+        decayed = (sign * then > 0 and sign * now < (1 - decay) * sign * then
+                   and sign * now + z * now_se < sign * then)
+        text = (f"{metric} ({variant}): units exposed {days[keep][0]}..{days[-1]} show {_pct(now)} (95% CI "
+                f"{_pct(now - z * now_se)} to {_pct(now + z * now_se)}) against {_pct(then)} at launch "
+                f"(run {run_id} as of {launch_as_of:%Y-%m-%d})")
+        out.append(Check("launch_decay", "warn" if decayed else "ok",
+                         text + (f"; the effect decayed by more than {decay:.0%} since launch — re-evaluate the "
+                                 "model (drift?) before removing the holdback" if decayed else ""),
+                         metric=metric, variant=variant, value=now, threshold=(1 - decay) * then))
     launched = dt.datetime.combine(exp.launched_at, dt.time()) if exp.launched_at else launch_as_of
     return out + distribution_drift(con, config, key, as_of, launched)
 
