@@ -94,11 +94,17 @@ def worse(o: Outcome) -> bool:
     return o.significant and (o.abs_effect < 0) == o.higher_is_better and o.abs_effect != 0
 
 
-def guardrail_harmed(o: Outcome) -> bool:
-    """Significantly worse and the whole CI lies beyond the tolerated margin."""
+def _harm_ci(o: Outcome) -> tuple[float, float]:
+    """The CI bounds in the guardrail's margin units, signed so that positive means harm, sorted."""
     sign = -1 if o.higher_is_better else 1
     ci = o.rel_ci if o.margin_relative and math.isfinite(o.rel_effect) else o.abs_ci
-    return worse(o) and min(sign * ci[0], sign * ci[1]) > o.margin
+    lo, hi = sorted((sign * ci[0], sign * ci[1]))
+    return lo, hi
+
+
+def guardrail_harmed(o: Outcome) -> bool:
+    """Significantly worse and the whole CI lies beyond the tolerated margin."""
+    return worse(o) and _harm_ci(o)[0] > o.margin
 
 
 def _margin_text(o: Outcome) -> str:
@@ -116,27 +122,23 @@ def _guardrail_reason(o: Outcome, level: float) -> str:
     if better(o):
         return f"{text}: significantly better (guardrail, {_margin_text(o)} margin)"
     ci = "(" + text.removeprefix(o.label + " ").replace(" (", ", ", 1)
-    if _worst_bound(o) <= o.margin:
+    if _harm_ci(o)[1] <= o.margin:
         return f"{o.label} unchanged within its {_margin_text(o)} margin {ci}"
     if o.margin == 0:
         return f"{o.label} not significantly changed {ci}"
     return f"{o.label} not significantly changed {ci}; harm beyond its {_margin_text(o)} margin not yet ruled out"
 
 
-def _worst_bound(o: Outcome) -> float:
-    """The CI bound furthest in the harmful direction, as a positive number when harmful."""
-    sign = -1 if o.higher_is_better else 1
-    ci = o.rel_ci if o.margin_relative and math.isfinite(o.rel_effect) else o.abs_ci
-    return max(sign * ci[0], sign * ci[1])
+def _harmful(arm: list[Outcome]) -> bool:
+    """A primary metric significantly worse, or a guardrail harmed beyond its margin."""
+    return (any(worse(o) for o in arm if o.role == "primary")
+            or any(guardrail_harmed(o) for o in arm if o.role == "guardrail"))
 
 
 def _arm_status(arm: list[Outcome], harmed_segments: list[Flag], policy: Policy) -> str:
-    primary = [o for o in arm if o.role == "primary"]
-    guard = [o for o in arm if o.role == "guardrail"]
-    blocked = policy.segment_harm == "block" and harmed_segments
-    if any(worse(o) for o in primary) or any(guardrail_harmed(o) for o in guard) or blocked:
+    if _harmful(arm) or (policy.segment_harm == "block" and harmed_segments):
         return "ROLLBACK"
-    if any(better(o) for o in primary):
+    if any(better(o) for o in arm if o.role == "primary"):
         return "SHIP"
     return "NONE"
 
@@ -200,62 +202,46 @@ def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, unit
         lines += [f"{prefix}Segment harmed: {f.detail}" for f in harmed[v]]
         return lines
 
+    def close(decision: Decision, lines: list[str], ship: str | None = None) -> Verdict:
+        """Every verdict ends with the progress line and the warnings."""
+        return Verdict(decision, ship, tuple(lines + [progress.capitalize()] + _warnings(flags)), status)
+
+    def reasons_of(variants: list[str]) -> list[str]:
+        return [line for v in variants for line in arm_reasons(v)]
+
     primary_all = [o for o in outcomes if o.role == "primary"]
     shippable = [v for v in arms if status[v] == "SHIP"]
     if shippable and enough:
         best = max(shippable, key=lambda v: min((o.rel_effect if o.higher_is_better else -o.rel_effect)
                                                 for o in primary_all if o.variant == v))
-        reasons = [f"Ship {best}: the primary metric improved and no guardrail was harmed"]
-        reasons += arm_reasons(best)
-        reasons += [f"Not shipped: {v} ({_NOT_SHIPPED[status[v]]})" for v in arms if v != best]
-        reasons.append(progress.capitalize())
-        reasons += _warnings(flags)
-        return Verdict("SHIP", best, tuple(reasons), status)
+        return close("SHIP", [f"Ship {best}: the primary metric improved and no guardrail was harmed"]
+                     + arm_reasons(best)
+                     + [f"Not shipped: {v} ({_NOT_SHIPPED[status[v]]})" for v in arms if v != best], best)
 
-    if any(s == "ROLLBACK" for s in status.values()):
-        bad = [v for v in arms if status[v] == "ROLLBACK"]
-        cause = ("a primary metric or guardrail got significantly worse" if any(_arm_harm(outcomes, v) for v in bad)
+    bad = [v for v in arms if status[v] == "ROLLBACK"]
+    if bad:
+        cause = ("a primary metric or guardrail got significantly worse"
+                 if any(_harmful([o for o in outcomes if o.variant == v]) for v in bad)
                  else "a segment is significantly harmed (policy: block)")
-        reasons = [f"Roll back {', '.join(bad)}: {cause}"]
-        for v in bad:
-            reasons += arm_reasons(v)
-        reasons.append(progress.capitalize())
-        reasons += _warnings(flags)
-        return Verdict("ROLLBACK", None, tuple(reasons), status)
+        return close("ROLLBACK", [f"Roll back {', '.join(bad)}: {cause}"] + reasons_of(bad))
 
     if shippable:  # significant, but minimum duration or sample not reached
-        reasons = ["Promising but too early to ship: " + _more_needed(primary_all, days_running, units, policy)]
-        for v in shippable:
-            reasons += arm_reasons(v)
-        reasons.append(progress.capitalize())
-        reasons += _warnings(flags)
-        return Verdict("KEEP_RUNNING", None, tuple(reasons), status)
+        more = _more_needed(primary_all, days_running, units, policy)
+        return close("KEEP_RUNNING", ["Promising but too early to ship: " + more] + reasons_of(shippable))
 
     if _planned_reached(primary_all, days_running, units, policy):
         ruled = [f"{o.label}{' (' + o.variant + ')' if multi else ''}: effects outside {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])} ruled out"
                  for o in primary_all]
-        reasons = ["No detectable effect on the primary metric with the planned sample"] + ruled
-        for v in arms:
-            reasons += [r for r in arm_reasons(v) if "unchanged" in r or "margin" in r]
-        reasons.append(progress.capitalize())
-        reasons += _warnings(flags)
-        return Verdict("NO_DETECTABLE_EFFECT", None, tuple(reasons), status)
+        guardrails = [r for r in reasons_of(arms) if "unchanged" in r or "margin" in r]
+        return close("NO_DETECTABLE_EFFECT",
+                     ["No detectable effect on the primary metric with the planned sample"] + ruled + guardrails)
 
-    reasons = ["Keep running: " + _more_needed(primary_all, days_running, units, policy)]
-    for v in arms:
-        reasons += arm_reasons(v)
-    reasons.append(progress.capitalize())
-    reasons += _warnings(flags)
-    return Verdict("KEEP_RUNNING", None, tuple(reasons), status)
+    return close("KEEP_RUNNING", ["Keep running: " + _more_needed(primary_all, days_running, units, policy)]
+                 + reasons_of(arms))
 
 
 _NOT_SHIPPED = {"SHIP": "also significantly better, but by less", "ROLLBACK": "harmful: roll it back",
                 "NONE": "no significant improvement"}
-
-
-def _arm_harm(outcomes: list[Outcome], v: str) -> bool:
-    arm = [o for o in outcomes if o.variant == v]
-    return any(worse(o) for o in arm if o.role == "primary") or any(guardrail_harmed(o) for o in arm if o.role == "guardrail")
 
 
 def _warnings(flags: list[Flag]) -> list[str]:
