@@ -39,10 +39,8 @@ def watermark(con: duckdb.DuckDBPyConnection, experiment: str, as_of: dt.datetim
         [experiment, as_of]).fetchone()
     ev_rows, ev_max = con.execute("SELECT count(*), max(occurred_at) FROM events WHERE occurred_at <= ?",
                                   [as_of]).fetchone()
-    files = [r[0] for r in con.execute(
-        "SELECT sha256 FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()]
-    paths = [r[0] for r in con.execute(
-        "SELECT path FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()]
+    loaded = con.execute("SELECT path, sha256 FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()
+    paths, files = [r[0] for r in loaded], [r[1] for r in loaded]
     return {"exposure_rows": exp_rows, "max_exposed_at": _iso(exp_max), "event_rows": ev_rows,
             "max_occurred_at": _iso(ev_max), "files": paths, "file_hashes": files}
 

@@ -245,6 +245,18 @@ class _Signals:
 
 # --------------------------------------------------------------------------- abproxy schedule
 
+def _new_service(ws: Workspace, scheduler_class: type[BaseScheduler]) -> "Service | None":
+    """The service with its jobs (None, after a one-line error, if the schedule is invalid); job runs
+    left 'running' by a killed process are marked interrupted first."""
+    try:
+        service = Service(ws, scheduler_class)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    _mark_interrupted(ws)
+    return service
+
+
 def schedule(ws: Workspace) -> int:
     """Run the scheduled service in the foreground until SIGTERM/SIGINT; 0 on a clean stop,
     1 if the workspace is locked by another process (or the schedule is invalid)."""
@@ -253,12 +265,9 @@ def schedule(ws: Workspace) -> int:
         return 1
     stopper: list[threading.Thread] = []
     try:
-        try:
-            service = Service(ws, BlockingScheduler)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        service = _new_service(ws, BlockingScheduler)
+        if service is None:
             return 1
-        _mark_interrupted(ws)
 
         def request_stop() -> None:   # from the signal handler: do the waiting in a thread
             thread = threading.Thread(target=service.shutdown, name="abproxy-stop", daemon=True)
@@ -332,12 +341,9 @@ def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path |
     proc: subprocess.Popen | None = None
     service: Service | None = None
     try:
-        try:
-            service = Service(ws, BackgroundScheduler)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        service = _new_service(ws, BackgroundScheduler)
+        if service is None:
             return 1
-        _mark_interrupted(ws)
         with _Signals(stop.set):
             service.start()
             log.info("abproxy scheduler (pid %d) on %s: %s", os.getpid(), ws.root, service.describe())
