@@ -144,10 +144,6 @@ class Metric(Strict):
         return self
 
     @property
-    def label(self) -> str:
-        return self.name or ""
-
-    @property
     def cuped_days(self) -> float | None:
         if self.cuped is True:
             return Cuped().pre_window_days

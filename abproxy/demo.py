@@ -31,10 +31,6 @@ UNITS = 40_000
 YOUNG = "feed-v5"
 
 
-def _today() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-
-
 def demo_spec(now: dt.datetime | None = None, units: int = UNITS) -> SimulationSpec:
     """Experiments started 30 days ago ran 14 days (windows complete); the young one started 3 days ago."""
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from .config import IDENTIFIER, Config, EventSource, Experiment, Metric
 
-PRE = "pre"
 FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
 
 

@@ -29,7 +29,6 @@ VERDICTS: dict[str, tuple[str, str, str]] = {
 HEALTH: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "warn": ("orange", "⚠"), "fail": ("red", "✖")}
 JOB_STATUS: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "running": ("blue", "↻"), "failed": ("red", "✖"),
                                           "interrupted": ("orange", "⚠")}
-SIGNIFICANCE = {"better": "▲ better", "worse": "▼ worse", "none": "○ not significant"}
 
 _MD_ALWAYS = re.compile(r"([\\`*\[\]<>|$~])")          # code, emphasis, links/directives, HTML, tables, LaTeX
 _MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # emphasis can only start/end at a word edge
