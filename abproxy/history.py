@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import duckdb
 
+from . import format as fmt
 from .ledger import loads
 from .warehouse import open_snapshot
 
@@ -256,7 +257,7 @@ def _metrics_diff(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> list[di
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.{digits}f}%"
+    return fmt.pct(x, digits)
 
 
 def _ci_text(ci: list[float | None] | None) -> str:
@@ -331,7 +332,7 @@ def _summary(a, b, data, definitions_changed, code, metrics, verdict) -> list[st
 
 
 def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
+    return fmt.pvalue(p)
 
 
 def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import format as fmt
 from .analysis import AnalysisRun
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,7 @@ def runs_json(runs: list[AnalysisRun]) -> list[dict[str, Any]]:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.2f}%"
+    return fmt.pct(x)
 
 
 def print_ingest(summary: "IngestSummary") -> None:
@@ -62,7 +63,7 @@ def print_runs(runs: list[AnalysisRun]) -> None:
         for r in (r for r in run.results if r.segment == ""):
             e = r.effect
             print(f"  {r.metric:<24} {r.role:<10} {r.variant:<12} {_pct(e.rel_effect):>9} "
-                  f"{_pct(e.rel_ci[0]) + ' to ' + _pct(e.rel_ci[1]):>21} {r.p_value_adjusted:>8.3g}  "
+                  f"{_pct(e.rel_ci[0]) + ' to ' + _pct(e.rel_ci[1]):>21} {fmt.pvalue(r.p_value_adjusted):>8}  "
                   f"{'yes' if r.significant else 'no'}")
         problems = [c for c in run.health if c.status != "ok"]
         for c in problems:

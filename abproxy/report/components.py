@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from abproxy import format as fmt
+
 # decision → (badge colour, symbol, plain words); the symbol differs in shape, not only colour
 VERDICTS: dict[str, tuple[str, str, str]] = {
     "SHIP": ("green", "✔", "ship the variant"),
@@ -59,63 +61,26 @@ def md(value: Any) -> str:
     return text
 
 
-def finite(x: Any) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
+# Numbers read the same everywhere: the formatting module decides (report, export and CLI).
+finite = fmt.finite
+pct = fmt.pct
+pvalue = fmt.pvalue
+count = fmt.count
+when = fmt.when
+size = fmt.size
 
 
-def pct(x: Any, digits: int = 1, signed: bool = True) -> str:
-    if not finite(x):
-        return "n/a"
-    return f"{float(x) * 100:+.{digits}f}%" if signed else f"{float(x) * 100:.{digits}f}%"
+def ci(lo: Any, hi: Any, unit: str = "rel") -> str:
+    return fmt.interval(lo, hi, unit)
 
 
-def ci(lo: Any, hi: Any, digits: int = 1) -> str:
-    return f"{pct(lo, digits)} to {pct(hi, digits)}"
-
-
-def lift(rel: Any, lo: Any, hi: Any, level: float = 0.95) -> str:
+def lift(rel: Any, lo: Any, hi: Any, level: float = 0.95, unit: str = "rel") -> str:
     """'+4.6% (95% CI -1.9% to +11.1%)'."""
-    if not finite(rel):
-        return "n/a"
-    return f"{pct(rel)} ({level:.0%} CI {ci(lo, hi)})"
+    return fmt.effect(rel, lo, hi, level, unit)
 
 
 def num(x: Any, digits: int = 4) -> str:
-    if not finite(x):
-        return "n/a"
-    x = float(x)
-    if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:,.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
-
-
-def pvalue(p: Any) -> str:
-    if not finite(p):
-        return "n/a"
-    p = float(p)
-    return "< 0.0001" if p < 1e-4 else f"{p:.3g}"
-
-
-def count(n: Any) -> str:
-    return f"{int(n):,}" if finite(n) else "n/a"
-
-
-def when(value: Any) -> str:
-    """A timestamp as 'YYYY-MM-DD HH:MM UTC' (naive timestamps are UTC in abproxy)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return "n/a"
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if pd.isna(ts):
-        return "n/a"
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.strftime("%Y-%m-%d %H:%M UTC")
+    return fmt.number(x, significant=digits)
 
 
 def ago(value: Any, now: dt.datetime | None = None) -> str:
@@ -252,7 +217,7 @@ def freshness_caption(fresh: dict[str, Any]) -> str:
 
 def value_text(x: Any, metric_type: str | None) -> str:
     """A per-arm metric value: proportions as a percentage, other metrics as a number."""
-    return pct(x, 2, signed=False) if metric_type == "proportion" else num(x)
+    return fmt.value(x, metric_type)
 
 
 def guardrail_margins(view) -> dict[str, dict[str, Any]]:
