@@ -261,6 +261,23 @@ class Notifications(Strict):
     timeout_seconds: PositiveFloat = 5
 
 
+class Inbox(Strict):
+    """Where files are dropped. `inbox: inbox` is short for `inbox: {path: inbox}`."""
+
+    path: str = "inbox"
+    follow_symlinks: bool = False
+
+
+NULL_MARKERS = ("null", "none", "nan", "n/a", "\\n", "nil", "undefined")
+
+
+class IngestSettings(Strict):
+    """Limits and conventions of loading inbox files."""
+
+    max_columns: PositiveInt = 200
+    null_markers: list[str] = Field(default_factory=lambda: list(NULL_MARKERS))
+
+
 class HealthSettings(Strict):
     volume_change: float = Field(default=0.5, gt=0)
     volume_trailing_days: PositiveInt = 14
@@ -272,7 +289,8 @@ class HealthSettings(Strict):
 
 class Config(Strict):
     warehouse: str = "data/warehouse.duckdb"
-    inbox: str = "inbox"
+    inbox: Inbox = Field(default_factory=Inbox)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     snapshot: str = "data/report.duckdb"
     schedule: Schedule = Field(default_factory=Schedule)
     duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
@@ -280,6 +298,11 @@ class Config(Strict):
     experiments: dict[Key, Experiment] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
     health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @field_validator("inbox", mode="before")
+    @classmethod
+    def _inbox_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
 
 def definition_hash(config: Config, experiment: str) -> str:

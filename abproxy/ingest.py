@@ -35,10 +35,13 @@ Exactly once
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
 import logging
+import os
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,7 +51,7 @@ from typing import IO
 
 import duckdb
 
-from .config import IDENTIFIER
+from .config import IDENTIFIER, NULL_MARKERS
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +116,32 @@ class _Loaded:
     rows_rejected: int
     rows_duplicate: int
     message: str | None
+    digest: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # entry point
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a file may be: symlinks followed (`inbox.follow_symlinks`), at most `max_columns`
+    property columns per file and per table (`ingest.max_columns`), which cell texts mean
+    "missing" (`ingest.null_markers`, compared case-insensitively after trimming)."""
+
+    follow_symlinks: bool = False
+    max_columns: int = 200
+    null_markers: tuple[str, ...] = NULL_MARKERS
+
+    @classmethod
+    def from_config(cls, config) -> "Limits":
+        return cls(config.inbox.follow_symlinks, config.ingest.max_columns,
+                   tuple(m.strip().lower() for m in config.ingest.null_markers))
+
+
 def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = False,
-           now: datetime | None = None, max_future: timedelta = timedelta(minutes=10)) -> IngestSummary:
+           now: datetime | None = None, max_future: timedelta = timedelta(minutes=10),
+           limits: Limits = Limits()) -> IngestSummary:
     """Load every new inbox file into the warehouse, each file in its own transaction.
 
     `now` (default: the wall clock, per file) is both the `loaded_at` stamp and the reference for
@@ -134,7 +155,7 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
             "or fix 'inbox' in abproxy.yaml")})
         return summary
     con.execute("SET TimeZone = 'UTC'")
-    files = _discover(inbox, summary)
+    files = _discover(inbox, summary, limits.follow_symlinks)
     ledger = _Ledger(con)
     bar = _Progress(progress, files)
     duckdb_bar = None
@@ -145,7 +166,7 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
         for path, rel, kind in files:
             bar.start(rel)
             started = time.perf_counter()
-            outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future)
+            outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future, limits)
             log.info("%s: %s (%.2fs)", rel, outcome, time.perf_counter() - started)
             bar.finish(rel, outcome)
     finally:
@@ -155,22 +176,47 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
     return summary
 
 
-def _discover(inbox: Path, summary: IngestSummary) -> list[tuple[Path, str, str]]:
-    found = []
+def _discover(inbox: Path, summary: IngestSummary, follow: bool) -> list[tuple[Path, str, str]]:
+    found: list[tuple[Path, str, str]] = []
     for kind in KINDS:
         root = inbox / kind
-        if not root.is_dir():
-            continue
-        for path in root.rglob("*"):
-            rel_parts = path.relative_to(inbox).parts
-            if any(_ignored(part) for part in rel_parts) or not path.is_file():
-                continue
-            found.append((path, path.relative_to(inbox).as_posix(), kind))
+        if root.is_symlink() and not follow:
+            summary._fail(kind, _link_message(kind))
+        elif root.is_dir():
+            _walk(root, inbox, kind, follow, summary, found, {os.path.realpath(root)})
     for path in inbox.iterdir():  # data dropped next to exposures/ and events/ by mistake
         if path.is_file() and not _ignored(path.name) and _format(path.name):
             summary._fail(path.name, f"{path.name}: not loaded because it is not inside exposures/ "
                                      "or events/; move it into the folder of its kind")
     return sorted(found, key=lambda item: item[1])
+
+
+def _walk(folder: Path, inbox: Path, kind: str, follow: bool, summary: IngestSummary,
+          found: list, seen: set[str]) -> None:
+    """Regular files under `folder`; symbolic links are refused unless `follow`, and anything that
+    is neither a file nor a folder (FIFO, socket, device) is refused: inbox files are data only."""
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if _ignored(entry.name):
+            continue
+        path = Path(entry.path)
+        rel = path.relative_to(inbox).as_posix()
+        if entry.is_symlink() and not follow:
+            summary._fail(rel, _link_message(rel))
+        elif entry.is_dir():
+            real = os.path.realpath(path)
+            if real not in seen:  # a link loop is walked once
+                _walk(path, inbox, kind, follow, summary, found, seen | {real})
+        elif entry.is_file():
+            found.append((path, rel, kind))
+        else:
+            summary._fail(rel, f"{rel}: not a regular file (a FIFO, socket, device or dangling link); "
+                               "abproxy only reads regular files from the inbox, remove it")
+
+
+def _link_message(rel: str) -> str:
+    return (f"{rel}: a symbolic link; not loaded, because abproxy does not follow links in the inbox "
+            "(they could point anywhere on the machine). Copy or move the data into the inbox, or set "
+            "'inbox: {follow_symlinks: true}' in abproxy.yaml if links are how your files arrive")
 
 
 def _ignored(name: str) -> bool:
@@ -197,17 +243,20 @@ class _Ledger:
         self.accepted: dict[str, dict] = {}          # path → its loaded/duplicate row
         self.problems: dict[tuple[str, str], dict] = {}  # (path, sha) → its failed/changed row
         self.by_sha: dict[str, dict] = {}            # sha → the loaded row with that content
-        rows = con.execute("SELECT file_id, path, kind, sha256, status, rows_loaded, loaded_at, message "
-                           "FROM files ORDER BY file_id").fetchall()
+        self.by_digest: dict[tuple[str, str], dict] = {}  # (kind, digest of its rows) → loaded row
+        rows = con.execute("SELECT file_id, path, kind, sha256, status, rows_loaded, loaded_at, message, "
+                           "content_digest FROM files ORDER BY file_id").fetchall()
         for values in rows:
             self._remember(dict(zip(("file_id", "path", "kind", "sha256", "status", "rows_loaded",
-                                     "loaded_at", "message"), values)))
+                                     "loaded_at", "message", "digest"), values)))
 
     def _remember(self, row: dict) -> None:
         if row["status"] in ("loaded", "duplicate"):
             self.accepted[row["path"]] = row
             if row["status"] == "loaded":
                 self.by_sha.setdefault(row["sha256"], row)
+                if row.get("digest"):
+                    self.by_digest.setdefault((row["kind"], row["digest"]), row)
         else:
             self.problems[(row["path"], row["sha256"])] = row
 
@@ -222,23 +271,72 @@ class _Ledger:
 
     def insert(self, *, path: str, kind: str, size: int, sha: str, status: str, loaded_at: datetime,
                message: str | None = None, rows: tuple[int, int, int] = (0, 0, 0),
-               file_id: int | None = None) -> dict:
+               file_id: int | None = None, digest: str | None = None) -> dict:
         """Insert a ledger row in the current transaction; `_remember` it once committed."""
         file_id = file_id if file_id is not None else self.next_id()
         self.con.execute(
             "INSERT INTO files (file_id, path, kind, size, sha256, status, rows_loaded, rows_rejected, "
-            "rows_duplicate, loaded_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [file_id, path, kind, size, sha, status, *rows, loaded_at, message])
+            "rows_duplicate, loaded_at, message, content_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [file_id, path, kind, size, sha, status, *rows, loaded_at, message, digest])
         return {"file_id": file_id, "path": path, "kind": kind, "sha256": sha, "status": status,
-                "rows_loaded": rows[0], "loaded_at": loaded_at, "message": message}
+                "rows_loaded": rows[0], "loaded_at": loaded_at, "message": message, "digest": digest}
+
+
+class _Opened:
+    """An inbox file opened once (never through a link unless allowed, never a FIFO or device).
+    DuckDB reads it through `source`, the process's own handle on it: a literal path that no
+    reader can take for a glob pattern, and that cannot be swapped for another file meanwhile."""
+
+    def __init__(self, path: Path, rel: str, follow: bool):
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and not follow:
+                raise BadFile(_link_message(rel)) from None
+            raise
+        self.handle = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            self.handle.close()
+            raise BadFile(f"{rel}: not a regular file (a FIFO, socket or device); abproxy only reads "
+                          "regular files from the inbox, remove it")
+        base = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        self.source = Path(f"{base}/{fd}")
+
+    def stat(self) -> os.stat_result:
+        return os.fstat(self.handle.fileno())
+
+    def sha256(self) -> str:
+        self.handle.seek(0)
+        return hashlib.file_digest(self.handle, "sha256").hexdigest()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: str, kind: str,
-                 now: datetime | None, max_future: timedelta) -> str:
+                 now: datetime | None, max_future: timedelta, limits: Limits) -> str:
     try:
-        before = path.stat()
+        opened = _Opened(path, rel, limits.follow_symlinks)
+    except BadFile as exc:
+        summary._fail(rel, str(exc))
+        return "refused"
+    except OSError as exc:
+        summary._fail(rel, f"{rel}: cannot read the file ({exc.strerror or exc}); nothing was stored, "
+                           "it is retried on the next run")
+        return "unreadable"
+    try:
+        return _ingest_opened(con, ledger, summary, opened, path, rel, kind, now, max_future, limits)
+    finally:
+        opened.close()
+
+
+def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened, path: Path, rel: str,
+                   kind: str, now: datetime | None, max_future: timedelta, limits: Limits) -> str:
+    try:
+        before = opened.stat()
         size = before.st_size
-        sha = _sha256(path)
+        sha = opened.sha256()
     except OSError as exc:
         summary._fail(rel, f"{rel}: cannot read the file ({exc.strerror or exc}); nothing was stored, "
                            "it is retried on the next run")
@@ -281,24 +379,35 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
     file_id = ledger.next_id()
     con.execute("BEGIN TRANSACTION")
     try:
-        result = _load(con, path, rel, kind, file_id, stamp, stamp + max_future)
-        if _changed_since(path, before):
+        result = _load(con, path, opened.source, rel, kind, file_id, stamp, stamp + max_future, limits)
+        if _changed_since(opened, before):
             _rollback(con)
             summary._fail(rel, f"{rel}: the file changed while it was being read (is it still being "
                                "written?); nothing was stored, it is retried on the next run. Write files "
                                "elsewhere and move them into the inbox when complete.")
             return "changed while reading"
+        twin = ledger.by_digest.get((kind, result.digest)) if result.digest else None
+        if twin is not None:  # the same rows re-delivered in another format or order
+            _rollback(con)
+            message = (f"same rows as {twin['path']} (file {twin['file_id']}, loaded "
+                       f"{twin['loaded_at']:%Y-%m-%d %H:%M:%S} UTC) in another format or order: a duplicate "
+                       "delivery, not loaded again; remove it from the inbox")
+            ledger.record(path=rel, kind=kind, size=size, sha=sha, status="duplicate", loaded_at=stamp,
+                          message=message)
+            log.warning("%s: %s", rel, message)
+            summary.files_skipped += 1
+            return f"duplicate delivery of {twin['path']}"
         row = ledger.insert(path=rel, kind=kind, size=size, sha=sha, status="loaded", loaded_at=stamp,
-                            message=result.message, file_id=file_id,
+                            message=result.message, file_id=file_id, digest=result.digest,
                             rows=(result.rows_loaded, result.rows_rejected, result.rows_duplicate))
         con.execute("COMMIT")
     except (BadFile, duckdb.Error) as exc:
         _rollback(con)
-        if not _is_file_problem(exc, path):
-            summary._fail(rel, f"{rel}: could not be loaded this time ({_short(exc)}); nothing was "
-                               "stored, it is retried on the next run")
+        if not _is_file_problem(exc, opened.source):
+            summary._fail(rel, f"{rel}: could not be loaded this time ({_short(exc, opened.source)}); "
+                               "nothing was stored, it is retried on the next run")
             return "error (will retry)"
-        message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc, path)}"
+        message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc, path, opened.source)}"
         ledger.record(path=rel, kind=kind, size=size, sha=sha, status="failed", loaded_at=stamp,
                       message=message)
         summary._fail(rel, message)
@@ -315,9 +424,9 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
             f"duplicate {result.rows_duplicate}")
 
 
-def _changed_since(path: Path, before) -> bool:
+def _changed_since(opened: _Opened, before) -> bool:
     try:
-        after = path.stat()
+        after = opened.stat()
     except OSError:
         return True
     return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
@@ -330,7 +439,7 @@ def _rollback(con) -> None:
         pass
 
 
-def _is_file_problem(exc: BaseException, path: Path) -> bool:
+def _is_file_problem(exc: BaseException, source: Path) -> bool:
     """A bad file is recorded as failed; anything else (memory, disk, interruption) is retried."""
     if isinstance(exc, BadFile):
         return True
@@ -340,21 +449,23 @@ def _is_file_problem(exc: BaseException, path: Path) -> bool:
         return False
     if isinstance(exc, duckdb.IOException):
         text = str(exc)
-        return path.name in text and "space left" not in text.lower()
+        return str(source) in text and "space left" not in text.lower()
     return True
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, source: Path | None = None) -> str:
     """DuckDB's message without its fix-it hints and the echo of our SQL."""
     text = str(exc).strip()
+    if source is not None:
+        text = text.replace(str(source), "the file")
     for marker in ("\nPossible fixes", "\nPossible Solution", "\nLINE "):
         text = text.split(marker, 1)[0]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines)[:500]
 
 
-def _describe(exc: BaseException, path: Path) -> str:
-    text = _short(exc)
+def _describe(exc: BaseException, path: Path, source: Path) -> str:
+    text = _short(exc, source)
     fmt, gz = _format(path.name) or ("", False)
     if gz and "gzip" in text.lower():
         return f"not a readable gzip file (truncated or not compressed?): {text}"
@@ -363,11 +474,6 @@ def _describe(exc: BaseException, path: Path) -> str:
             "jsonl": "not valid JSON Lines (one JSON object per line)",
             "json": "not valid JSON (objects, one per line or in an array)"}.get(fmt, "cannot be read")
     return f"{what}: {text}"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -392,28 +498,34 @@ def _ts_lit(moment: datetime) -> str:
     return f"TIMESTAMP '{moment.isoformat(sep=' ')}'"
 
 
-def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetime,
-          future_limit: datetime) -> _Loaded:
+def _load(con, path: Path, data: Path, rel: str, kind: str, file_id: int, loaded_at: datetime,
+          future_limit: datetime, limits: Limits = Limits()) -> _Loaded:
+    """Load the file named `path`, read through the literal path `data`."""
     fmt = _format(path.name)
     if fmt is None:
         raise BadFile(f"{rel}: unsupported file type; abproxy reads .csv, .parquet, .jsonl, .ndjson and "
                       ".json files (text formats optionally .gz-compressed); convert it or remove it")
     fmt, gz = fmt
-    if path.stat().st_size == 0:
+    if data.stat().st_size == 0:
         raise BadFile(f"{rel}: empty file (0 bytes), nothing to load; replace it with the complete "
                       "export or remove it")
-    columns = _source_columns(con, path, rel, fmt, gz)
+    columns = _source_columns(con, data, rel, fmt, gz)
+    extras = [(name, ctype) for name, ctype in columns
+              if name.lower() not in REQUIRED[kind] + OPTIONAL[kind]]
+    if len(extras) > limits.max_columns:  # before anything reads the rows: a wide file is cheap to refuse
+        raise BadFile(f"{rel}: {len(extras)} property columns, more than ingest.max_columns "
+                      f"({limits.max_columns}); drop the columns no metric or segment uses, or raise "
+                      "ingest.max_columns in abproxy.yaml")
     cols = _check_columns(rel, kind, fmt, columns)
-    source = _source_sql(path, fmt, columns)
-    checked = _checked_sql(kind, source, cols, future_limit)
+    source = _source_sql(data, fmt, gz, columns)
+    checked = _checked_sql(kind, source, cols, future_limit, limits.null_markers)
 
     # Extra columns: add new ones to the table, cast into existing ones.
     table_columns = {name.lower(): (name, ctype) for name, ctype in con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
         "AND schema_name = 'main' "
         "AND table_name = ?", [kind]).fetchall()}
-    extras = [(name, ctype) for name, ctype in columns
-              if name.lower() not in REQUIRED[kind] + OPTIONAL[kind]]
+    _check_table_width(rel, kind, extras, table_columns, limits.max_columns)
     new_types = _infer_new_types(con, source, extras, table_columns, text=fmt != "parquet")
     targets, notes, casts = [], [], []  # targets: (table column, expression on alias c)
     for name, ctype in extras:
@@ -427,7 +539,8 @@ def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetim
             targets.append((target_name, f"c.{_q(name)}"))
         else:
             targets.append((target_name, f"TRY_CAST(c.{_q(name)} AS {target_type})"))
-            casts.append((name, ctype, target_type))
+            if name.lower() in table_columns:  # a new column's type fits its values by construction
+                casts.append((name, ctype, target_type))
     notes += _cast_losses(con, source, casts)
 
     base = [(c, f"c.__abp_{c}") for c in REQUIRED[kind]]
@@ -447,14 +560,43 @@ def _load(con, path: Path, rel: str, kind: str, file_id: int, loaded_at: datetim
     # Rejected rows, with their row number and the row as JSON. A Parquet file knows its row
     # count, so the scan is skipped when every row was good.
     rejected = 0
-    if fmt != "parquet" or _parquet_rows(con, path) > inserted:
+    if fmt != "parquet" or _parquet_rows(con, data) > inserted:
         raw = "json_object(" + ", ".join(f"{_lit(name)}, {_q(name)}" for name, _ in columns) + ")"
         rejected = con.execute(
             f"INSERT INTO rejected_rows (file_id, path, row_number, reason, raw) "
             f"SELECT {file_id}, {_lit(rel)}, __abp_row, __abp_reason, CAST({raw} AS VARCHAR) "
             f"FROM ({checked}) WHERE __abp_reason IS NOT NULL").fetchone()[0]
     loaded = inserted - duplicates
-    return _Loaded(int(loaded), int(rejected), int(duplicates), "; ".join(notes) or None)
+    digest = _content_digest(con, kind, file_id, [target for target, _ in targets]) if loaded else None
+    return _Loaded(int(loaded), int(rejected), int(duplicates), _join_notes(notes), digest)
+
+
+def _join_notes(notes: list[str], keep: int = 8) -> str | None:
+    """The ledger message: the first notes, then how many more (a wide file stays one line)."""
+    shown = notes[:keep] + ([f"and {len(notes) - keep} more"] if len(notes) > keep else [])
+    return "; ".join(shown) or None
+
+
+def _check_table_width(rel: str, kind: str, extras: list[tuple[str, str]],
+                       table_columns: dict[str, tuple[str, str]], limit: int) -> None:
+    """Columns are added to the table for good: the table's property columns stay within the cap."""
+    core = set(REQUIRED[kind] + OPTIONAL[kind] + SYSTEM_COLUMNS)
+    present = [name for name in table_columns if name not in core]
+    new = [name for name, _ in extras if name.lower() not in table_columns]
+    if new and len(present) + len(new) > limit:
+        raise BadFile(f"{rel}: would add {len(new)} new property column(s) to {kind}, which already has "
+                      f"{len(present)} (ingest.max_columns is {limit}); drop the columns no metric or "
+                      "segment uses, or raise ingest.max_columns in abproxy.yaml")
+
+
+def _content_digest(con, kind: str, file_id: int, properties: list[str]) -> str:
+    """A digest of the file's loaded rows that ignores their order and the file's format: row count,
+    sum and xor of the row hashes (core columns plus property columns by name)."""
+    names = list(REQUIRED[kind] + OPTIONAL[kind]) + sorted(set(properties), key=str.lower)
+    row = f"hash({', '.join(_q(name) for name in names)})"
+    count, total, xor = con.execute(f"SELECT count(*), sum({row}::HUGEINT), bit_xor({row}) FROM {kind} "
+                                    f"WHERE file_id = {int(file_id)}").fetchone()
+    return f"{count}:{total}:{xor}"
 
 
 def _drop_duplicate_event_ids(con, file_id: int) -> int:
@@ -500,7 +642,7 @@ def _source_columns(con, path: Path, rel: str, fmt: str, gz: bool) -> list[tuple
         return [(row[0], row[1]) for row in rows]
     json_format = "newline_delimited" if fmt == "jsonl" else "auto"
     rows = con.execute(f"DESCRIBE SELECT * FROM read_json({_lit(str(path))}, format='{json_format}', "
-                       "records=true, sample_size=-1)").fetchall()
+                       f"records=true, sample_size=-1, {_compression(gz)})").fetchall()
     return [(row[0], "VARCHAR") for row in rows]
 
 
@@ -555,7 +697,11 @@ def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]]
     return {c: lowered[c] for c in known if c in lowered}
 
 
-def _source_sql(path: Path, fmt: str, columns: list[tuple[str, str]]) -> str:
+def _compression(gz: bool) -> str:
+    return "compression='gzip'" if gz else "compression='none'"
+
+
+def _source_sql(path: Path, fmt: str, gz: bool, columns: list[tuple[str, str]]) -> str:
     """SELECT of the file's columns plus `__abp_row`, its 1-based row number in the file."""
     listed = ", ".join(_q(name) for name, _ in columns)
     lit = _lit(str(path))
@@ -567,10 +713,11 @@ def _source_sql(path: Path, fmt: str, columns: list[tuple[str, str]]) -> str:
     spec = "{" + ", ".join(f"{_lit(name)}: 'VARCHAR'" for name, _ in columns) + "}"
     if fmt == "csv":
         reader = (f"read_csv({lit}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-                  f"comment='', skip=0, strict_mode=true, null_padding=false, columns={spec})")
+                  f"comment='', skip=0, strict_mode=true, null_padding=false, columns={spec}, "
+                  f"{_compression(gz)})")
     else:
         json_format = "newline_delimited" if fmt == "jsonl" else "auto"
-        reader = f"read_json({lit}, format='{json_format}', records=true, columns={spec})"
+        reader = f"read_json({lit}, format='{json_format}', records=true, columns={spec}, {_compression(gz)})"
     # Text readers scan in file order (insertion order is preserved), so row_number() is the row.
     return f"SELECT row_number() OVER () AS __abp_row, {listed} FROM {reader}"
 
@@ -583,10 +730,16 @@ def _text(name: str, ctype: str) -> str:
     return _q(name) if ctype == "VARCHAR" else f"CAST({_q(name)} AS VARCHAR)"
 
 
-def _blank(name: str, ctype: str) -> str:
-    if ctype == "VARCHAR":  # NULL, '' or only white space (cheap test first: begins below '!')
-        return f"({_q(name)} IS NULL OR ({_q(name)} < '!' AND trim({_q(name)}, {BLANKS}) = ''))"
-    return f"({_q(name)} IS NULL)"
+def _blank(name: str, ctype: str, markers: tuple[str, ...] = ()) -> str:
+    """NULL, '' or only white space, or (text) one of the null `markers` (cheap tests first)."""
+    if ctype != "VARCHAR":
+        return f"({_q(name)} IS NULL)"
+    blank = f"{_q(name)} IS NULL OR ({_q(name)} < '!' AND trim({_q(name)}, {BLANKS}) = '')"
+    if markers:
+        longest = max(len(m) for m in markers) + 2
+        listed = ", ".join(_lit(m) for m in markers)
+        blank += f" OR (length({_q(name)}) <= {longest} AND lower(trim({_q(name)}, {BLANKS})) IN ({listed}))"
+    return f"({blank})"
 
 
 def _timestamp(name: str, ctype: str) -> str:
@@ -603,8 +756,11 @@ def _number(name: str, ctype: str) -> str:
     return f"TRY_CAST({_text(name, ctype)} AS DOUBLE)"
 
 
-def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], future_limit: datetime) -> str:
-    """The file's rows with normalised `__abp_<column>` values and `__abp_reason` (NULL = good)."""
+def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], future_limit: datetime,
+                 markers: tuple[str, ...] = NULL_MARKERS) -> str:
+    """The file's rows with normalised `__abp_<column>` values and `__abp_reason` (NULL = good).
+    A cell of an identifier, timestamp or event_id column holding a null marker ('NULL', 'None', …)
+    counts as missing; `value` keeps its own rule (blank is NULL, any other non-number is rejected)."""
     ts_col = TIMESTAMP_COLUMN[kind]
     norm = []
     for col in REQUIRED[kind]:
@@ -614,10 +770,11 @@ def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], futur
         norm.append(f"{_number(*cols['value'])} AS __abp_value")
     if "event_id" in cols:
         name, ctype = cols["event_id"]
-        norm.append(f"CASE WHEN {_blank(name, ctype)} THEN NULL ELSE {_text(name, ctype)} END AS __abp_event_id")
+        norm.append(f"CASE WHEN {_blank(name, ctype, markers)} THEN NULL ELSE {_text(name, ctype)} END "
+                    "AS __abp_event_id")
 
-    checks = [(_blank(*cols[col]), f"missing {col}") for col in REQUIRED[kind] if col != ts_col]
-    checks.append((_blank(*cols[ts_col]), "missing timestamp"))
+    checks = [(_blank(*cols[col], markers), f"missing {col}") for col in REQUIRED[kind] if col != ts_col]
+    checks.append((_blank(*cols[ts_col], markers), "missing timestamp"))
     checks.append((f"(__abp_{ts_col} IS NULL OR NOT isfinite(__abp_{ts_col}))",
                    f"unparseable timestamp in {ts_col}"))
     checks.append((f"__abp_{ts_col} > {_ts_lit(future_limit)}", "timestamp in the future"))
@@ -638,30 +795,43 @@ def _infer_new_types(con, source: str, extras: list[tuple[str, str]],
     text = [name for name, ctype in new if ctype == "VARCHAR"] if text else []
     if not text:
         return types
-    parts = []
+    # One grouped pass over the unpivoted cells: a few hundred per-column aggregates with regular
+    # expressions cost seconds to plan, a single one costs nothing (a wide file stays cheap).
+    listed = ", ".join(_q(name) for name in text)
+    counts = dict.fromkeys(text, (0, 0))
+    counts.update({name: (nonblank, numeric) for name, nonblank, numeric in con.execute(f"""
+        SELECT __abp_name, count_if(v <> ''),
+               count_if(regexp_full_match(v, '{PLAIN_NUMBER}') AND NOT regexp_matches(v, '{LEADING_ZERO}'))
+        FROM (SELECT __abp_name, trim(__abp_cell) AS v
+              FROM (UNPIVOT (SELECT {listed} FROM ({source})) ON COLUMNS(*)
+                    INTO NAME __abp_name VALUE __abp_cell))
+        GROUP BY __abp_name""").fetchall()})
     for name in text:
-        value = f"trim({_q(name)})"
-        parts.append(f"count(*) FILTER (WHERE {value} <> '')")
-        parts.append(f"count(*) FILTER (WHERE regexp_full_match({value}, '{PLAIN_NUMBER}') "
-                     f"AND NOT regexp_matches({value}, '{LEADING_ZERO}'))")
-    counts = con.execute(f"SELECT {', '.join(parts)} FROM ({source})").fetchone()
-    for i, name in enumerate(text):
-        nonblank, numeric = counts[2 * i], counts[2 * i + 1]
+        nonblank, numeric = counts[name]
         types[name] = "DOUBLE" if nonblank and nonblank == numeric else "VARCHAR"
     return types
 
 
 def _cast_losses(con, source: str, casts: list[tuple[str, str, str]]) -> list[str]:
-    """Count values that do not fit an existing column's type (they are stored as NULL)."""
-    if not casts:
-        return []
-    parts = []
+    """Count values that do not fit an existing column's type (they are stored as NULL). Text cells
+    are counted in one grouped pass per target type (cheap for a wide file), typed ones per column."""
+    groups: dict[tuple[bool, str], list[str]] = {}
     for name, ctype, target in casts:
-        present = f"NOT {_blank(name, ctype)}"
-        parts.append(f"count(*) FILTER (WHERE {present} AND TRY_CAST({_q(name)} AS {target}) IS NULL)")
-    counts = con.execute(f"SELECT {', '.join(parts)} FROM ({source})").fetchone()
-    return [f"{n} value(s) of column {name} are not {target} (the column's type) and were stored as NULL"
-            for (name, _, target), n in zip(casts, counts) if n]
+        groups.setdefault((ctype == "VARCHAR", target), []).append(name)
+    lost: dict[str, int] = {}
+    for (is_text, target), names in groups.items():
+        if is_text:
+            lost.update(con.execute(f"""
+                SELECT __abp_name, count_if(trim(__abp_cell, {BLANKS}) <> ''
+                                            AND TRY_CAST(__abp_cell AS {target}) IS NULL)
+                FROM (UNPIVOT (SELECT {', '.join(_q(n) for n in names)} FROM ({source})) ON COLUMNS(*)
+                      INTO NAME __abp_name VALUE __abp_cell)
+                GROUP BY __abp_name""").fetchall())
+        else:
+            parts = [f"count_if({_q(n)} IS NOT NULL AND TRY_CAST({_q(n)} AS {target}) IS NULL)" for n in names]
+            lost.update(zip(names, con.execute(f"SELECT {', '.join(parts)} FROM ({source})").fetchone()))
+    return [f"{lost[name]} value(s) of column {name} are not {target} (the column's type) and were stored as NULL"
+            for name, _, target in casts if lost.get(name)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 
 from . import catalog
 from .analysis import AnalysisRun, analyze
-from .ingest import IngestSummary, ingest
+from .ingest import IngestSummary, Limits, ingest
 from .ledger import dumps
 from .notify import notify_changes
 from .warehouse import connect, publish_snapshot
@@ -128,7 +128,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
                     [result.job_id, kind, _now()])
         try:
             if kind in ("ingest", "run"):
-                result.ingest = ingest(con, ws.inbox, progress=progress,
+                result.ingest = ingest(con, ws.inbox, progress=progress, limits=Limits.from_config(cfg),
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
                 result.errors += [f["message"] for f in result.ingest.failures]
             if kind in ("analyze", "run"):

@@ -29,6 +29,10 @@ class WarehouseError(Exception):
 
 def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:
     found = sorted((int(m.group(1)), p) for p in sql_dir.iterdir() if (m := MIGRATION.match(p.name)))
+    numbers = [number for number, _ in found]
+    clash = sorted({n for n in numbers if numbers.count(n) > 1})
+    if clash:  # two branches picked the same number: one of them would silently never run
+        raise WarehouseError(f"{sql_dir}: two migrations share the number {clash[0]:03d}; renumber one")
     return found
 
 

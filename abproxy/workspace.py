@@ -78,7 +78,7 @@ class Workspace:
 
     @property
     def inbox(self) -> Path:
-        return self.path(self.config.inbox)
+        return self.path(self.config.inbox.path)
 
     @property
     def lock_file(self) -> Path:
