@@ -16,10 +16,11 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from . import design_checks
 from . import health as health_checks
 from . import ledger
 from .config import Config, Experiment, Metric, definition_hash, definitions
-from .metrics import ExperimentQuery, MetricColumns, experiment_sql
+from .metrics import ExperimentQuery, MetricColumns, experiment_sql, quantile_sql
 from .stats import (
     Effect,
     JointMoments,
@@ -34,6 +35,9 @@ from .stats import (
     sequential_multiplier,
     srm_test,
 )
+from .stats.groupseq import current_look, group_sequential, obf_boundary
+from .stats.quantile import RANK_Z, QuantileSummary, quantile_effect
+from .stats.rare import proportion_auto
 from .verdict import Flag, Outcome, Policy, Verdict, decide
 
 log = logging.getLogger(__name__)
@@ -97,13 +101,15 @@ class StatsTable:
 
     frame: pd.DataFrame
     query: ExperimentQuery
+    quantiles: dict[str, dict[str, QuantileSummary]] = field(default_factory=dict)  # metric → variant
+    plain: frozenset[str] = frozenset()   # metrics whose CUPAC covariate was refused: analysed unadjusted
 
     def rows(self, dim: str) -> pd.DataFrame:
         return self.frame[self.frame["dim"] == dim]
 
     def moments(self, row: pd.Series, col: MetricColumns) -> Moments | JointMoments:
         n = int(row["n"])
-        if col.x is None:
+        if col.x is None or col.key in self.plain:
             return Moments(n, float(row[f"{col.y}_sum"]), float(row[f"{col.y}_sq"]))
         return JointMoments(n, float(row[f"{col.y}_sum"]), float(row[f"{col.y}_sq"]),
                             float(row[f"{col.x}_sum"]), float(row[f"{col.x}_sq"]), float(row[f"{col.alias}_xy"]))
@@ -135,29 +141,51 @@ class AnalysisRun:
 
 
 def compute_effect(metric: Metric, control, variant, alpha: float) -> Effect:
-    """Pick the estimator the metric's definition implies."""
+    """Pick the estimator the metric's definition implies (rare proportions: exact test, §13)."""
     if metric.type == "ratio":
         return ratio_effect(control, variant, alpha)
+    if metric.type == "quantile":
+        return quantile_effect(control, variant, alpha)
     if metric.type == "proportion" and isinstance(control, Moments):
-        return proportion_effect(control, variant, alpha)
+        return proportion_auto(control, variant, alpha)
     if isinstance(control, JointMoments):
         return cuped_effect(control, variant, alpha)
     return mean_effect(control, variant, alpha)
 
 
-def _decision_effect(metric: Metric, control, variant, exp: Experiment) -> Effect:
+def _decision_effect(metric: Metric, control, variant, exp: Experiment, look: int | None = None) -> Effect:
     policy = exp.decision
     effect = compute_effect(metric, control, variant, policy.alpha)
-    if policy.sequential:
+    if policy.group_sequential:
+        effect = group_sequential(effect, look or 1, policy.looks)
+    elif policy.sequential:
         effect = sequential(effect, control.n + variant.n, policy.sequential_tuning)
     return effect
+
+
+def _critical(exp: Experiment, n_total: int, look: int | None) -> float | None:
+    """The decision's critical value in SEs (for power), None for fixed horizon."""
+    policy = exp.decision
+    if policy.group_sequential:
+        z = obf_boundary(policy.looks, policy.alpha, look or 1).z[-1]
+        return z if math.isfinite(z) else None
+    if policy.sequential:
+        return sequential_multiplier(n_total, policy.alpha, policy.sequential_tuning)
+    return None
+
+
+def look_of(exp: Experiment, days_running: float) -> int | None:
+    """Group-sequential: the last planned look reached (METHODS §12); None otherwise."""
+    if not exp.decision.group_sequential:
+        return None
+    return current_look(days_running / exp.planned_days, exp.decision.looks)
 
 
 def _by_variant(frame: pd.DataFrame) -> dict[str, pd.Series]:
     return {str(r["variant"]): r for _, r in frame.iterrows()}
 
 
-def overall_results(table: StatsTable, config: Config, exp: Experiment) -> list[MetricResult]:
+def overall_results(table: StatsTable, config: Config, exp: Experiment, look: int | None = None) -> list[MetricResult]:
     arms = _by_variant(table.rows("overall"))
     roles = exp.roles()
     out = []
@@ -165,11 +193,16 @@ def overall_results(table: StatsTable, config: Config, exp: Experiment) -> list[
         for variant in exp.treatments:
             if exp.control not in arms or variant not in arms:
                 continue
-            c, t = table.moments(arms[exp.control], col), table.moments(arms[variant], col)
-            effect = _decision_effect(col.metric, c, t, exp)
+            if col.metric.type == "quantile":
+                q = table.quantiles.get(col.key, {})
+                if exp.control not in q or variant not in q:
+                    continue
+                c, t = q[exp.control], q[variant]
+            else:
+                c, t = table.moments(arms[exp.control], col), table.moments(arms[variant], col)
+            effect = _decision_effect(col.metric, c, t, exp, look)
             policy = exp.decision
-            critical = (sequential_multiplier(c.n + t.n, policy.alpha, policy.sequential_tuning)
-                        if policy.sequential else None)
+            critical = _critical(exp, c.n + t.n, look)
             pw = power_analysis(effect, c.n, t.n, policy.alpha, policy.power, policy.target_mde, critical)
             details = {"control_var": _var(c), "variant_var": _var(t), "abs_se": effect.abs_se, "df": effect.df}
             out.append(MetricResult(col.key, roles[col.key], variant, exp.control, "", "", c.n, t.n, effect,
@@ -178,6 +211,8 @@ def overall_results(table: StatsTable, config: Config, exp: Experiment) -> list[
 
 
 def _var(m) -> float:
+    if isinstance(m, QuantileSummary):
+        return m.se**2 * m.n if math.isfinite(m.se) else math.nan
     return m.var if isinstance(m, Moments) else m.y.var
 
 
@@ -193,11 +228,13 @@ def adjust_families(results: list[MetricResult], alpha: float) -> list[MetricRes
     return out
 
 
-def segment_results(table: StatsTable, exp: Experiment) -> list[MetricResult]:
+def segment_results(table: StatsTable, exp: Experiment, look: int | None = None) -> list[MetricResult]:
     """Per-segment effects of primary and guardrail metrics; segments smaller than
-    min_segment_units in any arm are pooled into 'other'; BH within each dimension."""
+    min_segment_units in any arm are pooled into 'other'; BH within each dimension.
+    Quantile metrics have no segment results (quantiles do not pool across groups)."""
     roles = exp.roles()
-    cols = [c for c in table.query.columns if roles[c.key] in ("primary", "guardrail")]
+    cols = [c for c in table.query.columns
+            if roles[c.key] in ("primary", "guardrail") and c.metric.type != "quantile"]
     out = []
     for dim in table.query.segments:
         family = []
@@ -207,7 +244,7 @@ def segment_results(table: StatsTable, exp: Experiment) -> list[MetricResult]:
                     if exp.control not in arms or variant not in arms:
                         continue
                     c, t = arms[exp.control].get(col), arms[variant].get(col)
-                    effect = _decision_effect(col.metric, c, t, exp)
+                    effect = _decision_effect(col.metric, c, t, exp, look)
                     family.append(MetricResult(col.key, roles[col.key], variant, exp.control, dim, value,
                                                c.n, t.n, effect, effect.p_value))
         adjusted = adjust_pvalues([r.effect.p_value for r in family], "fdr_bh", exp.decision.alpha)
@@ -262,7 +299,7 @@ def series(table: StatsTable, exp: Experiment) -> list[SeriesPoint]:
     days = sorted({str(d) for d in rows["dim_value"]})
     by_day = {d: _by_variant(rows[rows["dim_value"] == d]) for d in days}
     out = []
-    for col in table.query.columns:
+    for col in (c for c in table.query.columns if c.metric.type != "quantile"):
         for variant in exp.treatments:
             running: dict[str, Any] = {}
             for d in days:
@@ -286,9 +323,20 @@ def _query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.d
     return experiment_sql(config, key, as_of, _columns(con, "exposures"), _columns(con, "events"))
 
 
-def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> StatsTable:
+def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+              plain: frozenset[str] = frozenset()) -> StatsTable:
+    """The sufficient statistics, plus one order-statistics query per quantile metric (METHODS §14)."""
     query = _query(con, config, key, as_of)
-    return StatsTable(con.execute(query.sql).df(), query)
+    return StatsTable(con.execute(query.sql).df(), query, quantile_summaries(con, query), plain)
+
+
+def quantile_summaries(con: duckdb.DuckDBPyConnection, query: ExperimentQuery) -> dict[str, dict[str, QuantileSummary]]:
+    out: dict[str, dict[str, QuantileSummary]] = {}
+    for col in (c for c in query.columns if c.metric.type == "quantile"):
+        rows = con.execute(quantile_sql(query, col, RANK_Z)).fetchall()
+        out[col.key] = {str(v): QuantileSummary(int(n), float(col.metric.quantile), float(est), float(lo), float(hi))
+                        for v, n, est, lo, hi in rows if n}
+    return out
 
 
 def _check_definitions(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> None:
@@ -340,9 +388,12 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     exp = config.experiments[key]
     run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
                       job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
-    run.method = "sequential" if exp.decision.sequential else "fixed-horizon"
+    run.method = ("group-sequential" if exp.decision.group_sequential
+                  else "sequential" if exp.decision.sequential else "fixed-horizon")
     run.parameters = {"as_of": as_of.isoformat(), "alpha": exp.decision.alpha, "method": run.method,
                       "sequential_tuning": exp.decision.sequential_tuning}
+    if exp.decision.group_sequential:
+        run.parameters.update(looks=exp.decision.looks, planned_days=exp.planned_days)
     try:
         run.watermark = ledger.watermark(con, key, as_of)
         if run.watermark["exposure_rows"] == 0:
@@ -353,15 +404,21 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
                 "inbox/exposures/ (and events into inbox/events/), then run again",))
             run.finished_at = _utcnow()
             return run
-        table = run_query(con, config, key, as_of)
+        plain, covariate_checks = design_checks.covariate_refusals(con, config, key, as_of)
+        table = run_query(con, config, key, as_of, plain)
         overall = _by_variant(table.rows("overall"))
         run.units = {v: int(overall[v]["n"]) if v in overall else 0 for v in exp.variants}
         run.excluded_multi = int(table.frame["excluded_multi"].max()) if len(table.frame) else 0
         run.srm = srm_test(run.units, exp.weights)
         run.days_running = _days_running(con, exp, key, as_of)
-        run.results = overall_results(table, config, exp) + segment_results(table, exp)
+        look = look_of(exp, run.days_running)
+        if look is not None:
+            run.parameters["look"] = look
+            run.method = f"group-sequential (look {look} of {exp.decision.looks})"
+        run.results = overall_results(table, config, exp, look) + segment_results(table, exp, look)
         run.series = series(table, exp)
         run.health = health_checks.experiment_checks(con, config, key, as_of, run)
+        run.health += covariate_checks + design_checks.design_checks(con, config, key, as_of, table)
         run.verdict = verdict_for(run, config, exp)
         if robustness:
             run.health += health_checks.decision_robustness(con, config, key, as_of, run)

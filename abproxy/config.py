@@ -101,11 +101,22 @@ class Capping(Strict):
 
 
 class Cuped(Strict):
+    """CUPED covariate: the metric over a pre-exposure window, or (CUPAC) a numeric exposure
+    attribute logged at exposure time, e.g. the model's predicted value (METHODS §5, §17)."""
+
     pre_window_days: PositiveFloat = 14
+    covariate: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Cuped":
+        if self.covariate is not None and "pre_window_days" in self.model_fields_set:
+            raise ValueError("give either 'pre_window_days' (the metric before exposure) or 'covariate' "
+                             "(an exposure column), not both")
+        return self
 
 
 class Metric(Strict):
-    type: Literal["mean", "proportion", "ratio"]
+    type: Literal["mean", "proportion", "ratio", "quantile"]
     name: str | None = None
     description: str = ""
     owner: str = ""
@@ -117,6 +128,7 @@ class Metric(Strict):
     denominator: EventSource | None = None
     sql: str | None = None
     window_days: PositiveFloat = 14
+    quantile: float | None = Field(default=None, gt=0, lt=1)
     capping: Capping | None = None
     cuped: Cuped | bool | None = None
     higher_is_better: bool = True
@@ -141,13 +153,22 @@ class Metric(Strict):
                 raise ValueError(f"'numerator'/'denominator' are for ratio metrics, not {self.type}")
         if self.type == "proportion" and self.capping is not None:
             raise ValueError("capping does not apply to a proportion metric")
+        if (self.type == "quantile") != (self.quantile is not None):
+            raise ValueError("a quantile metric needs 'quantile' (e.g. 0.9), and 'quantile' needs type: quantile")
+        if self.type == "quantile" and (self.capping is not None or self.cuped):
+            raise ValueError("a quantile metric takes no 'capping' or 'cuped' (quantiles are robust to the tail)")
         return self
+
+    @property
+    def cuped_covariate(self) -> str | None:
+        """The exposure column used as CUPED covariate (CUPAC), if any."""
+        return self.cuped.covariate if isinstance(self.cuped, Cuped) else None
 
     @property
     def cuped_days(self) -> float | None:
         if self.cuped is True:
             return Cuped().pre_window_days
-        if isinstance(self.cuped, Cuped):
+        if isinstance(self.cuped, Cuped) and self.cuped.covariate is None:
             return self.cuped.pre_window_days
         return None
 
@@ -177,7 +198,8 @@ class Guardrail(Strict):
 
 class Decision(Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
-    sequential: bool = True
+    sequential: bool | Literal["group"] = True
+    looks: PositiveInt | None = None
     sequential_tuning: PositiveFloat = 5000
     min_days: float = Field(default=7, ge=0)
     min_units_per_variant: int = Field(default=1000, ge=0)
@@ -186,6 +208,18 @@ class Decision(Strict):
     max_days: PositiveFloat | None = None
     segment_harm: Literal["block", "warn"] = "warn"
     min_segment_units: PositiveInt = 500
+
+    @model_validator(mode="after")
+    def _looks(self) -> "Decision":
+        if self.sequential == "group" and self.looks is None:
+            raise ValueError("sequential: group needs 'looks' (the planned number of analyses, e.g. 14)")
+        if self.looks is not None and self.sequential != "group":
+            raise ValueError("'looks' is for sequential: group (group-sequential boundaries)")
+        return self
+
+    @property
+    def group_sequential(self) -> bool:
+        return self.sequential == "group"
 
 
 class Drift(Strict):
@@ -226,7 +260,18 @@ class Experiment(Strict):
                 raise ValueError(f"allocation sums to {total:g}; the shares must sum to 1")
         if self.start and self.end and self.end < self.start:
             raise ValueError("'end' is before 'start'")
+        if self.decision.group_sequential and self.planned_days is None:
+            raise ValueError("sequential: group needs a planned duration: set decision.max_days, or 'start' and 'end'")
         return self
+
+    @property
+    def planned_days(self) -> float | None:
+        """Planned duration in days: decision.max_days, else start..end (inclusive)."""
+        if self.decision.max_days:
+            return float(self.decision.max_days)
+        if self.start and self.end:
+            return float((self.end - self.start).days + 1)
+        return None
 
     @property
     def weights(self) -> dict[str, float]:
@@ -285,6 +330,8 @@ class HealthSettings(Strict):
     late_hours: PositiveFloat = 48
     null_rate_increase: float = Field(default=0.05, gt=0, le=1)
     max_future_minutes: PositiveFloat = 10
+    pre_exposure_p: float = Field(default=0.001, gt=0, lt=1)
+    interaction_p: float = Field(default=0.01, gt=0, lt=1)
 
 
 class Config(Strict):

@@ -80,9 +80,14 @@ class MetricColumns:
 
     @property
     def x(self) -> str | None:
-        if self.metric.type == "ratio" or self.metric.cuped_days:
+        if self.metric.type == "ratio" or self.metric.cuped_days or self.metric.cuped_covariate:
             return f"{self.alias}_x"
         return None
+
+    @property
+    def covariate(self) -> str | None:
+        """CUPAC: the exposure column whose value at first exposure is x (METHODS §17)."""
+        return self.metric.cuped_covariate
 
 
 def _aggregate(source: EventSource, window: str, metric: str, as_bool: bool) -> str:
@@ -171,6 +176,10 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     as_of_sql = timestamp_literal(as_of)
     seg_select = "".join(f", arg_min({quote_ident(s)}, exposed_at) AS seg_{i}" for i, s in enumerate(segments))
     seg_cols = "".join(f", seg_{i}" for i in range(len(segments)))
+    covariates = sorted({c.covariate for c in columns if c.covariate})
+    seg_select += "".join(f", arg_min(TRY_CAST({quote_ident(v)} AS DOUBLE), exposed_at) AS cov_{v}"
+                          f", count(DISTINCT {quote_ident(v)}) AS cov_{v}_values" for v in covariates)
+    seg_cols += "".join(f", cov_{v}, cov_{v}_values" for v in covariates)
     variants = ", ".join(literal(v) for v in exp.variants)
 
     event_metrics = [c for c in columns if c.metric.sql is None]
@@ -214,8 +223,12 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
         value_cols.append(f"coalesce(CAST({c.alias}.value AS DOUBLE), 0) AS {c.y}")
         if c.x:
             value_cols.append(f"coalesce(CAST({c.alias}.denominator AS DOUBLE), 0) AS {c.x}")
+    for c in columns:
+        if c.covariate:
+            value_cols.append(f"coalesce(u.cov_{c.covariate}, 0) AS {c.x}")
+    cov_keep = "".join(f", u.cov_{v}_values" for v in covariates)
     parts.append(f"""unit_values AS (
-    SELECT u.unit_id, u.variant, u.exposure_day{''.join(f', u.seg_{i}' for i in range(len(segments)))},
+    SELECT u.unit_id, u.variant, u.exposure_day{''.join(f', u.seg_{i}' for i in range(len(segments)))}{cov_keep},
            {', '.join(value_cols)}
     FROM units u {' '.join(joins)}
 )""")
@@ -272,6 +285,12 @@ def _check_columns(columns, segments, exposure_columns, event_columns) -> None:
             raise MetricSQLError(f"segment '{s}' is not a column of the exposures (known attributes: "
                                  f"{', '.join(sorted(exposure_columns - CORE_EXPOSURE)) or 'none'})")
     for c in columns:
+        if c.covariate:
+            quote_ident(c.covariate)
+            if exposure_columns is not None and c.covariate not in exposure_columns:
+                raise MetricSQLError(f"metric '{c.key}': cuped covariate '{c.covariate}' is not a column of the "
+                                     f"exposures (known attributes: "
+                                     f"{', '.join(sorted(exposure_columns - CORE_EXPOSURE)) or 'none'})")
         for source in _sources(c.metric):
             quote_ident(source.column)
             if event_columns is not None and source.column not in event_columns:
@@ -279,6 +298,25 @@ def _check_columns(columns, segments, exposure_columns, event_columns) -> None:
 
 
 CORE_EXPOSURE = {"unit_id", "experiment", "variant", "exposed_at", "file_id", "loaded_at"}
+
+
+def quantile_sql(query: ExperimentQuery, col: MetricColumns, z: float) -> str:
+    """Per variant: n, the sample q-quantile x_(k) and the order statistics x_(l), x_(u) of a quantile
+    metric's per-unit values, ranked inside the engine (METHODS §14; ranks as `stats.quantile_ranks`:
+    k = ⌈nq⌉, l = ⌊nq − z√(nq(1−q))⌋, u = ⌈nq + z√(nq(1−q))⌉, clipped to 1..n)."""
+    q = float(col.metric.quantile)
+    dq, dz, d1q = (f"CAST({v!r} AS DOUBLE)" for v in (q, float(z), 1 - q))  # DOUBLE, never DECIMAL
+    half = f"{dz} * sqrt(n * {dq} * {d1q})"
+    rank = {"est": f"least(n, greatest(1, CAST(ceil(n * {dq}) AS BIGINT)))",
+            "lo": f"greatest(1, CAST(floor(n * {dq} - {half}) AS BIGINT))",
+            "hi": f"least(n, CAST(ceil(n * {dq} + {half}) AS BIGINT))"}
+    picks = ",\n       ".join(f"max(y) FILTER (WHERE r = {expr}) AS {name}" for name, expr in rank.items())
+    return f"""SELECT variant, any_value(n) AS n,
+       {picks}
+FROM (SELECT variant, {col.y} AS y, row_number() OVER (PARTITION BY variant ORDER BY {col.y}) AS r,
+             count(*) OVER (PARTITION BY variant) AS n
+      FROM ({query.unit_sql}) unit_rows) ranked
+GROUP BY variant"""
 
 
 def metric_sql(config: Config, metric: str, experiment: str | None = None) -> str:

@@ -1,0 +1,241 @@
+"""Checks on the experiment's design: pre-exposure balance (and restarts), CUPAC covariates, and
+interactions with concurrent experiments (METHODS §15–§17).
+
+`covariate_refusals` runs before the effects (a refused covariate makes its metric unadjusted);
+`design_checks` runs after them on the same sufficient statistics plus two small grouped queries.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from .config import Config, Experiment
+from .health import Check
+from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
+from .stats import JointMoments, Moments, adjust_pvalues
+from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
+from .stats.interaction import assignment_independence, interaction_test
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import StatsTable
+
+log = logging.getLogger(__name__)
+COVARIATE_KS_P = 0.001   # a CUPAC covariate differing by arm at this level is refused
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%" if math.isfinite(x) else "n/a"
+
+
+# ------------------------------------------------------------------ CUPAC covariates (§17)
+
+def _ks_sql(unit_sql: str, x: str, control: str, variant: str) -> str:
+    """Two-sample KS D between two arms' per-unit covariate, computed in the engine (ties grouped)."""
+    c, t = literal(control), literal(variant)
+    return f"""WITH v AS (SELECT variant, {x} AS x FROM ({unit_sql}) unit_rows WHERE variant IN ({c}, {t})),
+     counts AS (SELECT x, count(*) FILTER (WHERE variant = {c}) AS nc, count(*) FILTER (WHERE variant = {t}) AS nt
+                FROM v GROUP BY x),
+     totals AS (SELECT sum(nc) AS tc, sum(nt) AS tt FROM counts)
+SELECT max(abs(fc - ft)), any_value(tc), any_value(tt) FROM (
+    SELECT sum(nc) OVER (ORDER BY x) / (SELECT tc FROM totals) AS fc,
+           sum(nt) OVER (ORDER BY x) / (SELECT tt FROM totals) AS ft, (SELECT tc FROM totals) AS tc,
+           (SELECT tt FROM totals) AS tt
+    FROM counts) cdf"""
+
+
+def _covariate_check(con: duckdb.DuckDBPyConnection, unit_sql: str, col: MetricColumns,
+                     exp: Experiment) -> Check:
+    name = col.covariate
+    changed, units = con.execute(f"SELECT count(*) FILTER (WHERE cov_{name}_values > 1), count(*) "
+                                 f"FROM ({unit_sql}) unit_rows").fetchone()
+    if changed:
+        return Check("cuped_covariate", "warn",
+                     f"{col.key}: covariate '{name}' changes after exposure for {changed:,} of {units:,} units "
+                     "(different values on a unit's exposure rows); refused — the metric is analysed without "
+                     "CUPED. Log the covariate once, at the first exposure", metric=col.key,
+                     value=float(changed), threshold=0.0)
+    worst = (math.inf, "", 0.0)
+    for variant in exp.treatments:
+        d, nc, nt = con.execute(_ks_sql(unit_sql, col.x, exp.control, variant)).fetchone()
+        if d is None or not nc or not nt:
+            continue
+        p = ks_p_value(float(d), int(nc), int(nt))
+        worst = min(worst, (p, variant, float(d)))
+    p, variant, d = worst
+    if p < COVARIATE_KS_P:
+        return Check("cuped_covariate", "warn",
+                     f"{col.key}: covariate '{name}' differs by arm ({variant} vs {exp.control}: KS D = {d:.3f}, "
+                     f"p = {p:.2g} < {COVARIATE_KS_P}); refused — a score produced by the variant's own model "
+                     "would absorb the treatment effect; the metric is analysed without CUPED", metric=col.key,
+                     variant=variant, value=p, threshold=COVARIATE_KS_P)
+    shown = f"KS p = {p:.3g}" if math.isfinite(p) else "not testable yet"
+    return Check("cuped_covariate", "ok", f"{col.key}: covariate '{name}' is fixed at exposure and balanced "
+                                          f"across arms ({shown}); used as CUPED covariate (CUPAC)",
+                 metric=col.key, value=p if math.isfinite(p) else None, threshold=COVARIATE_KS_P)
+
+
+def covariate_refusals(con: duckdb.DuckDBPyConnection, config: Config, key: str,
+                       as_of: dt.datetime) -> tuple[frozenset[str], list[Check]]:
+    """(metrics whose covariate is refused, one `cuped_covariate` check per CUPAC metric)."""
+    exp = config.experiments[key]
+    keys = [m for m in exp.roles() if config.metrics[m].cuped_covariate]
+    if not keys:
+        return frozenset(), []
+    query = experiment_sql(config, key, as_of, keys=keys)
+    checks = [_covariate_check(con, query.unit_sql, col, exp) for col in query.columns]
+    refused = frozenset(c.metric for c in checks if c.status != "ok")
+    return refused, checks
+
+
+# ------------------------------------------------------------------ pre-exposure imbalance (§16)
+
+def _restarts(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime) -> Check | None:
+    if exp.start is None:
+        return None
+    start = dt.datetime.combine(exp.start, dt.time())
+    earlier, total = con.execute(
+        "SELECT count(*) FILTER (WHERE first < ?), count(*) FROM (SELECT min(exposed_at) AS first FROM exposures "
+        "WHERE experiment = ? AND exposed_at <= ? GROUP BY unit_id)", [start, key, as_of]).fetchone()
+    if not earlier:
+        return Check("pre_exposure_imbalance", "ok", f"No unit was exposed to {key} before its start {exp.start} "
+                                                     "(no restart carry-over)", value=0.0, threshold=0.0)
+    return Check("pre_exposure_imbalance", "warn",
+                 f"{earlier:,} of {total:,} units were exposed to {key} before its start {exp.start} (an earlier "
+                 "run of the experiment): their pre-period and first exposure belong to that run — re-randomise "
+                 "with a new salt on a restart, or exclude them", segment="restarts",
+                 value=float(earlier), threshold=0.0)
+
+
+def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) -> list[Check]:
+    """Arms compared on each CUPED covariate (pre-window or CUPAC), Holm over metrics × treatments."""
+    threshold = config.health.pre_exposure_p
+    arms = {str(r["variant"]): r for _, r in table.rows("overall").iterrows()}
+    tests = []
+    for col in table.query.columns:
+        if not (col.metric.cuped_days or col.covariate) or exp.control not in arms:
+            continue
+        for variant in exp.treatments:
+            if variant not in arms:
+                continue
+            c, t = (table.moments(arms[v], col) for v in (exp.control, variant))
+            if not isinstance(c, JointMoments):
+                continue  # covariate refused: reported by cuped_covariate
+            tests.append((col, variant, c, t, pre_exposure_balance(c.x, t.x)))
+    adjusted = adjust_pvalues([b.p_value for *_, b in tests], "holm")
+    out = []
+    for (col, variant, c, t, b), p in zip(tests, adjusted):
+        what = f"the pre-period ({col.metric.cuped_days:g} days)" if col.metric.cuped_days else f"'{col.covariate}'"
+        correction = cuped_correction(c, t)
+        unadjusted = t.y.mean - c.y.mean
+        size = (f"{variant} {b.variant_mean:.4g} vs {exp.control} {b.control_mean:.4g} ({_pct(b.relative)}, "
+                f"standardised difference {b.smd:+.3f}), p = {b.p_value:.2g} (Holm-adjusted {p:.2g})")
+        if p < threshold:
+            detail = (f"{col.key}: the arms already differed before exposure on {what}: {size}. CUPED corrects "
+                      f"the linear part: it removes {correction:+.4g} from the unadjusted effect {unadjusted:+.4g}; "
+                      "but an imbalance this large points at the split or at carry-over from an earlier test — "
+                      "check the assignment before trusting the effect")
+            status = "warn"
+        else:
+            detail = f"{col.key}: arms balanced before exposure on {what}: {size}"
+            status = "ok"
+        out.append(Check("pre_exposure_imbalance", status, detail, metric=col.key, variant=variant,
+                         value=p, threshold=threshold))
+    return out
+
+
+# ------------------------------------------------------------------ concurrent experiments (§15)
+
+def _other_units_sql(other: str, as_of: dt.datetime) -> str:
+    return (f"SELECT unit_id, arg_min(variant, exposed_at) AS other_variant FROM exposures "
+            f"WHERE experiment = {literal(other)} AND exposed_at <= {timestamp_literal(as_of)} "
+            "GROUP BY unit_id HAVING count(DISTINCT variant) = 1")
+
+
+def _cells(con, table: "StatsTable", cols: list[MetricColumns], other: str, as_of: dt.datetime):
+    sums = []
+    for c in cols:
+        sums += [f"fsum({c.y})", f"fsum({c.y} * {c.y})"]
+        if c.x:
+            sums += [f"fsum({c.x})", f"fsum({c.x} * {c.x})", f"fsum({c.y} * {c.x})"]
+    sql = (f"SELECT u.variant, o.other_variant, count(*) AS n{''.join(', ' + s for s in sums)} "
+           f"FROM ({table.query.unit_sql}) u JOIN ({_other_units_sql(other, as_of)}) o ON o.unit_id = u.unit_id "
+           "GROUP BY ALL ORDER BY 1, 2")
+    return con.execute(sql).fetchall()
+
+
+def _cell_moments(row, cols: list[MetricColumns], plain: frozenset[str]) -> dict[str, Moments | JointMoments]:
+    n, values, out, i = int(row[2]), row[3:], {}, 0
+    for c in cols:
+        if c.x:
+            m = JointMoments(n, *(float(v or 0) for v in values[i:i + 5]))
+            out[c.key] = m.y if c.key in plain else m
+            i += 5
+        else:
+            out[c.key] = Moments(n, float(values[i] or 0), float(values[i + 1] or 0))
+            i += 2
+    return out
+
+
+def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                       table: "StatsTable") -> list[Check]:
+    """For every other running experiment sharing units: χ² of the assignments' cross-tab and the
+    interaction test of each primary metric's effect across the other experiment's arms."""
+    from .analysis import compute_effect
+
+    exp = config.experiments[key]
+    threshold = config.health.interaction_p
+    cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
+    out = []
+    for other, oexp in config.experiments.items():
+        if other == key or oexp.status != "running":
+            continue
+        rows = _cells(con, table, cols, other, as_of)
+        if not rows:
+            continue
+        arms_a = [v for v in exp.variants if any(r[0] == v for r in rows)]
+        arms_b = sorted({r[1] for r in rows})
+        counts = {(r[0], r[1]): int(r[2]) for r in rows}
+        indep = assignment_independence([[counts.get((a, b), 0) for b in arms_b] for a in arms_a])
+        tests = [("assignment", None, None, indep.p_value,
+                  f"assignments of {key} and {other} on {indep.shared_units:,} shared units: χ² = {indep.chi2:.2f}, "
+                  f"df = {indep.df}, p = {indep.p_value:.3g}")]
+        cells = {(r[0], r[1]): _cell_moments(r, cols, table.plain) for r in rows}
+        for col in cols:
+            for variant in exp.treatments:
+                effects = [compute_effect(col.metric, cells[(exp.control, b)][col.key], cells[(variant, b)][col.key],
+                                          exp.decision.alpha)
+                           for b in arms_b if (exp.control, b) in cells and (variant, b) in cells]
+                res = interaction_test([e.abs_effect for e in effects], [e.abs_se**2 for e in effects])
+                if res.warning:
+                    continue
+                by_arm = ", ".join(f"{b}: {_pct(e.rel_effect)}" for b, e in zip(arms_b, effects))
+                tests.append(("effect", col.key, variant, res.p_value,
+                              f"{col.key} effect of {variant} across the arms of {other} ({by_arm}): Q = {res.q:.2f}, "
+                              f"df = {res.df}, p = {res.p_value:.3g}"))
+        for kind, metric, variant, p, text in tests:
+            bad = p < threshold
+            advice = ("; the assignments are not independent — one experiment steers the other's split" if kind ==
+                      "assignment" else f"; the effect depends on the arm of {other} — analyse the combination "
+                      "before shipping")
+            out.append(Check("interaction", "warn" if bad else "ok", text + (advice if bad else ""), metric=metric,
+                             segment=other, variant=variant, value=p, threshold=threshold))
+    return out
+
+
+def design_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                  table: "StatsTable") -> list[Check]:
+    exp = config.experiments[key]
+    checks = pre_exposure_checks(table, config, exp)
+    restart = _restarts(con, exp, key, as_of)
+    if restart is not None:
+        checks.append(restart)
+    try:
+        checks += interaction_checks(con, config, key, as_of, table)
+    except (duckdb.Error, ValueError) as exc:
+        log.warning("interaction checks of %s could not run", key, exc_info=exc)
+        checks.append(Check("interaction", "warn", f"The interaction checks could not run ({exc})"))
+    return checks
