@@ -370,8 +370,11 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
     if not alternatives:
         return Check("decision_robustness", "ok", "No alternative settings apply to these metrics")
     flips, others, checked = [], [], []
+    from .analysis import look_of
+
+    look = look_of(exp, run.days_running)
     for (now_label, alt_label, changed), (alt_cfg, results) in zip(
-            alternatives, alternative_results(con, config, key, as_of, alternatives)):
+            alternatives, alternative_results(con, config, key, as_of, alternatives, look)):
         alt = verdict_for(replace(run, results=results, health=health), alt_cfg, lean)
         label = _label(alt.decision, alt.ship_variant)
         checked.append(alt_label)
@@ -392,10 +395,12 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
 
 
 def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                        alternatives: list[tuple[str, str, dict[str, Metric]]]) -> list[tuple[Config, list]]:
+                        alternatives: list[tuple[str, str, dict[str, Metric]]],
+                        look: int | None = None) -> list[tuple[Config, list]]:
     """(configuration, overall results of the primary and guardrail metrics) under each alternative,
-    from one query: the changed metrics are extra columns (`alt_key`) beside the unchanged ones."""
-    from .analysis import StatsTable, overall_results
+    from one query: the changed metrics are extra columns (`alt_key`) beside the unchanged ones
+    (quantile metrics: one order-statistics query each; `look`: the group-sequential look)."""
+    from .analysis import StatsTable, overall_results, quantile_summaries
 
     exp = config.experiments[key]
     lean = exp.model_copy(update={"segments": []})
@@ -411,7 +416,9 @@ def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str
         cols = tuple(replace(by_key[alt_key(m, i)], key=m) if m in changed else by_key[m]
                      for m in decisive if m in by_key)
         alt_cfg = cfg.model_copy(update={"metrics": {**config.metrics, **changed}})
-        out.append((alt_cfg, overall_results(StatsTable(frame, replace(query, columns=cols)), alt_cfg, lean)))
+        alt_query = replace(query, columns=cols)
+        table = StatsTable(frame, alt_query, quantile_summaries(con, alt_query))
+        out.append((alt_cfg, overall_results(table, alt_cfg, lean, look)))
     return out
 
 
