@@ -1,5 +1,5 @@
-"""The `abproxy` command. Errors a user can cause print one line with what to do (exit 1, or 2
-for configuration problems); `--debug` shows the traceback instead."""
+"""The `abproxy` command. Errors a user can cause (`errors.AbproxyError`) print one line with what to
+do and exit with their code (1, or 2 for configuration problems); `--debug` shows the traceback."""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, resolve_workspace
+from .config import resolve_workspace
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, AbproxyError, UserError  # noqa: F401
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
 
 
 def command(name: str):
@@ -45,9 +41,9 @@ def _as_of(text: str | None) -> dt.datetime | None:
 
 
 def _print_json(value: Any) -> None:
-    from .ledger import _clean
+    from .ledger import json_safe
 
-    print(json.dumps(_clean(value), indent=2, default=str))
+    print(json.dumps(json_safe(value), indent=2, default=str))
 
 
 @command("init")
@@ -76,12 +72,9 @@ def _job(args, kind: str) -> int:
     from .output import print_ingest, print_runs, runs_json
 
     ws = _workspace(args)
-    try:
-        result = run_job(ws, kind, _as_of(getattr(args, "as_of", None)),
-                         [args.experiment] if getattr(args, "experiment", None) else None,
-                         progress=sys.stderr.isatty() and not args.json)
-    except KeyError as exc:
-        raise UserError(exc.args[0]) from None
+    result = run_job(ws, kind, _as_of(getattr(args, "as_of", None)),
+                     [args.experiment] if getattr(args, "experiment", None) else None,
+                     progress=sys.stderr.isatty() and not args.json)
     if args.json:
         payload: dict[str, Any] = {}
         if result.ingest is not None:
@@ -158,10 +151,7 @@ def cmd_models(args) -> int:
 def cmd_report(args) -> int:
     from .report.export import write_review
 
-    try:
-        path = write_review(_workspace(args), args.key, Path(args.output))
-    except KeyError as exc:
-        raise UserError(exc.args[0]) from None
+    path = write_review(_workspace(args), args.key, Path(args.output))
     print(f"Wrote {path}")
     return EXIT_OK
 
@@ -240,29 +230,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .logs import setup_logging
-    from .warehouse import WarehouseError
 
     args = parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
-        from .history import HistoryError
-        from .jobs import LockError
-
         if args.debug:
             raise
-        if isinstance(exc, (UserError, WarehouseError, LockError, HistoryError, FileNotFoundError)):
+        if isinstance(exc, (AbproxyError, FileNotFoundError)):
             print(f"error: {exc}", file=sys.stderr)
-        else:
-            print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", file=sys.stderr)
+            return getattr(exc, "exit_code", EXIT_FAILED)
+        print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
 
 

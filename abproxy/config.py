@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+
 CONFIG_FILE = "abproxy.yaml"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -32,16 +34,6 @@ KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, max_length=63)]
 Key = Annotated[str, Field(pattern=KEY.pattern, max_length=100)]
 Aggregate = Literal["sum", "count", "count_distinct_days", "max", "min", "avg", "exists"]
-
-
-class ConfigError(Exception):
-    """The workspace configuration is invalid; `problems` lists (key path, message)."""
-
-    def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
-        self.path, self.problems = str(path), problems
-        lines = [f"{self.path}: {len(problems)} problem(s)"]
-        lines += [f"  {where}: {what}" for where, what in problems]
-        super().__init__("\n".join(lines))
 
 
 class Strict(BaseModel):

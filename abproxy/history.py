@@ -15,14 +15,11 @@ from typing import Any, Iterable
 import duckdb
 
 from . import format as fmt
+from .errors import HistoryError
 from .ledger import loads
 from .warehouse import open_snapshot
 
 MISSING = "(absent)"
-
-
-class HistoryError(Exception):
-    """A run or experiment the user named does not exist; the message is one line with what to do."""
 
 
 # --------------------------------------------------------------------------- snapshot access

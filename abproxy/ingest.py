@@ -52,6 +52,7 @@ from typing import IO
 import duckdb
 
 from .config import IDENTIFIER, NULL_MARKERS
+from .errors import BadFile
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,6 @@ class IngestSummary:
     def _fail(self, path: str, message: str) -> None:
         self.files_failed += 1
         self.failures.append({"path": path, "message": message})
-
-
-class BadFile(Exception):
-    """The file itself cannot be loaded; the message names the file, the problem and the fix."""
 
 
 @dataclass

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from . import catalog
-from .analysis import AnalysisRun, analyze
+from .analysis import analyze
+from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
+from .records import AnalysisRun
 from .ledger import dumps
 from .notify import notify_changes
 from .warehouse import connect, publish_snapshot
@@ -24,10 +26,6 @@ from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 JobKind = Literal["ingest", "analyze", "run"]
-
-
-class LockError(Exception):
-    """Another abproxy process is writing this workspace."""
 
 
 class WorkspaceLock:
@@ -92,7 +90,7 @@ def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
         unknown = [k for k in only if k not in ws.config.experiments]
         if unknown:
             known = ", ".join(ws.config.experiments) or "none"
-            raise KeyError(f"unknown experiment '{unknown[0]}' (known: {known})")
+            raise UnknownExperimentError(f"unknown experiment '{unknown[0]}' (known: {known})")
         return list(only)
     return [k for k, e in ws.config.experiments.items()
             if e.status == "running" or (e.status == "shipped" and e.holdback)]

@@ -15,13 +15,10 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from .errors import MetricSQLError
 from .config import IDENTIFIER, Config, EventSource, Experiment, Metric
 
 FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
-
-
-class MetricSQLError(ValueError):
-    """A metric cannot be turned into SQL; the message names the metric and the problem."""
 
 
 def quote_ident(name: str) -> str:
@@ -164,7 +161,7 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     (and a_x_sum, a_x_sq, a_xy for ratio/CUPED metrics); plus `excluded_multi` in the overall rows.
     `keys` keeps only these metrics of the experiment; `extra` adds metric definitions under their
     own keys (aliases x0, x1, …), computed in the same scan — e.g. variants of a metric with other
-    settings (health.robustness_check).
+    settings (robustness.robustness_check).
     """
     exp = config.experiments[key]
     columns = metric_columns(config, exp)

@@ -17,14 +17,12 @@ from typing import Iterator, Mapping
 import duckdb
 import pandas as pd
 
+from .errors import WarehouseError  # noqa: F401  (re-exported: warehouse.WarehouseError)
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 KEEP_SNAPSHOTS = 3
 SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs")
-
-
-class WarehouseError(Exception):
-    """The warehouse cannot be opened or upgraded; the message says what to do."""
 
 
 def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:

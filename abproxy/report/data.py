@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
+from abproxy.errors import UnknownExperimentError
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
 from abproxy.warehouse import WarehouseError, open_snapshot
 from abproxy.workspace import Workspace
@@ -308,7 +309,7 @@ def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
     match = exps[exps["experiment"] == key]
     if match.empty:
         known = ", ".join(exps["experiment"]) or "none"
-        raise KeyError(f"unknown experiment '{key}' (known: {known})")
+        raise UnknownExperimentError(f"unknown experiment '{key}' (known: {known})")
     meta = _meta(_records(match)[0])
     have = tables(con)
     runs = _df(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment = ? ORDER BY as_of, started_at", [key]) \
@@ -431,17 +432,16 @@ def freshness(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     return out
 
 
-def review_html(con: duckdb.DuckDBPyConnection, key: str) -> str:
-    from abproxy.report.export import review_html as build
-
-    return build(con, key)
-
-
 QUERIES: dict[str, Callable[..., Any]] = {
     "experiments": experiments, "experiment_keys": experiment_keys, "overview": overview, "portfolio": portfolio,
     "experiment": experiment_view, "catalog": metrics_catalog, "models": models, "data_health": data_health,
-    "freshness": freshness, "review_html": review_html,
+    "freshness": freshness,
 }
+
+
+def register_query(name: str, fn: Callable[..., Any]) -> None:
+    """Add a named snapshot query from a module above this one (the HTML export adds `review_html`)."""
+    QUERIES[name] = fn
 
 __all__ = ["Source", "Snapshot", "ExperimentView", "WarehouseError", "locate", "workspace_root", "loads",
            "experiments", "overview", "portfolio", "experiment_view", "metrics_catalog", "models", "data_health",
