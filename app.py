@@ -4,9 +4,9 @@ It reads only the read-only snapshot the job publishes; pages live in abproxy/re
 """
 import streamlit as st
 
-from abproxy.report import components, navigation
+from abproxy.report import gates, navigation
 
 st.set_page_config(page_title="abproxy report", page_icon="🧪", layout="wide")
 pages = navigation()
-components.sidebar()
+gates.sidebar()
 pages.run()

@@ -9,19 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from .config import Config, Experiment
-from .health import Check
+from .effects import StatsTable, compute_effect
 from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
+from .records import Check
 from .stats import JointMoments, Moments, adjust_pvalues
 from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
 from .stats.interaction import assignment_independence, interaction_test
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import StatsTable
 
 log = logging.getLogger(__name__)
 COVARIATE_KS_P = 0.001   # a CUPAC covariate differing by arm at this level is refused
@@ -184,8 +181,6 @@ def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str,
                        table: "StatsTable") -> list[Check]:
     """For every other running experiment sharing units: χ² of the assignments' cross-tab and the
     interaction test of each primary metric's effect across the other experiment's arms."""
-    from .analysis import compute_effect
-
     exp = config.experiments[key]
     threshold = config.health.interaction_p
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]

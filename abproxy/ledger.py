@@ -8,13 +8,12 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pandas as pd
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import AnalysisRun
+from .records import AnalysisRun
 
 
 @lru_cache(maxsize=1)
@@ -49,15 +48,18 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/inf → None, tuples → lists, recursively."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
+
+
+_clean = json_safe   # the former private name
 
 
 def loads(value: Any, default: Any = None) -> Any:
@@ -73,7 +75,7 @@ def loads(value: Any, default: Any = None) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(_clean(value), sort_keys=True, default=str)
+    return json.dumps(json_safe(value), sort_keys=True, default=str)
 
 
 def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
@@ -91,7 +93,7 @@ def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
         if run.results:
             rows = []
             for r in run.results:
-                rec = _clean(r.record())
+                rec = json_safe(r.record())
                 rows.append((run.run_id, run.experiment, rec["metric"], rec["role"], rec["variant"], rec["control"],
                              rec["segment"], rec["segment_value"], rec["control_units"], rec["variant_units"],
                              rec["control_mean"], rec["variant_mean"], rec["abs_effect"], rec["abs_ci"][0],
@@ -101,11 +103,11 @@ def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
             _insert(con, "results", rows)
         if run.series:
             _insert(con, "series", [(run.run_id, run.experiment, p.metric, p.variant, p.kind, p.day, p.control_units,
-                                     p.variant_units, *_clean([p.abs_effect, p.abs_se, p.rel_effect, *p.rel_ci]))
+                                     p.variant_units, *json_safe([p.abs_effect, p.abs_se, p.rel_effect, *p.rel_ci]))
                                     for p in run.series])
         if run.health:
             _insert(con, "health", [(run.run_id, run.experiment, c.check, c.status, c.metric, c.segment, c.variant,
-                                     *_clean([c.value, c.threshold]), c.detail) for c in run.health])
+                                     *json_safe([c.value, c.threshold]), c.detail) for c in run.health])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 from .config import Config, Decision, Notifications, Webhook
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import AnalysisRun
+    from .records import AnalysisRun
     from .workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from . import format as fmt
-from .analysis import AnalysisRun
+from .records import AnalysisRun
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from .ingest import IngestSummary

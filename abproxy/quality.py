@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.stats import poisson
 
 from .config import Config, EventSource, Metric
-from .health import Check
+from .records import Check
 from .metrics import interval_days, literal, predicate, quote_ident, timestamp_literal
 
 log = logging.getLogger(__name__)

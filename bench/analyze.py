@@ -204,7 +204,7 @@ def measure(path: Path, n: int, events_per_unit: float, threads: int, memory_lim
     steps = {"bare": lambda: con.execute(bare_sql(AS_OF)).df(),
              "sql": lambda: run_query(con, cfg, KEY, AS_OF),
              "analyze": lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=False)}
-    if robustness:        # + health.decision_robustness: the verdict under the alternative settings (one query)
+    if robustness:        # + robustness.decision_robustness: the verdict under the alternative settings (one query)
         steps["robust"] = lambda: analyze_experiment(con, cfg, KEY, AS_OF, robustness=True)
     if sql_only:
         del steps["analyze"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,13 +20,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from abproxy.analysis import analyze_experiment, run_query  # noqa: E402
-from abproxy.config import parse_config  # noqa: E402
-from abproxy.warehouse import connect  # noqa: E402
+from abproxy.analysis import analyze_experiment, run_query
+from abproxy.config import parse_config
+from abproxy.warehouse import connect
 
 RTOL = 1e-6
 ALPHA = 0.05

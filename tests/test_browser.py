@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons, report_ws  # noqa: F401
+from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

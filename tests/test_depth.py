@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from abproxy.analysis import analyze_experiment  # noqa: E402
-from abproxy.config import ConfigError, parse_config  # noqa: E402
-from abproxy.stats.groupseq import obf_boundary  # noqa: E402
-from abproxy.stats.quantile import QuantileSummary, quantile_effect, quantile_ranks  # noqa: E402
-from abproxy.warehouse import connect  # noqa: E402
+from abproxy.analysis import analyze_experiment
+from abproxy.config import ConfigError, parse_config
+from abproxy.stats.groupseq import obf_boundary
+from abproxy.stats.quantile import QuantileSummary, quantile_effect, quantile_ranks
+from abproxy.warehouse import connect
 
 START = dt.datetime(2024, 3, 1)
 AS_OF = dt.datetime(2024, 3, 15)

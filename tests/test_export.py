@@ -11,7 +11,7 @@ import pytest
 
 from abproxy.report.export import nice_ticks, review_html, write_review
 from abproxy.workspace import Workspace
-from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, latest_reasons, report_ws  # noqa: F401
+from report_fixtures import HARM, INVALID, NAMES, ROLLBACK, SHIP, latest_reasons
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 SVG_LEAVES = {"line", "circle", "polygon", "polyline", "rect", "path"}

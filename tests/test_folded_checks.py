@@ -3,28 +3,23 @@
 - `quality.daily_profile` computes the daily profile, the duplicate and the late check in one pass
   (grouped by the duplicate key) and the unit-days from per-(first day, last day) groups: compared
   with the straightforward queries (one per check, unit-days by expanding every unit's window);
-- `health.alternative_results` computes every robustness alternative in one query (the changed
+- `robustness.alternative_results` computes every robustness alternative in one query (the changed
   metrics as extra columns, `experiment_sql(extra=...)`): compared with one query per alternative.
 """
 from __future__ import annotations
 
 import datetime as dt
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from abproxy import health, quality  # noqa: E402
-from abproxy.analysis import StatsTable, overall_results  # noqa: E402
-from abproxy.config import Cuped, parse_config  # noqa: E402
-from abproxy.metrics import experiment_sql, interval_days, literal, predicate, quote_ident, timestamp_literal  # noqa: E402
-from abproxy.warehouse import connect  # noqa: E402
+from abproxy import quality, robustness
+from abproxy.analysis import StatsTable, overall_results
+from abproxy.config import Cuped, parse_config
+from abproxy.metrics import experiment_sql, interval_days, literal, predicate, quote_ident, timestamp_literal
+from abproxy.warehouse import connect
 
 START = dt.datetime(2024, 3, 1)
 AS_OF = dt.datetime(2024, 3, 15, 13, 30)
@@ -159,9 +154,9 @@ def test_one_query_for_all_alternatives_equals_one_query_each(con, cuped):
         spend = config.metrics["spend"].model_copy(update={"cuped": Cuped(pre_window_days=3)})
         config = config.model_copy(update={"metrics": {**config.metrics, "spend": spend}})
     exp = config.experiments["x"]
-    alternatives = health._alternatives(config, exp)
+    alternatives = robustness._alternatives(config, exp)
     assert len(alternatives) == 4
-    folded = health.alternative_results(con, config, "x", AS_OF, alternatives)
+    folded = robustness.alternative_results(con, config, "x", AS_OF, alternatives)
     lean = exp.model_copy(update={"segments": []})
     decisive = [m for m, r in exp.roles().items() if r != "secondary"]
     for (_, _, changed), (alt_cfg, results) in zip(alternatives, folded):

@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import duckdb
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from abproxy import health  # noqa: E402
-from abproxy.analysis import analyze_experiment  # noqa: E402
-from abproxy.ingest import ingest  # noqa: E402
-from abproxy.ledger import record_run  # noqa: E402
-from abproxy.simulate import (  # noqa: E402
+from abproxy import robustness
+from abproxy.analysis import analyze_experiment
+from abproxy.ingest import ingest
+from abproxy.records import Check
+from abproxy.ledger import record_run
+from abproxy.simulate import (
     ExperimentSpec,
     Injections,
     SegmentHarm,
@@ -37,8 +36,8 @@ from abproxy.simulate import (  # noqa: E402
     data_end,
     simulate,
 )
-from abproxy.warehouse import connect  # noqa: E402
-from abproxy.workspace import Workspace  # noqa: E402
+from abproxy.warehouse import connect
+from abproxy.workspace import Workspace
 
 START = dt.datetime(2026, 11, 1)
 
@@ -76,11 +75,11 @@ def _workspace(root: Path, spec: SimulationSpec, prepare=None, **config_edits):
     return ws, con
 
 
-def checks(run, name: str | None = None, status: str | None = None) -> list[health.Check]:
+def checks(run, name: str | None = None, status: str | None = None) -> list[Check]:
     return [c for c in run.health if (name is None or c.check == name) and (status is None or c.status == status)]
 
 
-def one(run, name: str, **match) -> health.Check:
+def one(run, name: str, **match) -> Check:
     found = [c for c in checks(run, name) if all(getattr(c, k) == v for k, v in match.items())]
     assert len(found) == 1, (name, match, [c.record() for c in checks(run, name)])
     return found[0]
@@ -411,10 +410,10 @@ def test_verdict_stability_flags_flip_flops(main):
             con.execute("INSERT INTO runs (run_id, experiment, started_at, as_of, status, decision, definition_hash) "
                         "VALUES (?, 'clean', ?, ?, 'ok', ?, 'stability-test')",
                         [f"past{i}", AS_OF, AS_OF - dt.timedelta(days=4 - i), decision])
-        c = health.verdict_stability(con, "clean", run)
+        c = robustness.verdict_stability(con, "clean", run)
         assert c.status == "warn" and c.value == 2
         assert "SHIP → SHIP → KEEP_RUNNING → SHIP → SHIP" in c.detail   # the current run is the last
         steady = replace(run, definition_hash="other")
-        assert health.verdict_stability(con, "clean", steady).status == "ok"
+        assert robustness.verdict_stability(con, "clean", steady).status == "ok"
     finally:
         con.execute("DELETE FROM runs WHERE definition_hash = 'stability-test'")

@@ -42,13 +42,6 @@ def inbox(tmp_path: Path) -> Path:
     return tmp_path / "inbox"
 
 
-@pytest.fixture
-def con(tmp_path: Path):
-    con = connect(tmp_path / "data" / "warehouse.duckdb")
-    yield con
-    con.close()
-
-
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):

@@ -6,20 +6,14 @@ table (`unit_sql`) and the grouping-set sufficient statistics (`sql`) are checke
 from __future__ import annotations
 
 import datetime as dt
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from abproxy.config import ConfigError, parse_config  # noqa: E402
-from abproxy.metrics import MetricSQLError, experiment_sql, literal, metric_sql, quote_ident  # noqa: E402
-from abproxy.warehouse import connect  # noqa: E402
+from abproxy.config import ConfigError, parse_config
+from abproxy.metrics import MetricSQLError, experiment_sql, literal, metric_sql, quote_ident
 
 T = dt.datetime.fromisoformat
 AS_OF = T("2024-01-20 00:00:00")
@@ -80,13 +74,6 @@ def experiment(**extra):
     base = {"control": "a", "variants": {"a": {}, "b": {}}, "primary": ["rev"], "decision": {"sequential": False}}
     base.update(extra)
     return base
-
-
-@pytest.fixture()
-def con(tmp_path):
-    c = connect(tmp_path / "warehouse.duckdb")
-    yield c
-    c.close()
 
 
 # ----------------------------------------------------------------------------- the handmade data set

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from abproxy import notify
-from abproxy.analysis import AnalysisRun
+from abproxy.records import AnalysisRun
 from abproxy.config import parse_config
-from abproxy.health import Check
+from abproxy.records import Check
 from abproxy.jobs import run_job
 from abproxy.notify import Previous, changes, deliver, notify as send
 from abproxy.simulate import ExperimentSpec, SimulationSpec, simulate

@@ -15,8 +15,7 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from report_fixtures import (HARM, INVALID, NAMES, NASTY, ROLLBACK, SHIP, empty_workspace, latest_reasons,  # noqa: F401
-                             report_ws)
+from report_fixtures import (HARM, INVALID, NAMES, NASTY, ROLLBACK, SHIP, empty_workspace, latest_reasons)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,10 +15,9 @@ import duckdb
 import pytest
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from abproxy.config import load_config  # noqa: E402
-from abproxy.simulate import (  # noqa: E402
+from abproxy.config import load_config
+from abproxy.simulate import (
     ExperimentSpec,
     Injections,
     SegmentHarm,

@@ -6,6 +6,7 @@ from typing import Any
 import streamlit as st
 
 from abproxy.report import components as c
+from abproxy.report import gates
 
 
 def definition_lines(m: dict[str, Any]) -> list[str]:
@@ -30,7 +31,7 @@ def definition_lines(m: dict[str, Any]) -> list[str]:
 
 
 def render() -> None:
-    snap = c.require_snapshot()
+    snap = gates.require_snapshot()
     st.title("Metrics catalog")
     metrics = snap.load("catalog")
     if not metrics:

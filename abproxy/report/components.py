@@ -1,5 +1,5 @@
-"""Small shared pieces of the report: text formatting, escaping, verdict and health badges, the
-snapshot gate every page passes through, and the friendly empty-workspace page.
+"""Small shared pieces of the report: text formatting, escaping, verdict and health badges, derived
+views and charts (the snapshot gate every page passes through lives in `gates`).
 
 Every string a user wrote (names, descriptions, reasons, paths) goes through `md()` before it is
 put into Markdown; nothing here uses `unsafe_allow_html`.
@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from abproxy import format as fmt
+from abproxy.ledger import loads
 
 # decision → (badge colour, symbol, plain words); the symbol differs in shape, not only colour
 VERDICTS: dict[str, tuple[str, str, str]] = {
@@ -148,62 +149,6 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the snapshot gate
-
-def current_snapshot():
-    """(Source, Snapshot | None) for this session's workspace."""
-    from abproxy.report import data
-
-    source = data.locate()
-    return source, data.Snapshot.at(source.snapshot)
-
-
-def require_snapshot():
-    """The Snapshot to read, or render the friendly start page and stop the script."""
-    import streamlit as st
-
-    source, snap = current_snapshot()
-    if source.config_error:
-        st.warning("The workspace configuration (abproxy.yaml) has a problem, so the report falls back to "
-                   f"`{DEFAULT_SNAPSHOT_TEXT}`. Fix it and run `abproxy validate`:", icon=":material/warning:")
-        st.code(source.config_error, language=None)
-    if snap is None:
-        empty_page(source)
-        st.stop()
-    try:
-        snap.load("freshness")
-    except Exception as exc:  # a damaged or foreign file: say so instead of a traceback
-        st.title("The report snapshot cannot be read")
-        st.error(f"{md(source.snapshot)}: {md(type(exc).__name__)}: {md(exc)}", icon=":material/error:")
-        st.markdown("Publish a fresh one with `abproxy run` (the job rewrites the snapshot atomically); "
-                    "the warehouse itself is not affected.")
-        st.stop()
-    return snap
-
-
-DEFAULT_SNAPSHOT_TEXT = "data/report.duckdb"
-
-
-def empty_page(source) -> None:
-    import streamlit as st
-
-    st.title("Welcome to abproxy")
-    st.markdown(f"There is no report yet for the workspace **{md(source.root)}**: no analysis has been "
-                f"published (looked for {md(source.snapshot)}).")
-    st.subheader("How to start")
-    st.markdown(
-        "1. Create a workspace: `abproxy init my-workspace` (or try the demo: `make run`, which builds a "
-        "simulated workspace and serves this report).\n"
-        "2. Describe your metrics and experiments in `abproxy.yaml`.\n"
-        "3. Drop files into `inbox/exposures/` (unit\\_id, experiment, variant, exposed\\_at) and "
-        "`inbox/events/` (unit\\_id, event, occurred\\_at, value) — CSV, Parquet or JSON Lines.\n"
-        "4. Run `abproxy run` once (or `abproxy schedule` to keep it fresh): it loads the inbox, analyses "
-        "every running experiment and publishes the snapshot this report reads.\n"
-        "5. Reload this page.")
-    st.caption("Start the report on another workspace with `streamlit run app.py -- --workspace DIR` "
-               "or by setting ABPROXY_WORKSPACE.")
-
-
 def freshness_caption(fresh: dict[str, Any]) -> str:
     parts = [f"Snapshot published {when(fresh.get('published_at'))} ({ago(fresh.get('published_at'))})"]
     if fresh.get("latest_event") is not None:
@@ -272,8 +217,6 @@ def needs_text(reasons: list[str]) -> str | None:
 
 def compare_runs(view) -> list[tuple[str, str]]:
     """'What changed since the previous run': (aspect, plain-language change) pairs."""
-    from abproxy.report.data import loads
-
     now, before = view.run, view.previous
     if now is None or before is None:
         return []
@@ -378,19 +321,3 @@ def decision_encodings() -> tuple[Any, Any]:
     shape = alt.Shape("decision:N", title="verdict", scale=alt.Scale(domain=list(DECISION_SHAPES),
                                                                      range=list(DECISION_SHAPES.values())))
     return colour, shape
-
-
-def sidebar() -> None:
-    """Workspace and freshness, under the page list."""
-    import streamlit as st
-
-    source, snap = current_snapshot()
-    with st.sidebar:
-        st.caption(f"Workspace: {md(source.root)}")
-        if snap is None:
-            st.caption("No report snapshot yet.")
-            return
-        try:
-            st.caption(freshness_caption(snap.load("freshness")))
-        except Exception:
-            st.caption("The report snapshot cannot be read.")

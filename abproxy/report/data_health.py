@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from abproxy.report import components as c
+from abproxy.report import gates
 from abproxy.report import data
 
 
@@ -74,7 +75,7 @@ def jobs(frame) -> None:
 
 
 def render() -> None:
-    snap = c.require_snapshot()
+    snap = gates.require_snapshot()
     st.title("Data health")
     health = snap.load("data_health")
     freshness(health["freshness"])

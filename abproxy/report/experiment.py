@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from abproxy.report import components as c
+from abproxy.report import export  # noqa: F401  (registers the review_html query)
+from abproxy.report import gates
 from abproxy.report import data
 
 COLOURS = {"better": "#1a9850", "worse": "#d73027", "none": "#6b6b6b"}
@@ -340,7 +342,7 @@ def download(snap: data.Snapshot, view: data.ExperimentView) -> None:
 
 
 def render() -> None:
-    snap = c.require_snapshot()
+    snap = gates.require_snapshot()
     exps = snap.load("experiments")
     if exps.empty:
         st.title("Experiment")

@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from abproxy.report import components as c
-from abproxy.report.data import ExperimentView, experiment_view, loads
+from abproxy.report.data import ExperimentView, experiment_view, loads, register_query
 from abproxy.warehouse import open_snapshot
 
 COLOURS = {"better": "#1a7f37", "worse": "#c62828", "none": "#555555"}
@@ -415,3 +415,6 @@ def write_review(ws: Any, key: str, path: Path | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+register_query("review_html", review_html)   # Snapshot.load("review_html", key) for the page

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from abproxy.report import components as c
+from abproxy.report import gates
 
 
 def effects_text(row: dict[str, Any], role: str) -> str:
@@ -23,7 +24,7 @@ def _primary_lift(row: dict[str, Any]) -> float:
 
 
 def render() -> None:
-    snap = c.require_snapshot()
+    snap = gates.require_snapshot()
     st.title("Model leaderboard")
     rows = snap.load("models")
     if not rows:

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from abproxy.report import components as c
+from abproxy.report import gates
 from abproxy.report import data
 
 
@@ -88,7 +89,7 @@ def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:
 
 
 def render() -> None:
-    snap = c.require_snapshot()
+    snap = gates.require_snapshot()
     st.title("Rollout overview")
     fresh = snap.load("freshness")
     st.caption(c.freshness_caption(fresh))

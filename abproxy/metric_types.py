@@ -1,0 +1,168 @@
+"""One class per metric type: which per-unit columns it needs, which sums the query returns for it,
+how it reads its own moments back from a row of sufficient statistics, and which estimator it uses.
+
+This is the one place of the column-name contract between the SQL (`metrics.py` writes what
+`unit_columns` and `sums` declare) and the statistics (`moments` reads the same names):
+
+    per unit:  {alias}_y (outcome or ratio numerator), {alias}_x (ratio denominator or CUPED covariate)
+    per group: {alias}_y_sum, {alias}_y_sq, and with an x: {alias}_x_sum, {alias}_x_sq, {alias}_xy
+
+To add a metric type, subclass `MetricColumns`, set `type_name`, override what differs (usually
+`unit_columns`, `sums`, `moments` and `effect`) and register it in `TYPES`; the config's `type`
+literal must name it too. See the docstring of `metrics.py` for the SQL side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from .config import EventSource, Metric
+from .dialect import Dialect
+from .stats import (
+    Effect,
+    JointMoments,
+    Moments,
+    cuped_effect,
+    mean_effect,
+    proportion_effect,
+    ratio_effect,
+)
+
+Stats = Moments | JointMoments
+
+
+@dataclass(frozen=True)
+class UnitColumn:
+    """One per-unit number: an aggregate of a unit's events in a window relative to its exposure."""
+
+    name: str
+    source: EventSource
+    window: str                 # "post": [exposed_at, exposed_at + days); "pre": [exposed_at - days, exposed_at)
+    days: float
+    as_bool: bool = False       # 1.0 when the aggregate is positive (a proportion's conversion)
+
+
+@dataclass(frozen=True)
+class MetricColumns:
+    """A metric of an experiment's query: its key, its column alias, its definition; the base type."""
+
+    key: str
+    alias: str
+    metric: Metric
+
+    type_name: ClassVar[str] = ""
+    cappable: ClassVar[bool] = False       # winsorizing applies (the robustness check may toggle it)
+    cupedable: ClassVar[bool] = False      # a CUPED pre-period covariate applies
+    in_points: ClassVar[bool] = False      # effects read in percentage points (proportions)
+
+    # ------------------------------------------------------------------ names
+    @property
+    def y(self) -> str:
+        return f"{self.alias}_y"
+
+    @property
+    def x(self) -> str | None:
+        return f"{self.alias}_x" if self.metric.cuped_days else None
+
+    @property
+    def raw(self) -> bool:
+        return self.metric.sql is not None
+
+    # ------------------------------------------------------------------ what the SQL computes
+    def sources(self) -> list[EventSource]:
+        """The event sources this metric aggregates (none for a raw SQL metric)."""
+        return [] if self.raw else [self.metric.source()]
+
+    def unit_columns(self) -> list[UnitColumn]:
+        """The per-unit columns computed from the joined events (empty for a raw SQL metric)."""
+        if self.raw:
+            return []
+        m, source = self.metric, self.metric.source()
+        out = [UnitColumn(self.y, source, "post", m.window_days, self.in_points)]
+        if self.x:
+            out.append(UnitColumn(self.x, source, "pre", m.cuped_days, self.in_points))
+        return out
+
+    def unit_names(self) -> list[str]:
+        return [self.y] + ([self.x] if self.x else [])
+
+    def capped_names(self) -> list[str]:
+        """The per-unit columns winsorized when the metric has capping (the outcome and its covariate)."""
+        return [self.y] + ([self.x] if self.metric.cuped_days else [])
+
+    def sums(self, d: Dialect) -> list[tuple[str, str]]:
+        """(output column, aggregate over the unit table) of the sufficient statistics per group."""
+        y, x = self.y, self.x
+        out = [(f"{y}_sum", d.sum(y)), (f"{y}_sq", d.sum(f"{y} * {y}"))]
+        if x:
+            out += [(f"{x}_sum", d.sum(x)), (f"{x}_sq", d.sum(f"{x} * {x}")), (f"{self.alias}_xy", d.sum(f"{y} * {x}"))]
+        return out
+
+    # ------------------------------------------------------------------ what the statistics read back
+    def moments(self, row: Mapping[str, Any]) -> Stats:
+        n, y = int(row["n"]), self.y
+        if self.x is None:
+            return Moments(n, float(row[f"{y}_sum"]), float(row[f"{y}_sq"]))
+        x = self.x
+        return JointMoments(n, float(row[f"{y}_sum"]), float(row[f"{y}_sq"]),
+                            float(row[f"{x}_sum"]), float(row[f"{x}_sq"]), float(row[f"{self.alias}_xy"]))
+
+    @classmethod
+    def effect(cls, control: Stats, variant: Stats, alpha: float) -> Effect:
+        if isinstance(control, JointMoments):
+            return cuped_effect(control, variant, alpha)
+        return mean_effect(control, variant, alpha)
+
+
+class Mean(MetricColumns):
+    type_name = "mean"
+    cappable = True
+    cupedable = True
+
+
+class Proportion(MetricColumns):
+    type_name = "proportion"
+    cupedable = True
+    in_points = True
+
+    @classmethod
+    def effect(cls, control: Stats, variant: Stats, alpha: float) -> Effect:
+        if isinstance(control, JointMoments):
+            return cuped_effect(control, variant, alpha)
+        return proportion_effect(control, variant, alpha)
+
+
+class Ratio(MetricColumns):
+    """Σ numerator / Σ denominator per arm (delta method); x is the denominator."""
+
+    type_name = "ratio"
+
+    @property
+    def x(self) -> str:
+        return f"{self.alias}_x"
+
+    def sources(self) -> list[EventSource]:
+        return [] if self.raw else [self.metric.numerator, self.metric.denominator]
+
+    def unit_columns(self) -> list[UnitColumn]:
+        if self.raw:
+            return []
+        m = self.metric
+        return [UnitColumn(self.y, m.numerator, "post", m.window_days),
+                UnitColumn(self.x, m.denominator, "post", m.window_days)]
+
+    @classmethod
+    def effect(cls, control: Stats, variant: Stats, alpha: float) -> Effect:
+        return ratio_effect(control, variant, alpha)
+
+
+TYPES: dict[str, type[MetricColumns]] = {t.type_name: t for t in (Mean, Proportion, Ratio)}
+
+
+def type_of(metric: Metric) -> type[MetricColumns]:
+    return TYPES[metric.type]
+
+
+def columns_for(key: str, alias: str, metric: Metric) -> MetricColumns:
+    """The typed columns of `metric` under `alias` in one query."""
+    return type_of(metric)(key, alias, metric)

@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite.
+
+* `con`: a fresh, migrated warehouse per test (sqlite-utils' fresh database per test);
+* `make_run`: a small, hand-made `AnalysisRun` (units, results, series), for checks that need a run
+  but not a simulated workspace;
+* `report_ws` (from `report_fixtures`, a plugin module): the simulated, analysed workspace shared
+  read-only by the report, export and browser tests.
+
+The package is imported as installed (`make install` installs it editable); no test edits `sys.path`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+pytest_plugins = ("report_fixtures",)
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    from abproxy.warehouse import connect
+
+    connection = connect(tmp_path / "data" / "warehouse.duckdb")
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def make_run() -> Callable[..., Any]:
+    """`make_run(units={'control': n, 'treatment': n}, results=[...], **fields)` → an `AnalysisRun`."""
+    from abproxy.records import AnalysisRun
+
+    def build(units: dict[str, int] | None = None, **fields: Any) -> AnalysisRun:
+        as_of = fields.pop("as_of", dt.datetime(2026, 1, 20))
+        run = AnalysisRun("run000000001", fields.pop("experiment", "exp"), as_of, as_of, **fields)
+        run.units = dict(units or {"control": 5000, "treatment": 5000})
+        return run
+
+    return build

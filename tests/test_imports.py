@@ -1,0 +1,115 @@
+"""The package's imports point one way (read from the source with `ast`, so lazy imports inside
+functions and `TYPE_CHECKING` imports count too).
+
+Rules (README "Layout"): no import cycles between modules; `stats/` and `verdict.py` import nothing of
+the project outside `stats/`; `report/` imports no writer (ingest, jobs, analysis, scheduler); the
+ledger and the warehouse import no analysis (analysis, effects, robustness, health, quality, metrics);
+`records` and `errors` sit at the bottom.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "abproxy"
+WRITERS = {"abproxy.ingest", "abproxy.jobs", "abproxy.analysis", "abproxy.scheduler"}
+ANALYSIS = {"abproxy.analysis", "abproxy.effects", "abproxy.robustness", "abproxy.health", "abproxy.quality",
+            "abproxy.metrics"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> list[str]:
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        parts = module.split(".")
+        parts = parts if is_package else parts[:-1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    # `from . import health` names a module; `from .config import Config` names the module itself
+    return [f"{base}.{a.name}" for a in node.names] + [base]
+
+
+def imports() -> dict[str, set[str]]:
+    """module → the project modules it imports."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                found |= set(_resolve(name, node, path.name == "__init__.py"))
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+GRAPH = imports()
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def _package_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Importing `abproxy.report.x` runs `abproxy/report/__init__.py`: a package's own imports count
+    only for modules outside the package (inside it, Python handles the parent first)."""
+    return graph
+
+
+def test_the_graph_sees_the_package():
+    assert {"abproxy.cli", "abproxy.stats.effects", "abproxy.report.data", "abproxy.records"} <= set(GRAPH)
+    assert "abproxy.config" in GRAPH["abproxy.workspace"]
+
+
+def test_no_import_cycles():
+    graph = {m: {d for d in deps if not (m.startswith(d + ".") )} for m, deps in GRAPH.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("abproxy.stats") or m == "abproxy.verdict"))
+def test_statistics_and_verdict_import_only_stats(module):
+    outside = {d for d in GRAPH[module] if not d.startswith("abproxy.stats")}
+    assert not outside, f"{module} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("abproxy.report")))
+def test_report_imports_no_writer(module):
+    assert not GRAPH[module] & WRITERS, f"{module} imports {sorted(GRAPH[module] & WRITERS)}"
+
+
+@pytest.mark.parametrize("module", ["abproxy.ledger", "abproxy.warehouse"])
+def test_ledger_and_warehouse_import_no_analysis(module):
+    assert not GRAPH[module] & ANALYSIS, f"{module} imports {sorted(GRAPH[module] & ANALYSIS)}"
+
+
+@pytest.mark.parametrize("module", ["abproxy.errors", "abproxy.records"])
+def test_records_and_errors_sit_at_the_bottom(module):
+    allowed = {"abproxy.stats", "abproxy.verdict"}
+    assert all(any(d == a or d.startswith(a + ".") for a in allowed) for d in GRAPH[module]), GRAPH[module]
