@@ -30,7 +30,9 @@ Exactly once
     visible. Errors that are not the file's fault (out of memory, disk full, a file that vanished
     or changed while being read) are not recorded in the ledger: nothing is stored and the file is
     retried on the next run. Events whose non-null `event_id` is already stored, or repeated within the file,
-    are skipped and counted as `rows_duplicate` (the first occurrence in the file is kept).
+    are skipped and counted as `rows_duplicate` (the first occurrence in the file is kept); stored ids
+    are found through the narrow `event_ids` table of their hashes, so the check costs the new file,
+    not a scan of every stored event.
 """
 from __future__ import annotations
 
@@ -153,6 +155,7 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
         return summary
     con.execute("SET TimeZone = 'UTC'")
     files = _discover(inbox, summary, limits.follow_symlinks)
+    _event_ids_current(con)
     ledger = _Ledger(con)
     bar = _Progress(progress, files)
     duckdb_bar = None
@@ -598,32 +601,59 @@ def _content_digest(con, kind: str, file_id: int, properties: list[str]) -> str:
 
 def _drop_duplicate_event_ids(con, file_id: int) -> int:
     """Delete this file's just-inserted (uncommitted) events whose event_id is already stored, or
-    repeated in the file (the first occurrence in file order is kept: the insert preserves order).
-    Done after the insert so the file is read once; returns the number of rows deleted."""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE __abp_dups AS
-        SELECT event_id, bool_or(existing) AS existing FROM (
-            (SELECT event_id, false AS existing FROM events
-             WHERE file_id = {file_id} AND event_id IS NOT NULL
-             GROUP BY event_id HAVING count(*) > 1)
-            UNION ALL
-            (SELECT DISTINCT event_id, true FROM events
-             WHERE file_id IS DISTINCT FROM {file_id} AND event_id IN (
-                 SELECT event_id FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL)))
-        GROUP BY event_id""")
+    repeated in the file (the first occurrence in file order is kept: the insert preserves order),
+    and add its remaining ids to `event_ids`. Stored ids are looked up by their hash in the narrow
+    `event_ids` table, not in every stored event_id string; a matching hash is confirmed on the rows
+    of the file that stored it, so a hash collision never drops an event. Returns the rows deleted."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_new AS SELECT rowid AS rid, event_id, hash(event_id) AS h
+                    FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL""")
     try:
-        if not con.execute("SELECT count(*) FROM __abp_dups").fetchone()[0]:
-            return 0
-        return con.execute(f"""
-            DELETE FROM events WHERE rowid IN (
-                SELECT rid FROM (
-                    SELECT e.rowid AS rid, d.existing,
-                           row_number() OVER (PARTITION BY e.event_id ORDER BY e.rowid) AS nth
-                    FROM events e JOIN __abp_dups d ON e.event_id = d.event_id
-                    WHERE e.file_id = {file_id})
-                WHERE existing OR nth > 1)""").fetchone()[0]
+        hits = [r[0] for r in con.execute(
+            "SELECT DISTINCT file_id FROM event_ids WHERE h IN (SELECT h FROM __abp_new)").fetchall()]
+        stored = ""
+        if hits:
+            where = f"file_id IN ({', '.join(str(int(f)) for f in hits)})" + (" OR file_id IS NULL" if -1 in hits else "")
+            stored = f"""UNION ALL (SELECT DISTINCT event_id, true FROM events WHERE ({where})
+                                    AND event_id IN (SELECT event_id FROM __abp_new))"""
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_dups AS
+            SELECT event_id, bool_or(existing) AS existing FROM (
+                (SELECT event_id, false AS existing FROM __abp_new GROUP BY event_id HAVING count(*) > 1)
+                {stored})
+            GROUP BY event_id""")
+        deleted = 0
+        if con.execute("SELECT count(*) FROM __abp_dups").fetchone()[0]:
+            deleted = con.execute("""
+                DELETE FROM events WHERE rowid IN (
+                    SELECT rid FROM (
+                        SELECT n.rid, d.existing, row_number() OVER (PARTITION BY n.event_id ORDER BY n.rid) AS nth
+                        FROM __abp_new n JOIN __abp_dups d ON n.event_id = d.event_id)
+                    WHERE existing OR nth > 1)""").fetchone()[0]
+        con.execute(f"INSERT INTO event_ids SELECT hash(event_id), {file_id} FROM events "
+                    f"WHERE file_id = {file_id} AND event_id IS NOT NULL")
+        return deleted
     finally:
-        con.execute("DROP TABLE __abp_dups")
+        con.execute("DROP TABLE IF EXISTS __abp_dups")
+        con.execute("DROP TABLE __abp_new")
+
+
+def _event_ids_current(con) -> None:
+    """`event_ids` holds DuckDB's hash() of each stored id; after a DuckDB upgrade (whose hash may
+    differ) it is rebuilt from the events once, in one transaction."""
+    stored = con.execute("SELECT any_value(duckdb_version) FROM event_ids_meta").fetchone()[0]
+    version = con.execute("SELECT library_version FROM pragma_version()").fetchone()[0]
+    if stored == version:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM event_ids")
+        con.execute("INSERT INTO event_ids SELECT hash(event_id), coalesce(file_id, -1) FROM events "
+                    "WHERE event_id IS NOT NULL")
+        con.execute("DELETE FROM event_ids_meta")
+        con.execute("INSERT INTO event_ids_meta VALUES (?)", [version])
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
 
 
 def _parquet_rows(con, path: Path) -> int:

@@ -12,10 +12,8 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from . import catalog
-from .analysis import analyze
 from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
 from .records import AnalysisRun
@@ -23,6 +21,9 @@ from .ledger import dumps
 from .notify import notify_changes
 from .warehouse import connect, publish_snapshot
 from .workspace import Workspace
+
+if TYPE_CHECKING:  # pragma: no cover - the analysis (pandas, scipy, statsmodels) is imported when a pass analyses
+    from .analysis import AnalysisRun
 
 log = logging.getLogger(__name__)
 JobKind = Literal["ingest", "analyze", "run"]
@@ -76,7 +77,7 @@ class JobResult:
     kind: str
     status: str = "ok"
     ingest: IngestSummary | None = None
-    runs: list[AnalysisRun] = field(default_factory=list)
+    runs: list["AnalysisRun"] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -98,7 +99,7 @@ def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
 
 def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = None,
             experiments: list[str] | None = None, lock: bool = True, progress: bool = False,
-            on_runs: Callable[[Workspace, list[AnalysisRun]], Any] | None = notify_changes) -> JobResult:
+            on_runs: Callable[[Workspace, list["AnalysisRun"]], Any] | None = notify_changes) -> JobResult:
     """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end.
     `on_runs(ws, runs)` is called after the snapshot is published (default: notifications of
     verdict changes, `notify.notify_changes`; pass None for none)."""
@@ -130,6 +131,8 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
                 result.errors += [f["message"] for f in result.ingest.failures]
             if kind in ("analyze", "run"):
+                from .analysis import analyze
+
                 result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
             result.status = "failed" if result.errors else "ok"
@@ -139,6 +142,8 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
             raise
         finally:
             _finish(con, result)
+            from . import catalog
+
             publish_snapshot(con, ws.snapshot, catalog.snapshot_tables(cfg))
         if on_runs and result.runs:
             on_runs(ws, result.runs)

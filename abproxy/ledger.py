@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from .records import AnalysisRun
 
@@ -115,6 +114,8 @@ def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    import pandas as pd  # only where used: a pass that analyses nothing never loads pandas
+
     columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
     frame = pd.DataFrame(rows, columns=columns)
     con.register("_ledger_rows", frame)

@@ -5,13 +5,14 @@ import math
 from typing import Any
 
 from . import format as fmt
-from .records import AnalysisRun
 from typing import TYPE_CHECKING
-if TYPE_CHECKING:  # pragma: no cover
+
+if TYPE_CHECKING:  # pragma: no cover - records imports the statistics (scipy, statsmodels)
     from .ingest import IngestSummary
+    from .records import AnalysisRun
 
 
-def run_json(run: AnalysisRun) -> dict[str, Any]:
+def run_json(run: "AnalysisRun") -> dict[str, Any]:
     srm = run.srm
     return {
         "experiment": run.experiment, "run_id": run.run_id, "analyzed_at": run.as_of.isoformat(),
@@ -27,7 +28,7 @@ def run_json(run: AnalysisRun) -> dict[str, Any]:
     }
 
 
-def runs_json(runs: list[AnalysisRun]) -> list[dict[str, Any]]:
+def runs_json(runs: list["AnalysisRun"]) -> list[dict[str, Any]]:
     return [run_json(r) for r in runs]
 
 
@@ -46,7 +47,7 @@ def print_ingest(summary: "IngestSummary") -> None:
         print(f"  FAILED: {f['message']}")
 
 
-def print_runs(runs: list[AnalysisRun]) -> None:
+def print_runs(runs: list["AnalysisRun"]) -> None:
     for run in runs:
         print()
         if run.status != "ok":

@@ -12,10 +12,12 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 from .errors import WarehouseError  # noqa: F401  (re-exported: warehouse.WarehouseError)
 
@@ -95,7 +97,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 
 def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
-                     extra: Mapping[str, pd.DataFrame] | None = None, keep: int = KEEP_SNAPSHOTS) -> Path:
+                     extra: Mapping[str, "pd.DataFrame"] | None = None, keep: int = KEEP_SNAPSHOTS) -> Path:
     """Copy the report's tables (and `extra` frames) to a new versioned file, then atomically repoint
     the `snapshot` symlink at it. Versioned names matter: DuckDB caches open databases by path within
     a process, so a reader reopening a path replaced in place could be handed the old database."""

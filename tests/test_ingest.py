@@ -255,6 +255,22 @@ def test_first_occurrence_of_a_repeated_event_id_is_kept_in_a_large_file(con, in
         ("dup-0", 2007.0), ("dup-1", 7.0), ("dup-2", 1007.0)]
 
 
+def test_event_ids_are_checked_through_their_hashes_and_rebuilt_after_a_duckdb_upgrade(con, inbox):
+    # rows stored by other means (no file) before the hash table existed, a colliding hash, a
+    # version change: the narrow table stays exact and in step with the events
+    con.execute("INSERT INTO events (unit_id, event, occurred_at, event_id) VALUES "
+                "('u0', 'x', TIMESTAMP '2026-01-01', 'legacy')")
+    con.execute("UPDATE event_ids_meta SET duckdb_version = 'v0.0.0'")          # as after an upgrade
+    write(inbox / "events" / "1.csv", EVENTS_HEADER + "u1,x,2026-01-05 10:00:00,1,legacy\n"
+                                                      "u1,x,2026-01-05 10:00:00,1,e1\n")
+    assert run(con, inbox).rows_duplicate == 1
+    assert one(con, "SELECT count(*) FROM event_ids") == one(con, "SELECT count(event_id) FROM events") == 2
+    # a stored hash that collides with a new id does not drop the new event: confirmed on the rows
+    con.execute("INSERT INTO event_ids SELECT hash('e2'), 1")
+    write(inbox / "events" / "2.csv", EVENTS_HEADER + "u2,x,2026-01-05 11:00:00,2,e2\n")
+    assert (run(con, inbox).rows_loaded, one(con, "SELECT count(*) FROM events WHERE event_id = 'e2'")) == (1, 1)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"])), max_size=6),
                 min_size=1, max_size=3))
