@@ -99,14 +99,24 @@ def _utcnow() -> dt.datetime:
 
 
 def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,
-            job_id: str | None = None, record: bool = True) -> list[AnalysisRun]:
+            job_id: str | None = None, record: bool = True, full: bool = False,
+            use_state: bool = True) -> list[AnalysisRun]:
+    """Analyse each experiment. The per-unit state is brought to `as_of` first, for all of them in
+    one pass (`state.refresh`; `full` rebuilds it from the events); `use_state=False` reads only
+    the raw tables (the reference the state is tested against)."""
+    from . import state
+
+    refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
     runs = []
-    for key in keys:
-        started = time.perf_counter()
-        run = analyze_experiment(con, config, key, as_of, job_id)
-        if record:
-            ledger.record_run(con, run)
-        log.info("analysed %s: %s in %.2fs", key, run.verdict.decision if run.verdict else run.status,
-                 time.perf_counter() - started)
-        runs.append(run)
+    with state.reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
+        for key in keys:
+            started = time.perf_counter()
+            run = analyze_experiment(con, config, key, as_of, job_id)
+            if key in refreshes:
+                run.refresh = refreshes[key].record()
+            if record:
+                ledger.record_run(con, run)
+            log.info("analysed %s: %s in %.2fs (%s)", key, run.verdict.decision if run.verdict else run.status,
+                     time.perf_counter() - started, run.refresh.get("mode", "raw tables"))
+            runs.append(run)
     return runs

@@ -74,7 +74,7 @@ def _job(args, kind: str) -> int:
     ws = _workspace(args)
     result = run_job(ws, kind, _as_of(getattr(args, "as_of", None)),
                      [args.experiment] if getattr(args, "experiment", None) else None,
-                     progress=sys.stderr.isatty() and not args.json)
+                     progress=sys.stderr.isatty() and not args.json, full=getattr(args, "full", False))
     if args.json:
         payload: dict[str, Any] = {}
         if result.ingest is not None:
@@ -202,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--experiment", "-e", help="only this experiment key")
         s.add_argument("--as-of", help="cut every window and the data at this instant (ISO 8601; default now)")
         s.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
+        s.add_argument("--full", action="store_true",
+                       help="recompute from the events instead of folding the new rows into the per-unit state")
     add("schedule", "run ingest and analysis on the schedule in abproxy.yaml (APScheduler)")
     s = add("serve", "the scheduler and the Streamlit report together")
     s.add_argument("--port", type=int, default=8501)

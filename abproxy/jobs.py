@@ -99,7 +99,7 @@ def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
 
 def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = None,
             experiments: list[str] | None = None, lock: bool = True, progress: bool = False,
-            on_runs: Callable[[Workspace, list["AnalysisRun"]], Any] | None = notify_changes) -> JobResult:
+            full: bool = False, on_runs: Callable[[Workspace, list["AnalysisRun"]], Any] | None = notify_changes) -> JobResult:
     """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end.
     `on_runs(ws, runs)` is called after the snapshot is published (default: notifications of
     verdict changes, `notify.notify_changes`; pass None for none)."""
@@ -108,7 +108,7 @@ def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = No
     if guard:
         guard.acquire()
     try:
-        return _run_locked(ws, kind, as_of, keys, progress, on_runs)
+        return _run_locked(ws, kind, as_of, keys, progress, on_runs, full)
     finally:
         if guard:
             guard.release()
@@ -118,7 +118,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
+def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResult:
     cfg = ws.config
     result = JobResult(uuid.uuid4().hex[:12], kind)
     con = connect(ws.warehouse, cfg.duckdb.memory_limit, cfg.duckdb.threads)
@@ -133,7 +133,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs) -> JobResult:
             if kind in ("analyze", "run"):
                 from .analysis import analyze
 
-                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id)
+                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
             result.status = "failed" if result.errors else "ok"
         except BaseException as exc:

@@ -15,8 +15,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from .errors import MetricSQLError
 from .config import IDENTIFIER, Config, EventSource, Experiment, Metric
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .state import StateSource
 
 FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
 
@@ -153,7 +158,8 @@ def metric_columns(config: Config, experiment: Experiment) -> tuple[MetricColumn
 
 def experiment_sql(config: Config, key: str, as_of: dt.datetime,
                    exposure_columns: set[str] | None = None, event_columns: set[str] | None = None,
-                   keys: list[str] | None = None, extra: dict[str, Metric] | None = None) -> ExperimentQuery:
+                   keys: list[str] | None = None, extra: dict[str, Metric] | None = None,
+                   source: "StateSource | None" = None) -> ExperimentQuery:
     """Build the single query returning per-variant sufficient statistics for one experiment.
 
     Rows: one per grouping set — `dim` is 'overall', 'day' or a segment name, `dim_value` its value.
@@ -161,7 +167,9 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     (and a_x_sum, a_x_sq, a_xy for ratio/CUPED metrics); plus `excluded_multi` in the overall rows.
     `keys` keeps only these metrics of the experiment; `extra` adds metric definitions under their
     own keys (aliases x0, x1, …), computed in the same scan — e.g. variants of a metric with other
-    settings (robustness.robustness_check).
+    settings (robustness.robustness_check). `source` (default: the per-unit state `state.reading` put in
+    place for this experiment and as_of, if it holds every aggregate needed) replaces the first
+    steps — exposures and the events join — by a read of that state table.
     """
     exp = config.experiments[key]
     columns = metric_columns(config, exp)
@@ -181,7 +189,13 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
 
     event_metrics = [c for c in columns if c.metric.sql is None]
     raw_metrics = [c for c in columns if c.metric.sql is not None]
-    parts = [f"""exposed AS (
+    if source is None:
+        from .state import active
+
+        source = active(key, as_of)
+    if source is not None and not source.covers(columns, segments):
+        source = None
+    parts = source.unit_ctes(variants) if source is not None else [f"""exposed AS (
     SELECT unit_id, min(exposed_at) AS exposed_at, count(DISTINCT variant) AS n_variants,
            arg_min(variant, exposed_at) AS variant{seg_select}
     FROM exposures
@@ -191,7 +205,7 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     SELECT unit_id, exposed_at, variant, CAST(exposed_at AS DATE) AS exposure_day{seg_cols}
     FROM exposed WHERE n_variants = 1 AND variant IN ({variants})
 )"""]
-    if event_metrics:
+    if event_metrics and source is None:
         aggs = [f"{expr} AS {alias}" for c in event_metrics for alias, expr in _event_columns(c)]
         sources = [s for c in event_metrics for s in _sources(c.metric)]
         names = ", ".join(sorted({literal(s.event) for s in sources}))
@@ -207,7 +221,9 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     GROUP BY u.unit_id
 )""")
     value_cols, joins = [], []
-    if event_metrics:
+    if event_metrics and source is not None:
+        value_cols += [v for c in event_metrics for v in source.value_columns(c)]
+    elif event_metrics:
         joins.append("LEFT JOIN unit_events ue ON ue.unit_id = u.unit_id")
         for c in event_metrics:
             value_cols += [f"coalesce(ue.{a}, 0) AS {a}" for a, _ in _event_columns(c)]

@@ -25,6 +25,7 @@ def run_json(run: "AnalysisRun") -> dict[str, Any]:
                     "ship_variant": run.verdict.ship_variant if run.verdict else None,
                     "reasons": list(run.verdict.reasons) if run.verdict else []},
         "health": [c.record() for c in run.health],
+        "refresh": run.refresh or {"mode": "full", "reason": "read from the raw tables"},
     }
 
 

@@ -104,3 +104,4 @@ class AnalysisRun:
     watermark: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
+    refresh: dict[str, str] = field(default_factory=dict)   # per-unit state: {mode, reason} (state.Refresh)
