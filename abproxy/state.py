@@ -71,7 +71,8 @@ class Agg:
             return [(f"{name}_s", f"fsum({col}){f}", "DOUBLE", "sum"), (f"{name}_c", f"count({col}){f}", "BIGINT", "add")]
         shift = 0 if self.side == "post" else math.ceil(self.days) + 1
         day = f"date_diff('day', CAST(u.exposed_at AS DATE), CAST(e.occurred_at AS DATE)) + {shift}"
-        return [(f"{name}_b", f"bit_or(CAST(1 AS UBIGINT) << CAST({day} AS INTEGER)){f}", "UBIGINT", "or")]
+        bit = f"CAST(greatest(0, least(63, {day})) AS INTEGER)"   # clamped: rows outside the FILTER too
+        return [(f"{name}_b", f"bit_or(CAST(1 AS UBIGINT) << {bit}){f}", "UBIGINT", "or")]
 
     def value(self, name: str, as_bool: bool, prefix: str = "u.") -> str:
         """The per-unit value the full query computes (`metrics._aggregate`), from the state columns."""
@@ -368,7 +369,8 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     """Bring the per-unit state of these experiments to `as_of`; say per experiment how and why."""
     refresh_load_profile(con)
     registry = _registry(con)
-    file_id = con.execute("SELECT coalesce(max(file_id), 0) FROM files").fetchone()[0]
+    file_id = con.execute("SELECT greatest((SELECT coalesce(max(file_id), 0) FROM files), "
+                          "(SELECT coalesce(max(file_id), 0) FROM load_profile))").fetchone()[0]
     counts = _counts(con)
     out: dict[str, Refresh] = {}
     folds: list[tuple[_Plan, dict]] = []
