@@ -35,8 +35,9 @@ def watermark(con: duckdb.DuckDBPyConnection, experiment: str, as_of: dt.datetim
     exp_rows, exp_max = con.execute(
         "SELECT count(*), max(exposed_at) FROM exposures WHERE experiment = ? AND exposed_at <= ?",
         [experiment, as_of]).fetchone()
-    ev_rows, ev_max = con.execute("SELECT count(*), max(occurred_at) FROM events WHERE occurred_at <= ?",
-                                  [as_of]).fetchone()
+    from .state import event_watermark
+
+    ev_rows, ev_max = event_watermark(con, as_of)
     loaded = con.execute("SELECT path, sha256 FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()
     paths, files = [r[0] for r in loaded], [r[1] for r in loaded]
     return {"exposure_rows": exp_rows, "max_exposed_at": _iso(exp_max), "event_rows": ev_rows,

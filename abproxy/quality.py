@@ -178,8 +178,17 @@ def assignment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, 
 
 def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: float) -> Check:
     """Rows whose timestamp was ahead of their load time (rejected at ingest, or stored by other means)
-    in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug."""
+    in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug.
+    Only files whose largest lead over their load time (`load_profile`) exceeds the limit are read."""
+    from .state import refresh_load_profile
+
     limit = interval_days(max_future_minutes / 1440)
+    refresh_load_profile(con)
+    ahead = dict(con.execute(f"""SELECT kind, list(DISTINCT file_id) FROM load_profile
+        WHERE max_lead_us > epoch_us(TIMESTAMP '2000-01-01' + {limit}) - epoch_us(TIMESTAMP '2000-01-01')
+        GROUP BY kind""").fetchall())
+    only = {k: f"file_id IN ({', '.join(str(int(f)) for f in ahead[k])})" if ahead.get(k) else "FALSE"
+            for k in ("events", "exposures")}
     row = con.execute(f"""
         WITH since AS (SELECT coalesce(min(loaded_at) - INTERVAL 1 DAY, TIMESTAMP '0001-01-01') AS t
                        FROM exposures WHERE experiment = $key),
@@ -187,9 +196,9 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
               WHERE status = 'loaded' AND loaded_at >= since.t),
         rejected AS (SELECT count(*) AS n FROM rejected_rows WHERE reason LIKE '%future%'
                      AND file_id IN (SELECT file_id FROM f)),
-        stored AS (SELECT (SELECT count(*) FROM events WHERE occurred_at > loaded_at + {limit}
+        stored AS (SELECT (SELECT count(*) FROM events WHERE {only['events']} AND occurred_at > loaded_at + {limit}
                            AND file_id IN (SELECT file_id FROM f))
-                        + (SELECT count(*) FROM exposures WHERE exposed_at > loaded_at + {limit}
+                        + (SELECT count(*) FROM exposures WHERE {only['exposures']} AND exposed_at > loaded_at + {limit}
                            AND file_id IN (SELECT file_id FROM f)) AS n)
         SELECT rejected.n, stored.n, (SELECT coalesce(sum(rows_loaded + rows_rejected), 0) FROM f)
         FROM rejected, stored""", {"key": key}).fetchone()
@@ -218,32 +227,68 @@ def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: floa
     The events are grouped once by (event, unit, time, value) — the duplicate check's key — and every
     per-day number is summed from those groups, so the join of events to units runs once for the
     profile, the duplicate and the late check together. Unit-days: the units are grouped by the days
-    their window starts and ends (a full day in between counts 1), summed in integer microseconds."""
+    their window starts and ends (a full day in between counts 1), summed in integer microseconds.
+    With a per-unit state in place (`state.reading`) the counts are its maintained profile table and
+    the units its rows: no event is read."""
+    from .state import active, refresh_load_profile
+
+    source = active(scope.key, scope.as_of)
+    if source is not None and source.profile is not None:
+        sql = f"""WITH units AS (SELECT unit_id, exposed_at FROM {source.table}),
+    counts AS (SELECT * FROM {source.profile}),
+    {cover_sql(scope)}
+    SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
+    else:
+        refresh_load_profile(con)
+        sql = f"""{scope.events_sql},
+    counts AS ({counts_sql(scope, late_hours, "ev")}),
+    {cover_sql(scope)}
+    SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
+    frame = con.execute(sql).df()
+    counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
+    frame[counts] = frame[counts].fillna(0)
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None) -> str:
+    """The per-day counts of the metric events `ev` (already cut to the units' windows). `seen`
+    (a relation of (event, unit_id, occurred_at, value) keys counted before) makes dup{i} the
+    repeats these rows add to an existing profile: the first row of a key already seen repeats it."""
     names = ", ".join(literal(t) for t in scope.types)
     inner = ["count(*) AS n", "count(*) FILTER (WHERE occurred_at < _frontier) AS late"]
     outer = ["sum(late) AS late"]
+    first = "1" if seen is None else "CASE WHEN bool_or(_seen) THEN 0 ELSE 1 END"
+    inner.append(f"{first} AS _first")
     for i, t in enumerate(scope.types):
         is_t = f"event = {literal(t)}"
         outer += [f"sum(n) FILTER (WHERE {is_t}) AS t{i}", f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}",
-                  f"sum(n - 1) FILTER (WHERE {is_t}) AS dup{i}"]
+                  f"sum(n - _first) FILTER (WHERE {is_t}) AS dup{i}"]
     for j, (s, users) in enumerate(scope.columns.items()):
         cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
         inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
                   f"count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS s{j}_null"]
         outer += [f"sum(s{j}_n) AS s{j}_n", f"sum(s{j}_null) AS s{j}_null"]
-    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
     lag = interval_days(late_hours / 24)
-    sql = f"""{scope.events_sql},
-    files AS (SELECT event, file_id, any_value(loaded_at) AS loaded_at, max(occurred_at) AS newest FROM events
-              WHERE event IN ({names}) AND loaded_at IS NOT NULL GROUP BY event, file_id),
+    mark = ""
+    if seen is not None:
+        mark = (f", EXISTS (SELECT 1 FROM {seen} k WHERE k.event = ev.event AND k.unit_id = ev.unit_id AND "
+                "k.occurred_at = ev.occurred_at AND k.value IS NOT DISTINCT FROM ev.value) AS _seen")
+    return f"""WITH files AS (SELECT event, file_id, loaded_at, newest FROM load_profile
+              WHERE kind = 'events' AND event IN ({names}) AND loaded_at IS NOT NULL),
     frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
                  RANGE BETWEEN UNBOUNDED PRECEDING AND {lag} PRECEDING) AS frontier FROM files),
-    marked AS (SELECT ev.*, fr.frontier AS _frontier
-               FROM ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id),
+    marked AS (SELECT ev.*, fr.frontier AS _frontier{mark}
+               FROM {ev} ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id),
     repeats AS (SELECT event, unit_id, occurred_at, value, {', '.join(inner)}
-                FROM marked GROUP BY event, unit_id, occurred_at, value),
-    counts AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1),
-    spans AS (SELECT date_trunc('day', exposed_at) AS first_day, date_trunc('day', until) AS last_day,
+                FROM marked GROUP BY event, unit_id, occurred_at, value)
+    SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1"""
+
+
+def cover_sql(scope: Scope) -> str:
+    """CTEs spans, cover: unit-days in window per day, from a relation `units` (unit_id, exposed_at)."""
+    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    return f"""spans AS (SELECT date_trunc('day', exposed_at) AS first_day, date_trunc('day', until) AS last_day,
                      count(*) AS n, sum(epoch_us(until) - epoch_us(exposed_at)) AS whole,
                      sum(epoch_us(date_trunc('day', exposed_at) + INTERVAL 1 DAY) - epoch_us(exposed_at)) AS head,
                      sum(epoch_us(until) - epoch_us(date_trunc('day', until))) AS tail
@@ -253,13 +298,7 @@ def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: floa
                                    WHEN day = last_day THEN tail ELSE CAST(n AS HUGEINT) * {US_PER_DAY} END) AS DOUBLE)
                      / {US_PER_DAY} AS unit_days
               FROM (SELECT *, unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS day FROM spans)
-              GROUP BY 1)
-    SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
-    frame = con.execute(sql).df()
-    counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
-    frame[counts] = frame[counts].fillna(0)
-    frame["day"] = pd.to_datetime(frame["day"]).dt.date
-    return frame
+              GROUP BY 1)"""
 
 
 def null_checks(scope: Scope, daily: pd.DataFrame, recent_days: int, increase: float) -> list[Check]:

@@ -121,6 +121,7 @@ class StateSource:
     names: dict[str, str]          # Agg.key → column prefix
     as_of: dt.datetime
     segments: tuple[str, ...]
+    profile: str | None = None     # the data-quality profile table (quality.daily_profile), if any
 
     def covers(self, columns: tuple[MetricColumns, ...], segments: tuple[str, ...]) -> bool:
         return segments == self.segments[:len(segments)] and all(
@@ -181,6 +182,7 @@ class Refresh:
 
 @dataclass(frozen=True)
 class _Plan:
+    config: Config
     key: str
     exp: Experiment
     aggs: tuple[Agg, ...]
@@ -188,13 +190,23 @@ class _Plan:
     table: str
     spec: str
     definition_hash: str
+    late_hours: float
+
+    @property
+    def profile(self) -> str | None:
+        return self.table.replace("unit_state_", "unit_profile_") if self.scope().types else None
+
+    def scope(self, as_of: dt.datetime = dt.datetime(2000, 1, 1)):
+        from .quality import make_scope
+
+        return make_scope(self.config, self.key, as_of)
 
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.exp.segments)
 
     def source(self, as_of: dt.datetime) -> StateSource:
-        return StateSource(self.table, self.names, as_of, self.segments)
+        return StateSource(self.table, self.names, as_of, self.segments, self.profile)
 
     def parts(self) -> list[tuple[str, str, str, str]]:
         return [p for a in self.aggs for p in a.parts(self.names[a.key])]
@@ -204,9 +216,15 @@ def _plan(config: Config, key: str) -> _Plan:
     aggs = tuple(experiment_aggs(config, key))
     names = {a.key: f"a{i}" for i, a in enumerate(aggs)}
     exp = config.experiments[key]
-    spec = json.dumps({"segments": list(exp.segments), "aggregates": [a.key for a in aggs]}, sort_keys=True)
+    from .quality import make_scope
+
+    scope = make_scope(config, key, dt.datetime(2000, 1, 1))
+    profile = [scope.types, [c.model_dump(mode="json") for c in scope.columns], scope.window_days,
+               config.health.late_hours]
+    spec = json.dumps({"segments": list(exp.segments), "aggregates": [a.key for a in aggs], "profile": profile},
+                      sort_keys=True)
     table = "unit_state_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    return _Plan(key, exp, aggs, names, table, spec, definition_hash(config, key))
+    return _Plan(config, key, exp, aggs, names, table, spec, definition_hash(config, key), config.health.late_hours)
 
 
 def _unsupported(plan: _Plan) -> str | None:
@@ -268,6 +286,23 @@ def refresh_load_profile(con: duckdb.DuckDBPyConnection) -> None:
             GROUP BY file_id, {event}""")
 
 
+def event_watermark(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """count(*) and max(occurred_at) of the events up to `as_of`, from the load profile: only files
+    holding events after `as_of` (and rows without a file) are read."""
+    refresh_load_profile(con)
+    t = timestamp_literal(as_of)
+    whole, partial = con.execute(f"""SELECT (SELECT {{'n': coalesce(sum(rows), 0), 'last': max(newest)}} FROM load_profile
+                                             WHERE kind = 'events' AND newest <= {t}),
+                                            list(DISTINCT file_id) FILTER (WHERE newest > {t})
+                                     FROM load_profile WHERE kind = 'events'""").fetchone()
+    only = f"file_id IN ({', '.join(str(int(f)) for f in partial)}) OR " if partial else ""
+    rest = con.execute(f"SELECT count(*), max(occurred_at) FROM events WHERE ({only}file_id IS NULL) "
+                       f"AND occurred_at <= {t}").fetchone()
+    whole = whole or {"n": 0, "last": None}
+    last = max((x for x in (whole["last"], rest[1]) if x is not None), default=None)
+    return int(whole["n"]) + int(rest[0]), last
+
+
 def _registry(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
     cur = con.execute("SELECT * FROM unit_states")
     names = [d[0] for d in cur.description]
@@ -290,6 +325,7 @@ def _build(con, plan: _Plan, as_of: dt.datetime, file_id: int, counts: tuple[int
         con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_x AS {_exposed_sql(plan, as_of)}")
         con.execute(f"CREATE OR REPLACE TABLE {plan.table} AS {_rows_sql(plan, '__abp_x', 'events', as_of)}")
         con.execute("DROP TABLE __abp_x")
+        _build_profile(con, plan, as_of)
         _save(con, plan, file_id, as_of, counts, built=True)
         con.execute("COMMIT")
     except BaseException:
@@ -316,14 +352,25 @@ def _fold(con, items: list[tuple[_Plan, dict]], as_of: dt.datetime, file_id: int
         rebuilt = []
         for i, (plan, reg) in enumerate(items):
             rebuilt.append(_fold_units(con, plan, reg, as_of, i))
-        units = " UNION ".join(f"SELECT unit_id FROM {r}" for r in rebuilt)
+        units = " UNION ".join(f"SELECT unit_id FROM {r}" for r, _ in rebuilt)
         some = con.execute(f"SELECT count(*) FROM ({units})").fetchone()[0]
-        scan = f"unit_id IN ({units})" if some else "FALSE"
+        # one scan of the stored events: those of rebuilt units, and those repeating a new row's
+        # (unit, event, time) — the duplicate count of the quality profile needs to know them
+        scan = [f"unit_id IN ({units})"] if some else []
+        if any(p.profile for p, _ in items):
+            scan.append("EXISTS (SELECT 1 FROM __abp_delta d WHERE d.unit_id = events.unit_id AND "
+                        "d.event = events.event AND d.occurred_at = events.occurred_at)")
+        lo = _oldest_needed(con, items, rebuilt, bool(len(scan) > bool(some)))
         con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_old AS SELECT * FROM events
-                        WHERE event IN ({types}) AND occurred_at <= {t} AND {scan}""")
-        for (plan, _), r in zip(items, rebuilt):
+                        WHERE event IN ({types}) AND occurred_at <= {t} AND occurred_at >= {lo}
+                          AND ({' OR '.join(scan) or 'FALSE'})""")
+        for (plan, reg), (r, moved) in zip(items, rebuilt):
             con.execute(f"DELETE FROM {plan.table} WHERE unit_id IN (SELECT unit_id FROM {r})")
             con.execute(f"INSERT INTO {plan.table} BY NAME {_rows_sql(plan, r, '__abp_old', as_of)}")
+            if plan.profile and (moved or _frontier_moved(con, plan, reg)):
+                _build_profile(con, plan, as_of)
+            elif plan.profile:
+                _fold_profile(con, plan, reg, as_of, r)
             con.execute(f"DROP TABLE {r}")
             _save(con, plan, file_id, as_of, counts, built=False)
         con.execute("DROP TABLE __abp_delta")
@@ -334,14 +381,29 @@ def _fold(con, items: list[tuple[_Plan, dict]], as_of: dt.datetime, file_id: int
         raise
 
 
+def _oldest_needed(con, items, rebuilt, keys: bool) -> str:
+    """The oldest event time the scan of stored events can need (a static bound, so that DuckDB
+    skips row groups of older events): the earliest window start of a rebuilt unit, and the
+    earliest new row whose stored repeats the quality profile counts."""
+    bounds = []
+    for (plan, _), (r, _) in zip(items, rebuilt):
+        pre = max((a.days for a in plan.aggs if a.side == "pre"), default=0.0)
+        bounds.append(f"(SELECT min(exposed_at) - {interval_days(pre)} FROM {r})")
+    if keys:
+        bounds.append("(SELECT min(occurred_at) FROM __abp_delta)")
+    lo = con.execute(f"SELECT least({', '.join(bounds)})").fetchone()[0] if bounds else None
+    return timestamp_literal(lo) if lo is not None else "TIMESTAMP '0001-01-01'"
+
+
 def _unfolded(reg: dict, file_id: str, ts: str) -> str:
     """Rows the state does not hold yet: from a later file, or too recent for its as_of."""
     return f"({file_id} > {int(reg['file_id'])} OR {ts} > {timestamp_literal(reg['as_of'])})"
 
 
-def _fold_units(con, plan: _Plan, reg: dict, as_of: dt.datetime, i: int) -> str:
+def _fold_units(con, plan: _Plan, reg: dict, as_of: dt.datetime, i: int) -> tuple[str, int]:
     """Merge the new events of unchanged units into the state; update units whose variant or
-    segments changed; return the temp table of units to rebuild (new, or first exposure moved)."""
+    segments changed; return the temp table of units to rebuild (new, or first exposure moved) and
+    how many of them moved."""
     t = timestamp_literal(as_of)
     touched = (f" AND unit_id IN (SELECT unit_id FROM exposures WHERE experiment = {literal(plan.key)} "
                f"AND exposed_at <= {t} AND {_unfolded(reg, 'file_id', 'exposed_at')})")
@@ -357,11 +419,67 @@ def _fold_units(con, plan: _Plan, reg: dict, as_of: dt.datetime, i: int) -> str:
     seg = "".join(f", seg_{k} = x.seg_{k}" for k in range(len(plan.segments)))
     con.execute(f"""UPDATE {plan.table} SET multi = x.multi, variant = x.variant{seg} FROM {x} x
                     WHERE {plan.table}.unit_id = x.unit_id AND {plan.table}.exposed_at = x.exposed_at""")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {r} AS SELECT x.* FROM {x} x
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {r} AS SELECT x.*, s.unit_id IS NOT NULL AS _moved FROM {x} x
                     LEFT JOIN {plan.table} s ON s.unit_id = x.unit_id
                     WHERE s.unit_id IS NULL OR s.exposed_at <> x.exposed_at""")
+    moved = con.execute(f"SELECT count(*) FILTER (WHERE _moved) FROM {r}").fetchone()[0]
+    con.execute(f"ALTER TABLE {r} DROP COLUMN _moved")
     con.execute(f"DROP TABLE {x}")
-    return r
+    return r, moved
+
+
+def _window_events(plan: _Plan, units: str, events: str, as_of: dt.datetime, only: str = "") -> str:
+    """The profile's events: `events` of the metric types in the post windows of `units`."""
+    scope = plan.scope(as_of)
+    names = ", ".join(literal(t) for t in scope.types)
+    return f"""SELECT e.* FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+    WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
+      AND e.occurred_at < u.exposed_at + {interval_days(scope.window_days)}
+      AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
+
+
+def _build_profile(con, plan: _Plan, as_of: dt.datetime) -> None:
+    """The data-quality profile (quality.daily_profile's counts) of the state's units, from the events."""
+    if not plan.profile:
+        return
+    from .quality import counts_sql
+
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
+        WITH ev AS ({_window_events(plan, plan.table, 'events', as_of)})
+        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, 'ev')})""")
+
+
+def _fold_profile(con, plan: _Plan, reg: dict, as_of: dt.datetime, rebuilt: str) -> None:
+    """Add the new rows of unchanged units (a row whose key was counted before adds a repeat) and
+    every row of new units to the profile, per day."""
+    from .quality import counts_sql
+
+    scope, fresh = plan.scope(as_of), _unfolded(reg, "e.file_id", "e.occurred_at")
+    delta = _window_events(plan, plan.table, "__abp_delta", as_of,
+                           f" AND {fresh} AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})")
+    seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
+    new = _window_events(plan, rebuilt, "__abp_old", as_of)
+    parts = (f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'dv', seen='seen')})",
+             f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'nv')})")
+    cols = [d[0] for d in con.execute(f"DESCRIBE {plan.profile}").fetchall() if d[0] != "day"]
+    merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
+                       f"coalesce(p.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in cols)
+    added = ", ".join(f"max({c}) AS {c}" if c.startswith("last") else f"sum({c}) AS {c}" for c in cols)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pd AS
+        WITH dv AS ({delta}), seen AS {seen}, nv AS ({new})
+        SELECT day, {added} FROM ({parts[0]} UNION ALL BY NAME {parts[1]}) GROUP BY day""")
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
+        SELECT day, {merged} FROM {plan.profile} p FULL JOIN __abp_pd d USING (day)""")
+    con.execute("DROP TABLE __abp_pd")
+
+
+def _frontier_moved(con, plan: _Plan, reg: dict) -> bool:
+    """A new file loaded no later than `late_hours` before an old one moves the old file's
+    'late' frontier (its rows' lateness changes): the profile is rebuilt."""
+    return bool(con.execute(f"""SELECT count(*) FROM load_profile n JOIN load_profile o ON n.event = o.event
+        WHERE n.kind = 'events' AND o.kind = 'events' AND n.file_id > ? AND o.file_id <= ?
+          AND n.loaded_at <= o.loaded_at - {interval_days(plan.late_hours / 24)}""",
+                                [reg["file_id"], reg["file_id"]]).fetchone()[0])
 
 
 def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,

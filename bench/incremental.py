@@ -1,0 +1,333 @@
+"""Benchmark: the targets of the incremental refresh, as ratios measured within one run.
+
+Every figure is a median of `--repeat` (default 3) timed runs after a warm-up, set against a
+baseline timed in the same process and the same minutes (the machine may be shared: ratios move
+much less than wall seconds). Nothing here is asserted by the tests.
+
+  full      `analyze --full` (state rebuilt from the events; statistics, every health check and the
+            robustness re-derivation, verdict) vs the bare DuckDB pass (bench/analyze.py's
+            hand-written query of the same per-variant sums), and today's path (no state, the raw
+            tables: `analyze(use_state=False)`) vs the same bare pass;
+  +1%       after 1% more events arrive as a new file, the incremental pass (`analyze`, inside the
+            process) vs a full analyze; and `abproxy run` vs `abproxy analyze --full` as processes
+            (wall time including start-up and the ingest of the new file);
+  start-up  `import abproxy.cli, abproxy.jobs` (what `abproxy analyze` loads before it works) and the
+            lazily imported analysis stack, in fresh processes;
+  20 exps   20 experiments on the same units and events vs 1: full and incremental passes;
+  ingest    +1% events (with event ids) into a warehouse of `--ingest-events` events vs the same
+            file into an empty warehouse;
+  RSS       peak RSS of the measuring processes.
+
+    .venv/bin/python bench/incremental.py                          # 1M units, 30 events per unit
+    .venv/bin/python bench/incremental.py --units 200000 --experiments-units 100000 --ingest-events 10000000
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import analyze as base  # noqa: E402  (bench/analyze.py: generator, config, bare query)
+
+ABPROXY = [sys.executable, "-m", "abproxy.cli"]
+
+
+def _median(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), out
+
+
+def _add_events(con, n: int, file_id: int, share: float = 0.01) -> int:
+    """1% more events as a new loaded file (ledger row included), as an ingest would leave them."""
+    total = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    extra = int(total * share)
+    sql = base.events_sql(n, 10**10 + file_id * extra, 10**10 + file_id * extra + extra)
+    stamp = f"TIMESTAMP '2024-02-01' + INTERVAL {file_id} HOUR"
+    con.execute(sql.replace("NULL, 2, TIMESTAMP '2024-02-01'", f"NULL, {file_id}, {stamp}"))
+    con.execute("INSERT INTO files (file_id, path, kind, status, rows_loaded, loaded_at) "
+                f"VALUES ({file_id}, 'gen/{file_id}', 'events', 'loaded', {extra}, {stamp})")
+    return extra
+
+
+def _ledger_rows(con) -> None:
+    """The generator writes rows of files 1 and 2 without ledger rows: add them."""
+    con.execute("INSERT INTO files (file_id, path, kind, status, loaded_at) VALUES "
+                "(1, 'gen/exposures', 'exposures', 'loaded', TIMESTAMP '2024-02-01'), "
+                "(2, 'gen/events', 'events', 'loaded', TIMESTAMP '2024-02-01')")
+
+
+def _copies(con, k: int) -> None:
+    """k - 1 more experiments over the same units (own variant draw) and the same events."""
+    for i in range(1, k):
+        con.execute(f"""INSERT INTO exposures SELECT unit_id, '{base.KEY}{i}',
+                        CASE WHEN hash(unit_id || '{i}') % 2 = 0 THEN 'control' ELSE 'treatment' END,
+                        exposed_at, file_id, loaded_at, country FROM exposures WHERE experiment = '{base.KEY}'""")
+
+
+def _config(threads: int, memory: str, k: int = 1):
+    from abproxy.config import parse_config
+
+    one = base.config(threads, memory).experiments[base.KEY].model_dump(mode="json")
+    return parse_config({"duckdb": {"threads": threads, "memory_limit": memory}, "metrics": base.METRICS,
+                         "experiments": {base.KEY + (str(i) if i else ""): one for i in range(k)}})
+
+
+# ----------------------------------------------------------------------------- in-process figures
+
+def measure_analysis(path: Path, n: int, a) -> dict:
+    from abproxy.analysis import analyze
+    from abproxy.warehouse import connect
+
+    cfg = _config(a.threads, a.memory_limit)
+    con = connect(path, memory_limit=a.memory_limit, threads=a.threads)
+    con.execute("SET enable_progress_bar = false")
+    _ledger_rows(con)
+    keys = [base.KEY]
+    bare = lambda: con.execute(base.bare_sql(base.AS_OF)).fetchall()  # noqa: E731
+    full = lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True)  # noqa: E731
+    raw = lambda: analyze(con, cfg, keys, base.AS_OF, record=False, use_state=False)  # noqa: E731
+    bare(), full()                                                      # warm-up
+    out = {}
+    for name, fn in (("bare", bare), ("full", full), ("raw", raw)):
+        out[f"{name}_s"], last = _median(fn, a.repeat)
+    run = last[0]
+    out["verdict"] = run.verdict.decision if run.verdict else run.status
+    incremental, fulls = [], []
+    for r in range(a.repeat):                                           # +1%, then incremental vs full
+        _add_events(con, n, 3 + r)
+        started = time.perf_counter()
+        runs = analyze(con, cfg, keys, base.AS_OF, record=False)
+        incremental.append(time.perf_counter() - started)
+        assert runs[0].refresh["mode"] == "incremental", runs[0].refresh
+        fulls.append(_median(full, 1)[0])
+    out |= {"incremental_s": statistics.median(incremental), "full_again_s": statistics.median(fulls)}
+    con.close()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def measure_experiments(path: Path, n: int, a) -> dict:
+    """1 vs k experiments: full and incremental passes (same units and events)."""
+    from abproxy.analysis import analyze
+    from abproxy.warehouse import connect
+
+    con = connect(path, memory_limit=a.memory_limit, threads=a.threads)
+    con.execute("SET enable_progress_bar = false")
+    _ledger_rows(con)
+    _copies(con, a.experiments)
+    out, file_id = {}, 3
+    for k in (1, a.experiments):
+        cfg = _config(a.threads, a.memory_limit, k)
+        keys = list(cfg.experiments)
+        out[f"full_{k}_s"], _ = _median(lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True), a.repeat)
+        times = []
+        for _ in range(a.repeat):
+            _add_events(con, n, file_id)
+            file_id += 1
+            times.append(_median(lambda: analyze(con, cfg, keys, base.AS_OF, record=False), 1)[0])
+        out[f"incremental_{k}_s"] = statistics.median(times)
+    con.close()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def measure_ingest(folder: Path, a) -> dict:
+    """+1% events with event ids into a warehouse of --ingest-events events vs into an empty one."""
+    import duckdb
+
+    from abproxy.ingest import ingest
+    from abproxy.warehouse import connect
+
+    big, extra = a.ingest_events, a.ingest_events // 100
+    gen = duckdb.connect()
+    sql = """COPY (SELECT 'u' || (i % {u}) AS unit_id, ['session', 'purchase'][1 + i % 2] AS event,
+                          TIMESTAMP '2026-01-01' + to_seconds(i % 2592000) AS occurred_at,
+                          (i % 1000) / 10.0 AS value, 'ev-' || i AS event_id
+                   FROM range({lo}, {hi}) t(i)) TO '{path}' (FORMAT parquet)"""
+    files = []
+    for r in range(a.repeat):
+        p = folder / f"new{r}" / "events" / "part.parquet"
+        p.parent.mkdir(parents=True)
+        gen.execute(sql.format(u=big // 30, lo=big + r * extra, hi=big + (r + 1) * extra, path=p))
+        files.append(p.parent.parent)
+    seed = folder / "seed" / "events"
+    seed.mkdir(parents=True)
+    for k in range(10):
+        gen.execute(sql.format(u=big // 30, lo=k * big // 10, hi=(k + 1) * big // 10, path=seed / f"{k}.parquet"))
+    gen.close()
+    con = connect(folder / "big.duckdb", memory_limit=a.memory_limit, threads=a.threads)
+    con.execute("SET enable_progress_bar = false")
+    ingest(con, seed.parent)
+    times_big, times_empty = [], []
+    for r, inbox in enumerate(files):
+        started = time.perf_counter()
+        s = ingest(con, inbox)
+        times_big.append(time.perf_counter() - started)
+        assert s.rows_loaded == extra, s.as_dict()
+        empty = connect(folder / f"empty{r}.duckdb", memory_limit=a.memory_limit, threads=a.threads)
+        started = time.perf_counter()
+        ingest(empty, inbox)
+        times_empty.append(time.perf_counter() - started)
+        empty.close()
+    con.close()
+    return {"ingest_big_s": statistics.median(times_big), "ingest_empty_s": statistics.median(times_empty),
+            "ingest_rows": big, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# ----------------------------------------------------------------------------- process figures
+
+def _timed_process(cmd: list[str], env=None) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{cmd} failed: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def measure_startup(a) -> dict:
+    light = [sys.executable, "-c", "import abproxy.cli, abproxy.jobs"]
+    heavy = [sys.executable, "-c", "import abproxy.cli, abproxy.jobs, abproxy.analysis, abproxy.state"]
+    nothing = [sys.executable, "-c", "pass"]
+    for cmd in (light, heavy, nothing):
+        _timed_process(cmd)                                             # warm the page cache / .pyc
+    return {f"{name}_s": statistics.median(_timed_process(cmd) for _ in range(a.repeat))
+            for name, cmd in (("startup", light), ("analysis_imports", heavy), ("python", nothing))}
+
+
+def measure_processes(path: Path, n: int, a) -> dict:
+    """`abproxy analyze --full` vs `abproxy run` after 1% more events in a new inbox file."""
+    import yaml
+
+    import duckdb
+
+    ws = path.parent / "ws"
+    (ws / "inbox" / "events").mkdir(parents=True, exist_ok=True)
+    (ws / "inbox" / "exposures").mkdir(parents=True, exist_ok=True)
+    data = _config(a.threads, a.memory_limit).model_dump(mode="json", exclude_none=True)
+    data |= {"warehouse": str(path), "inbox": str(ws / "inbox"), "snapshot": str(ws / "report.duckdb")}
+    (ws / "abproxy.yaml").write_text(yaml.safe_dump(data))
+    as_of = base.AS_OF.isoformat()
+    common = ["--workspace", str(ws), "--as-of", as_of, "--json"]
+    full, run = [], []
+    _timed_process(ABPROXY + ["analyze", "--full", *common])             # warm-up, builds the state
+    for r in range(a.repeat):
+        gen = duckdb.connect()
+        extra = int(n * a.events_per_unit) // 100
+        gen.execute("CREATE TABLE events (unit_id VARCHAR, event VARCHAR, occurred_at TIMESTAMP, value DOUBLE, "
+                    "event_id VARCHAR, file_id BIGINT, loaded_at TIMESTAMP)")
+        gen.execute(base.events_sql(n, 2 * 10**10 + r * extra, 2 * 10**10 + (r + 1) * extra))
+        gen.execute(f"COPY (SELECT unit_id, event, occurred_at, value FROM events) "
+                    f"TO '{ws / 'inbox' / 'events' / f'new{r}.parquet'}' (FORMAT parquet)")
+        gen.close()
+        run.append(_timed_process(ABPROXY + ["run", *common]))
+        full.append(_timed_process(ABPROXY + ["analyze", "--full", *common]))
+    return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)}
+
+
+# ----------------------------------------------------------------------------- driver
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"child {args[:2]} failed ({proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--units", type=int, default=1_000_000)
+    p.add_argument("--events-per-unit", type=float, default=30.0)
+    p.add_argument("--experiments", type=int, default=20)
+    p.add_argument("--experiments-units", type=int, default=200_000, help="units of the k-experiment figure")
+    p.add_argument("--ingest-events", type=int, default=100_000_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory-limit", default="3GB")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", default="startup,analysis,processes,experiments,ingest")
+    p.add_argument("--dir")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        path = Path(a.path)
+        fn = {"analysis": lambda: measure_analysis(path, a.units, a),
+              "experiments": lambda: measure_experiments(path, a.experiments_units, a),
+              "ingest": lambda: measure_ingest(path, a),
+              "generate": lambda: base.generate(path, a.units, a.events_per_unit, a.threads, a.memory_limit)}
+        print(json.dumps(fn[a.worker]()))
+        return 0
+    folder = Path(a.dir or tempfile.mkdtemp(prefix="abproxy-incr-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    only = set(a.only.split(","))
+    common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads), "--memory-limit",
+              a.memory_limit, "--repeat", str(a.repeat), "--experiments", str(a.experiments),
+              "--experiments-units", str(a.experiments_units), "--ingest-events", str(a.ingest_events)]
+    r: dict = {}
+    print(f"{_load()}; threads={a.threads} memory_limit={a.memory_limit}; medians of {a.repeat}", flush=True)
+    if "startup" in only:
+        r |= measure_startup(a)
+        print(f"start-up: import abproxy.cli+jobs {r['startup_s']:.2f}s (python alone {r['python_s']:.2f}s); "
+              f"+ analysis stack {r['analysis_imports_s']:.2f}s  [{_load()}]", flush=True)
+    if only & {"analysis", "processes"}:
+        db = folder / "main.duckdb"
+        g = _child(["--worker", "generate", "--units", str(a.units), "--path", str(db), *common])
+        print(f"generated {g['event_rows']:,} events for {a.units:,} units in {g['generate_s']:.0f}s", flush=True)
+        if "analysis" in only:
+            m = _child(["--worker", "analysis", "--units", str(a.units), "--path", str(db), *common])
+            r |= {f"a_{k}": v for k, v in m.items()}
+            print(f"bare {m['bare_s']:.2f}s; analyze --full {m['full_s']:.2f}s ({m['full_s'] / m['bare_s']:.2f}x bare); "
+                  f"without state (today) {m['raw_s']:.2f}s ({m['raw_s'] / m['bare_s']:.2f}x); +1% incremental "
+                  f"{m['incremental_s']:.2f}s vs full {m['full_again_s']:.2f}s "
+                  f"({m['incremental_s'] / m['full_again_s']:.3f}x); peak RSS {m['peak_rss_mb'] / 1024:.2f} GB; "
+                  f"verdict {m['verdict']}  [{_load()}]", flush=True)
+        if "processes" in only:
+            m = measure_processes(db, a.units, a)
+            r |= m
+            print(f"processes: abproxy run after +1% {m['process_run_s']:.2f}s vs analyze --full "
+                  f"{m['process_full_s']:.2f}s ({m['process_run_s'] / m['process_full_s']:.3f}x)  [{_load()}]", flush=True)
+    if "experiments" in only:
+        db = folder / "exps.duckdb"
+        _child(["--worker", "generate", "--units", str(a.experiments_units), "--path", str(db), *common])
+        m = _child(["--worker", "experiments", "--path", str(db), *common])
+        k = a.experiments
+        r |= {f"e_{x}": v for x, v in m.items()}
+        print(f"{k} experiments vs 1 ({a.experiments_units:,} units): full {m[f'full_{k}_s']:.2f}s vs "
+              f"{m['full_1_s']:.2f}s ({m[f'full_{k}_s'] / m['full_1_s']:.2f}x); incremental "
+              f"{m[f'incremental_{k}_s']:.2f}s vs {m['incremental_1_s']:.2f}s "
+              f"({m[f'incremental_{k}_s'] / m['incremental_1_s']:.2f}x)  [{_load()}]", flush=True)
+    if "ingest" in only:
+        sub = folder / "ingest"
+        sub.mkdir(exist_ok=True)
+        m = _child(["--worker", "ingest", "--path", str(sub), *common])
+        r |= {f"i_{x}": v for x, v in m.items()}
+        print(f"ingest +1% into {m['ingest_rows']:,} events {m['ingest_big_s']:.2f}s vs into an empty warehouse "
+              f"{m['ingest_empty_s']:.2f}s ({m['ingest_big_s'] / m['ingest_empty_s']:.2f}x); peak RSS "
+              f"{m['peak_rss_mb'] / 1024:.2f} GB  [{_load()}]", flush=True)
+    (folder / "results.json").write_text(json.dumps(r, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
