@@ -99,15 +99,24 @@ def metric_aggs(metric: Metric) -> list[tuple[str, Agg, bool]]:
     return out
 
 
-def experiment_aggs(config: Config, key: str) -> list[Agg]:
-    """Every aggregate an analysis of the experiment reads: its metrics and the alternatives the
-    robustness check re-derives the verdict with (halved/doubled windows, CUPED)."""
+def _metrics(config: Config, key: str) -> list[Metric]:
+    """The experiment's metrics and the alternatives the robustness check re-derives the verdict
+    with (halved/doubled windows, CUPED)."""
     from .health import _alternatives
 
     exp = config.experiments[key]
     metrics = [config.metrics[m] for m in exp.roles()]
-    metrics += [m for _, _, changed in _alternatives(config, exp) for m in changed.values()]
-    found = {a.key: a for m in metrics for _, a, _ in metric_aggs(m)}
+    return metrics + [m for _, _, changed in _alternatives(config, exp) for m in changed.values()]
+
+
+def covariates(config: Config, key: str) -> tuple[str, ...]:
+    return tuple(sorted({c for m in _metrics(config, key) if (c := getattr(m, "cuped_covariate", None))}))
+
+
+def experiment_aggs(config: Config, key: str) -> list[Agg]:
+    """Every aggregate an analysis of the experiment reads: its metrics and the alternatives the
+    robustness check re-derives the verdict with (halved/doubled windows, CUPED)."""
+    found = {a.key: a for m in _metrics(config, key) for _, a, _ in metric_aggs(m)}
     return [found[k] for k in sorted(found)]
 
 
@@ -122,10 +131,12 @@ class StateSource:
     as_of: dt.datetime
     segments: tuple[str, ...]
     profile: str | None = None     # the data-quality profile table (quality.daily_profile), if any
+    covariates: tuple[str, ...] = ()
 
     def covers(self, columns: tuple[MetricColumns, ...], segments: tuple[str, ...]) -> bool:
         return segments == self.segments[:len(segments)] and all(
-            a.key in self.names for c in columns for _, a, _ in metric_aggs(c.metric))
+            a.key in self.names for c in columns for _, a, _ in metric_aggs(c.metric)) and all(
+            getattr(c, "covariate", None) in (None, *self.covariates) for c in columns)
 
     def unit_ctes(self, variants: str) -> list[str]:
         return [f"""exposed AS (
@@ -191,6 +202,7 @@ class _Plan:
     spec: str
     definition_hash: str
     late_hours: float
+    covariates: tuple[str, ...] = ()   # CUPAC exposure columns (value at first exposure)
 
     @property
     def profile(self) -> str | None:
@@ -206,7 +218,7 @@ class _Plan:
         return tuple(self.exp.segments)
 
     def source(self, as_of: dt.datetime) -> StateSource:
-        return StateSource(self.table, self.names, as_of, self.segments, self.profile)
+        return StateSource(self.table, self.names, as_of, self.segments, self.profile, self.covariates)
 
     def parts(self) -> list[tuple[str, str, str, str]]:
         return [p for a in self.aggs for p in a.parts(self.names[a.key])]
@@ -221,10 +233,11 @@ def _plan(config: Config, key: str) -> _Plan:
     scope = make_scope(config, key, dt.datetime(2000, 1, 1))
     profile = [scope.types, [c.model_dump(mode="json") for c in scope.columns], scope.window_days,
                config.health.late_hours]
-    spec = json.dumps({"segments": list(exp.segments), "aggregates": [a.key for a in aggs], "profile": profile},
-                      sort_keys=True)
+    spec = json.dumps({"segments": list(exp.segments), "aggregates": [a.key for a in aggs], "profile": profile,
+                       "covariates": list(covariates(config, key))}, sort_keys=True)
     table = "unit_state_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    return _Plan(config, key, exp, aggs, names, table, spec, definition_hash(config, key), config.health.late_hours)
+    return _Plan(config, key, exp, aggs, names, table, spec, definition_hash(config, key), config.health.late_hours,
+                 covariates(config, key))
 
 
 def _unsupported(plan: _Plan) -> str | None:
@@ -237,6 +250,8 @@ def _unsupported(plan: _Plan) -> str | None:
 
 def _exposed_sql(plan: _Plan, as_of: dt.datetime, only: str = "") -> str:
     seg = "".join(f", arg_min({quote_ident(s)}, exposed_at) AS seg_{i}" for i, s in enumerate(plan.segments))
+    seg += "".join(f", arg_min(TRY_CAST({quote_ident(v)} AS DOUBLE), exposed_at) AS cov_{v}"
+                   f", count(DISTINCT {quote_ident(v)}) AS cov_{v}_values" for v in plan.covariates)
     return f"""SELECT unit_id, min(exposed_at) AS exposed_at, count(DISTINCT variant) > 1 AS multi,
            arg_min(variant, exposed_at) AS variant{seg}
     FROM exposures WHERE experiment = {literal(plan.key)} AND exposed_at <= {timestamp_literal(as_of)}{only}
@@ -417,6 +432,7 @@ def _fold_units(con, plan: _Plan, reg: dict, as_of: dt.datetime, i: int) -> tupl
         con.execute(f"UPDATE {plan.table} SET {sets} FROM __abp_d d WHERE {plan.table}.unit_id = d.unit_id")
         con.execute("DROP TABLE __abp_d")
     seg = "".join(f", seg_{k} = x.seg_{k}" for k in range(len(plan.segments)))
+    seg += "".join(f", cov_{v} = x.cov_{v}, cov_{v}_values = x.cov_{v}_values" for v in plan.covariates)
     con.execute(f"""UPDATE {plan.table} SET multi = x.multi, variant = x.variant{seg} FROM {x} x
                     WHERE {plan.table}.unit_id = x.unit_id AND {plan.table}.exposed_at = x.exposed_at""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {r} AS SELECT x.*, s.unit_id IS NOT NULL AS _moved FROM {x} x

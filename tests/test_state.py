@@ -47,6 +47,8 @@ METRICS = {
     "refunded": {"type": "proportion", "event": "refund", "aggregate": "exists", "window_days": 3,
                  "higher_is_better": False},
     "books": {"type": "mean", "event": "purchase", "where": "category = 'books'", "window_days": 2},
+    "revenue_cupac": {"type": "mean", "event": "purchase", "window_days": 3, "cuped": {"covariate": "score"}},
+    "revenue_p50": {"type": "quantile", "event": "purchase", "quantile": 0.5, "window_days": 3},
 }
 DECISION = {"min_days": 0, "min_units_per_variant": 5, "min_segment_units": 3}
 
@@ -61,7 +63,8 @@ def config(stage: int):
     metrics = dict(METRICS)
     exps = {
         "one": experiment(["revenue", "buyers"], ["revenue_cuped", "active_days", "basket"], ["refunded"]),
-        "two": experiment(["rps"], ["biggest", "smallest", "books"], segments=("country", "platform")),
+        "two": experiment(["rps"], ["biggest", "smallest", "books", "revenue_cupac", "revenue_p50"],
+                          segments=("country", "platform")),
     }
     if stage >= 1:   # a metric definition changed midway: 'one' is rebuilt
         metrics["revenue"] = {**METRICS["revenue"], "window_days": 2.5}
@@ -69,7 +72,7 @@ def config(stage: int):
         exps["three"] = experiment(["buyers"], ["revenue"], segments=())
     if stage >= 3:   # a new metric added to 'two'
         metrics["sessions"] = {"type": "mean", "event": "session", "aggregate": "count", "window_days": 3}
-        exps["two"]["secondary"] = ["biggest", "smallest", "books", "sessions"]
+        exps["two"]["secondary"] = ["biggest", "smallest", "books", "revenue_cupac", "revenue_p50", "sessions"]
     return parse_config({"metrics": metrics, "experiments": exps})
 
 
@@ -85,7 +88,7 @@ class World:
 
     def write(self, kind: str, rows: list[str], name: str | None = None) -> Path:
         self.n += 1
-        header = ("unit_id,experiment,variant,exposed_at,country,platform\n" if kind == "exposures" else
+        header = ("unit_id,experiment,variant,exposed_at,country,platform,score\n" if kind == "exposures" else
                   "unit_id,event,occurred_at,value,event_id,category\n")
         path = self.inbox / kind / (name or f"{self.n:03d}.csv")
         path.write_text(header + "".join(r + "\n" for r in rows))
@@ -107,7 +110,8 @@ class World:
             first = self.units.get((exp, unit), (variant, at))[1]
             self.units[(exp, unit)] = (variant, min(first, at))
             country = COUNTRIES[hash(unit) % 3] if r.random() < 0.95 else r.choice(COUNTRIES)
-            rows.append(f"{unit},{exp},{variant},{at:%Y-%m-%d %H:%M:%S.%f},{country},{r.choice(['ios', 'web'])}")
+            rows.append(f"{unit},{exp},{variant},{at:%Y-%m-%d %H:%M:%S.%f},{country},{r.choice(['ios', 'web'])},"
+                        f"{r.uniform(0, 50):.3f}")
         return rows
 
     def events(self, now: dt.datetime) -> list[str]:
