@@ -105,10 +105,11 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     one pass (`state.refresh`; `full` rebuilds it from the events); `use_state=False` reads only
     the raw tables (the reference the state is tested against)."""
     from . import state
+    from .sources import reading
 
     refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
     runs = []
-    with state.reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
+    with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
         for key in keys:
             started = time.perf_counter()
             run = analyze_experiment(con, config, key, as_of, job_id)

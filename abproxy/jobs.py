@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
-from .records import AnalysisRun
 from .ledger import dumps
 from .notify import notify_changes
 from .warehouse import connect, publish_snapshot
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis (pandas, scipy, statsmodels) is imported when a pass analyses
-    from .analysis import AnalysisRun
+    from .records import AnalysisRun
 
 log = logging.getLogger(__name__)
 JobKind = Literal["ingest", "analyze", "run"]

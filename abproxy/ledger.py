@@ -35,7 +35,7 @@ def watermark(con: duckdb.DuckDBPyConnection, experiment: str, as_of: dt.datetim
     exp_rows, exp_max = con.execute(
         "SELECT count(*), max(exposed_at) FROM exposures WHERE experiment = ? AND exposed_at <= ?",
         [experiment, as_of]).fetchone()
-    from .state import event_watermark
+    from .loads import event_watermark
 
     ev_rows, ev_max = event_watermark(con, as_of)
     loaded = con.execute("SELECT path, sha256 FROM files WHERE status = 'loaded' ORDER BY file_id").fetchall()

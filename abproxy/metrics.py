@@ -15,13 +15,10 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from .errors import MetricSQLError
 from .config import IDENTIFIER, Config, EventSource, Experiment, Metric
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .state import StateSource
+from .errors import MetricSQLError
 
 FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
 
@@ -159,7 +156,7 @@ def metric_columns(config: Config, experiment: Experiment) -> tuple[MetricColumn
 def experiment_sql(config: Config, key: str, as_of: dt.datetime,
                    exposure_columns: set[str] | None = None, event_columns: set[str] | None = None,
                    keys: list[str] | None = None, extra: dict[str, Metric] | None = None,
-                   source: "StateSource | None" = None) -> ExperimentQuery:
+                   source: Any = None) -> ExperimentQuery:
     """Build the single query returning per-variant sufficient statistics for one experiment.
 
     Rows: one per grouping set — `dim` is 'overall', 'day' or a segment name, `dim_value` its value.
@@ -167,7 +164,7 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     (and a_x_sum, a_x_sq, a_xy for ratio/CUPED metrics); plus `excluded_multi` in the overall rows.
     `keys` keeps only these metrics of the experiment; `extra` adds metric definitions under their
     own keys (aliases x0, x1, …), computed in the same scan — e.g. variants of a metric with other
-    settings (robustness.robustness_check). `source` (default: the per-unit state `state.reading` put in
+    settings (robustness.robustness_check). `source` (a `state.StateSource`; default: the one `sources.reading` put in
     place for this experiment and as_of, if it holds every aggregate needed) replaces the first
     steps — exposures and the events join — by a read of that state table.
     """
@@ -190,7 +187,7 @@ def experiment_sql(config: Config, key: str, as_of: dt.datetime,
     event_metrics = [c for c in columns if c.metric.sql is None]
     raw_metrics = [c for c in columns if c.metric.sql is not None]
     if source is None:
-        from .state import active
+        from .sources import active
 
         source = active(key, as_of)
     if source is not None and not source.covers(columns, segments):

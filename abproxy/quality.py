@@ -180,7 +180,7 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
     """Rows whose timestamp was ahead of their load time (rejected at ingest, or stored by other means)
     in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug.
     Only files whose largest lead over their load time (`load_profile`) exceeds the limit are read."""
-    from .state import refresh_load_profile
+    from .loads import refresh_load_profile
 
     limit = interval_days(max_future_minutes / 1440)
     refresh_load_profile(con)
@@ -230,7 +230,8 @@ def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: floa
     their window starts and ends (a full day in between counts 1), summed in integer microseconds.
     With a per-unit state in place (`state.reading`) the counts are its maintained profile table and
     the units its rows: no event is read."""
-    from .state import active, refresh_load_profile
+    from .loads import refresh_load_profile
+    from .sources import active
 
     source = active(scope.key, scope.as_of)
     if source is not None and source.profile is not None:

@@ -5,7 +5,7 @@ saw several variants, segment values, and for every metric window the unit's *me
 aggregates (sum, count, min, max, a day bitmask for distinct days; CUPED pre-windows and the
 windows of the robustness alternatives included). Sufficient statistics, segments, the day
 series and every check built on per-unit values are grouped queries over this narrow table
-(`metrics.experiment_sql` reads it through `StateSource`), O(units) whatever the events.
+(`metrics.experiment_sql` reads it through a `StateSource` that `sources.reading` puts in place), O(units) whatever the events.
 
 Merge by load, not by time: a pass folds in exactly the rows of the files loaded since the
 state's watermark (`unit_states.file_id`), plus rows loaded earlier whose time had not yet
@@ -21,7 +21,6 @@ an `--as-of` before the state's time reads the raw tables and leaves the state a
 """
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 import duckdb
 
 from .config import Config, EventSource, Experiment, Metric, definition_hash
+from .loads import refresh_load_profile
 from .metrics import MetricColumns, interval_days, literal, predicate, quote_ident, timestamp_literal
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def metric_aggs(metric: Metric) -> list[tuple[str, Agg, bool]]:
 def _metrics(config: Config, key: str) -> list[Metric]:
     """The experiment's metrics and the alternatives the robustness check re-derives the verdict
     with (halved/doubled windows, CUPED)."""
-    from .health import _alternatives
+    from .robustness import _alternatives
 
     exp = config.experiments[key]
     metrics = [config.metrics[m] for m in exp.roles()]
@@ -152,29 +152,6 @@ class StateSource:
             alias = col.y if which == "y" else col.x
             out.append(f"{agg.value(self.names[agg.key], as_bool)} AS {alias}")
         return out
-
-
-_ACTIVE: contextvars.ContextVar[dict[str, StateSource]] = contextvars.ContextVar("abproxy_state", default={})
-
-
-def active(key: str, as_of: dt.datetime) -> StateSource | None:
-    """The state an analysis of `key` as of `as_of` reads, if `reading` put one in place."""
-    source = _ACTIVE.get().get(key)
-    return source if source is not None and source.as_of == as_of else None
-
-
-class reading:
-    """Within the block, queries of these experiments read their state tables."""
-
-    def __init__(self, sources: dict[str, StateSource]):
-        self.sources = sources
-
-    def __enter__(self) -> "reading":
-        self._token = _ACTIVE.set({**_ACTIVE.get(), **self.sources})
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _ACTIVE.reset(self._token)
 
 
 # ---------------------------------------------------------------------------------- building and folding
@@ -289,33 +266,6 @@ MERGE = {"sum": "coalesce({t} + {d}, {t}, {d})", "add": "{t} + {d}", "or": "{t} 
 
 def _counts(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     return tuple(con.execute("SELECT (SELECT count(*) FROM exposures), (SELECT count(*) FROM events)").fetchone())
-
-
-def refresh_load_profile(con: duckdb.DuckDBPyConnection) -> None:
-    """Profile the rows of every file loaded since the last call (per file and event type)."""
-    for kind, event, ts in (("events", "event", "occurred_at"), ("exposures", "''", "exposed_at")):
-        con.execute(f"""INSERT INTO load_profile
-            SELECT file_id, '{kind}', {event}, any_value(loaded_at), count(*), max({ts}),
-                   max(epoch_us({ts}) - epoch_us(loaded_at))
-            FROM {kind} WHERE file_id > (SELECT coalesce(max(file_id), 0) FROM load_profile WHERE kind = '{kind}')
-            GROUP BY file_id, {event}""")
-
-
-def event_watermark(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
-    """count(*) and max(occurred_at) of the events up to `as_of`, from the load profile: only files
-    holding events after `as_of` (and rows without a file) are read."""
-    refresh_load_profile(con)
-    t = timestamp_literal(as_of)
-    whole, partial = con.execute(f"""SELECT (SELECT {{'n': coalesce(sum(rows), 0), 'last': max(newest)}} FROM load_profile
-                                             WHERE kind = 'events' AND newest <= {t}),
-                                            list(DISTINCT file_id) FILTER (WHERE newest > {t})
-                                     FROM load_profile WHERE kind = 'events'""").fetchone()
-    only = f"file_id IN ({', '.join(str(int(f)) for f in partial)}) OR " if partial else ""
-    rest = con.execute(f"SELECT count(*), max(occurred_at) FROM events WHERE ({only}file_id IS NULL) "
-                       f"AND occurred_at <= {t}").fetchone()
-    whole = whole or {"n": 0, "last": None}
-    last = max((x for x in (whole["last"], rest[1]) if x is not None), default=None)
-    return int(whole["n"]) + int(rest[0]), last
 
 
 def _registry(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
