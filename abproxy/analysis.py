@@ -12,10 +12,11 @@ import uuid
 
 import duckdb
 
-from . import design_checks
+from . import datacheck, design_checks
 from . import health as health_checks
 from . import ledger
 from .config import Config, Experiment, definition_hash, definitions
+from .errors import DefinitionError, MetricSQLError
 from .effects import (  # noqa: F401  (re-exported: the layer below the pipeline)
     StatsTable,
     _by_variant,
@@ -59,12 +60,13 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         run.parameters.update(looks=exp.decision.looks, planned_days=exp.planned_days)
     try:
         run.watermark = ledger.watermark(con, key, as_of)
+        problems = [p for p in datacheck.experiment_checks(con, config, key, as_of) if p.check != "allocation"]
+        broken = [p for p in problems if p.check in datacheck.BROKEN and p.status == "fail"]
+        if broken:
+            raise DefinitionError("; ".join(p.line() for p in broken))
         if run.watermark["exposure_rows"] == 0:
-            _check_definitions(con, config, key, as_of)
             run.units = {v: 0 for v in exp.variants}
-            run.verdict = Verdict("KEEP_RUNNING", None, (
-                f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC yet: drop exposure files into "
-                "inbox/exposures/ (and events into inbox/events/), then run again",))
+            run.verdict = Verdict("KEEP_RUNNING", None, _no_exposures(con, config, key, as_of))
             run.finished_at = _utcnow()
             return run
         plain, covariate_checks = design_checks.covariate_refusals(con, config, key, as_of)
@@ -82,16 +84,42 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         run.series = series(table, exp)
         run.health = health_checks.experiment_checks(con, config, key, as_of, run)
         run.health += covariate_checks + design_checks.design_checks(con, config, key, as_of, table)
+        run.health += _definition_checks(problems)
         run.verdict = verdict_for(run, config, exp)
         if robustness:
             run.health += decision_robustness(con, config, key, as_of, run)
             run.verdict = verdict_for(run, config, exp)
     except Exception as exc:  # isolation: the failure is recorded and the caller carries on
-        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("analysis of %s failed: %s", key, run.error)
+        run.status, run.error = "failed", _error_text(exc)
+        # reported with the job's summary, after the ingest problems it may follow from
+        log.info("analysis of %s failed: %s", key, run.error)
         log.debug("traceback of the failed analysis of %s", key, exc_info=True)
     run.finished_at = _utcnow()
     return run
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, (DefinitionError, MetricSQLError)):
+        return str(exc)
+    if isinstance(exc, duckdb.Error):  # the engine's words without the echo of the generated query
+        return f"{type(exc).__name__}: {str(exc).split(chr(10) + 'LINE ', 1)[0].strip()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _definition_checks(problems: list[datacheck.Problem]) -> list[health_checks.Check]:
+    return [health_checks.Check(p.check, p.status, p.line(), metric=p.metric) for p in problems]
+
+
+def _no_exposures(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> tuple[str, ...]:
+    """Why there is nothing to analyse: rejected or refused exposure files, exposures under a
+    misspelt experiment key, or simply no file yet."""
+    found = datacheck.rejected_exposures(con) + datacheck.unknown_experiment_keys(con, config, key)
+    if not found:
+        return (f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC yet: drop exposure files into "
+                "inbox/exposures/ (and events into inbox/events/), then run again",)
+    return (f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC, but exposure data did arrive: "
+            + "; ".join(found) + ". Fix the files (the ingest summary says how) or the experiment key, then "
+            "run again",)
 
 
 def _utcnow() -> dt.datetime:

@@ -62,9 +62,27 @@ def cmd_init(args) -> int:
 
 @command("validate")
 def cmd_validate(args) -> int:
-    _workspace(args)
-    print("OK")
-    return EXIT_OK
+    ws = _workspace(args)
+    if not args.data:
+        print("OK")
+        return EXIT_OK
+    from .datacheck import workspace_problems
+    from .warehouse import connect
+
+    as_of = _as_of(args.as_of) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        problems = workspace_problems(con, ws.config, as_of)
+    finally:
+        con.close()
+    if not problems:
+        print(f"OK: abproxy.yaml matches the warehouse ({len(ws.config.metrics)} metrics, "
+              f"{len(ws.config.experiments)} experiments checked)")
+        return EXIT_OK
+    print(f"{ws.root / 'abproxy.yaml'}: {len(problems)} problem(s) with the data")
+    for p in problems:
+        print(f"  {p.status.upper()} {p.line()}")
+    return EXIT_USAGE
 
 
 def _job(args, kind: str) -> int:
@@ -104,6 +122,25 @@ def cmd_analyze(args) -> int:
 @command("run")
 def cmd_run(args) -> int:
     return _job(args, "run")
+
+
+@command("preview")
+def cmd_preview(args) -> int:
+    from .preview import preview
+    from .warehouse import connect
+
+    ws = _workspace(args)
+    as_of = _as_of(args.as_of) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    con = connect(ws.warehouse, read_only=True)
+    try:
+        result = preview(con, ws.config, args.metric, args.experiment, as_of)  # PreviewError: a UserError
+    finally:
+        con.close()
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print("\n".join(result.lines()))
+    return EXIT_OK
 
 
 @command("schedule")
@@ -151,8 +188,9 @@ def cmd_models(args) -> int:
 def cmd_report(args) -> int:
     from .report.export import write_review
 
-    path = write_review(_workspace(args), args.key, Path(args.output))
-    print(f"Wrote {path}")
+    output = Path(args.output or f"review-{args.key}.html")
+    path = write_review(_workspace(args), args.key, output)
+    print(f"Wrote the review of {args.key} to {Path(path).resolve()}")
     return EXIT_OK
 
 
@@ -178,24 +216,60 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
+EXAMPLES = {  # one example per command, shown by `abproxy --help`
+    "init": "abproxy init my-workspace",
+    "validate": "abproxy validate --data",
+    "ingest": "abproxy ingest --json",
+    "analyze": "abproxy analyze --experiment recsys-v2",
+    "run": "abproxy run --as-of 2026-11-20T00:00:00Z",
+    "preview": "abproxy preview spend_per_user --experiment recsys-v2",
+    "schedule": "abproxy schedule",
+    "serve": "abproxy serve --port 8501",
+    "history": "abproxy history recsys-v2",
+    "diff": "abproxy diff RUN_A RUN_B",
+    "models": "abproxy models --json",
+    "report": "abproxy report recsys-v2",
+    "simulate": "abproxy simulate --out sim --units 20000",
+    "demo": "abproxy demo --workspace demo",
+}
+EXIT_CODES = """exit codes:
+  0  success
+  1  a run, file or command failed (a file failed to load or had more than
+     ingest.max_rejected_fraction of its rows rejected; an analysis failed)
+  2  abproxy.yaml is invalid, or `validate --data` found a problem
+  130 interrupted"""
+
+
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--debug", action="store_true", help="show tracebacks")
+    base.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
+    base.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--workspace", "-w", default=None,
                         help="workspace folder (default: $ABPROXY_WORKSPACE or the current folder)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    common.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr")
-    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    examples = "\n".join(f"  {line}" for line in EXAMPLES.values())
     p = argparse.ArgumentParser(prog="abproxy", parents=[common],
-                                description="Rollout verdicts for ML model variants from proxy metrics.")
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Rollout verdicts for ML model variants from proxy metrics.",
+                                epilog=f"examples:\n{examples}\n\n{EXIT_CODES}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common])
+    def add(name: str, help: str, parents=(common,)) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=list(parents),
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=f"example:\n  {EXAMPLES[name]}\n\n{EXIT_CODES}")
 
-    add("init", "create a workspace folder with a commented abproxy.yaml").add_argument("dir")
-    add("validate", "check abproxy.yaml and print OK or every problem")
+    json_help = "print JSON instead of a table"
+    s = add("init", "create a workspace folder with a commented abproxy.yaml", parents=(base,))
+    s.add_argument("dir", help="the folder to create (it must not hold an abproxy.yaml yet)")
+    s = add("validate", "check abproxy.yaml and print OK or every problem")
+    s.add_argument("--data", action="store_true",
+                   help="also check the definitions against the warehouse: events, columns, segments, "
+                        "'where' conditions, raw SQL and allocation (exit 2 on a problem)")
+    s.add_argument("--as-of", help="end of the windows checked (ISO 8601; default now)")
     s = add("ingest", "load new inbox files into the warehouse")
-    s.add_argument("--json", action="store_true", help="print a JSON summary")
+    s.add_argument("--json", action="store_true", help="print a JSON summary (schema in the README)")
     for name, help in (("analyze", "analyse experiments and record the runs in the ledger"),
                        ("run", "one pass: ingest new files, analyse, publish the report snapshot")):
         s = add(name, help)
@@ -204,26 +278,31 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
         s.add_argument("--full", action="store_true",
                        help="recompute from the events instead of folding the new rows into the per-unit state")
+    s = add("preview", "show what a metric computes on the warehouse: units, zeros, quantiles, cap, MDE, SQL")
+    s.add_argument("metric", help="the metric key in abproxy.yaml")
+    s.add_argument("--experiment", "-e", help="the experiment whose units to use (default: the first using it)")
+    s.add_argument("--as-of", help="end of the windows (ISO 8601; default now)")
+    s.add_argument("--json", action="store_true", help=json_help)
     add("schedule", "run ingest and analysis on the schedule in abproxy.yaml (APScheduler)")
     s = add("serve", "the scheduler and the Streamlit report together")
-    s.add_argument("--port", type=int, default=8501)
-    s.add_argument("--address", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=8501, help="the report's port (default 8501)")
+    s.add_argument("--address", default="0.0.0.0", help="the address the report listens on (default 0.0.0.0)")
     s = add("history", "list an experiment's runs with their verdicts")
-    s.add_argument("key")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("key", help="the experiment key")
+    s.add_argument("--json", action="store_true", help=json_help)
     s = add("diff", "explain what changed between two runs")
-    s.add_argument("run_a")
-    s.add_argument("run_b")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("run_a", help="the earlier run id (from 'abproxy history')")
+    s.add_argument("run_b", help="the later run id")
+    s.add_argument("--json", action="store_true", help=json_help)
     s = add("models", "model leaderboard across experiments")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=json_help)
     s = add("report", "write the go/no-go review of an experiment as one HTML file")
-    s.add_argument("key")
-    s.add_argument("--output", "-o", default="review.html")
+    s.add_argument("key", help="the experiment key")
+    s.add_argument("--output", "-o", default=None, help="the HTML file to write (default: review-KEY.html)")
     s = add("simulate", "write a synthetic workspace with known true effects")
-    s.add_argument("--units", type=int, default=100_000)
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--units", type=int, default=100_000, help="units to simulate (default 100000)")
+    s.add_argument("--out", required=True, help="the workspace folder to write")
+    s.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     s = add("demo", "create the demo workspace (and keep feeding it with --live)")
     s.add_argument("--live", action="store_true", help="keep dropping new files into the inbox")
     s.add_argument("--every", type=float, default=60.0, help="seconds between new files with --live")

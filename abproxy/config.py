@@ -308,11 +308,6 @@ class Inbox(Strict):
 NULL_MARKERS = ("null", "none", "nan", "n/a", "\\n", "nil", "undefined")
 
 
-class IngestSettings(Strict):
-    """Limits and conventions of loading inbox files."""
-
-    max_columns: PositiveInt = 200
-    null_markers: list[str] = Field(default_factory=lambda: list(NULL_MARKERS))
 
 
 class HealthSettings(Strict):
@@ -324,6 +319,82 @@ class HealthSettings(Strict):
     max_future_minutes: PositiveFloat = 10
     pre_exposure_p: float = Field(default=0.001, gt=0, lt=1)
     interaction_p: float = Field(default=0.01, gt=0, lt=1)
+
+
+FORMAT_ROOTS = ("exposures", "events")
+
+
+class InboxFormat(Strict):
+    """How the files of one inbox folder or file pattern are written (ingest.formats)."""
+
+    delimiter: str | None = None
+    timestamp_format: list[str] | None = None
+    timezone: str | None = None
+    null_values: list[str] | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+            if len(value) != 1 or value in "\"\n\r":
+                raise ValueError("expected one character such as ';', '|' or '\\t' (tab)")
+        return value
+
+    @field_validator("timestamp_format", mode="before")
+    @classmethod
+    def _formats(cls, value: Any) -> Any:
+        formats = [value] if isinstance(value, str) else value
+        if isinstance(formats, list):
+            for text in formats:
+                if isinstance(text, str) and "%" not in text:
+                    raise ValueError(f"'{text}' is not a strptime format; write e.g. '%d/%m/%Y %H:%M'")
+        return formats
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone '{value}'; use an IANA name such as "
+                                 "'Europe/Berlin' or 'UTC'") from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _renames(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            if not IDENTIFIER.fullmatch(target):
+                raise ValueError(f"'{source}: {target}': the new name must be a column name such as unit_id")
+        targets = [t.lower() for t in value.values()]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two columns are renamed to the same name")
+        return value
+
+
+class IngestSettings(Strict):
+    """Limits and conventions of loading inbox files, and how the files of each folder are written."""
+
+    max_columns: PositiveInt = 200
+    null_markers: list[str] = Field(default_factory=lambda: list(NULL_MARKERS))
+    max_rejected_fraction: float = Field(default=0.05, ge=0, le=1)
+    formats: dict[str, InboxFormat] = Field(default_factory=dict)
+
+    @field_validator("formats")
+    @classmethod
+    def _where(cls, value: dict[str, InboxFormat]) -> dict[str, InboxFormat]:
+        for key in value:
+            root = key.strip("/").split("/", 1)[0]
+            if root not in FORMAT_ROOTS:
+                raise ValueError(f"'{key}': a format applies to a folder or file pattern inside the inbox, "
+                                 "starting with exposures/ or events/ (e.g. 'exposures/partner' or "
+                                 "'events/*.tsv')")
+        return value
 
 
 class Config(Strict):

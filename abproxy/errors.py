@@ -64,3 +64,11 @@ class MetricSQLError(AbproxyError, ValueError):
 
 class BadFile(AbproxyError):
     """An inbox file cannot be loaded; the message names the file, the problem and the fix."""
+
+
+class DefinitionError(AbproxyError, ValueError):
+    """A metric or segment definition does not match the warehouse; the message has the key paths."""
+
+
+class PreviewError(UserError, ValueError):
+    """A metric cannot be previewed (unknown key, no experiment); the message says what to do."""

@@ -53,8 +53,10 @@ from typing import IO
 
 import duckdb
 
+from . import formats, rejects
 from .config import IDENTIFIER, NULL_MARKERS
 from .errors import BadFile
+from .formats import ReadOptions
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,27 @@ class IngestSummary:
     rows_rejected: int = 0
     rows_duplicate: int = 0
     failures: list[dict] = field(default_factory=list)  # {"path", "message"}
+    max_rejected_fraction: float = 0.05
+    rejects: list[rejects.FileRejects] = field(default_factory=list)  # files with rejected rows
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        data = asdict(self)
+        data["rejects"] = [r.as_dict(self.max_rejected_fraction) for r in self.rejects]
+        return {**data, "ok": self.ok}
+
+    def over_limit(self, r: rejects.FileRejects) -> bool:
+        """The file's rejected share exceeds `ingest.max_rejected_fraction` (it was refused)."""
+        return r.fraction > self.max_rejected_fraction
 
     @property
     def ok(self) -> bool:
-        """True when no file failed (this run or, unchanged, an earlier one)."""
+        """True when no file failed (this run or, unchanged, an earlier one); a file whose rejected
+        share exceeds `ingest.max_rejected_fraction` is refused and counts as failed."""
         return self.files_failed == 0 and not self.failures
+
+    def problems(self) -> list[str]:
+        """One message per failed file."""
+        return [f["message"] for f in self.failures]
 
     def _fail(self, path: str, message: str) -> None:
         self.files_failed += 1
@@ -116,6 +131,7 @@ class _Loaded:
     rows_duplicate: int
     message: str | None
     digest: str | None = None
+    rejects: rejects.FileRejects | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,16 +142,21 @@ class _Loaded:
 class Limits:
     """What a file may be: symlinks followed (`inbox.follow_symlinks`), at most `max_columns`
     property columns per file and per table (`ingest.max_columns`), which cell texts mean
-    "missing" (`ingest.null_markers`, compared case-insensitively after trimming)."""
+    "missing" (`ingest.null_markers`, compared case-insensitively after trimming), the largest
+    rejected share a file may have (`ingest.max_rejected_fraction`) and how the files of each
+    folder or pattern are written (`ingest.formats`, see formats.py)."""
 
     follow_symlinks: bool = False
     max_columns: int = 200
     null_markers: tuple[str, ...] = NULL_MARKERS
+    max_rejected_fraction: float = 0.05
+    formats: dict = field(default_factory=dict)   # key → config.InboxFormat
 
     @classmethod
     def from_config(cls, config) -> "Limits":
         return cls(config.inbox.follow_symlinks, config.ingest.max_columns,
-                   tuple(m.strip().lower() for m in config.ingest.null_markers))
+                   tuple(m.strip().lower() for m in config.ingest.null_markers),
+                   config.ingest.max_rejected_fraction, dict(config.ingest.formats))
 
 
 def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = False,
@@ -147,7 +168,7 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
     rejecting timestamps more than `max_future` ahead; a naive `now` is taken as UTC.
     """
     inbox = Path(inbox)
-    summary = IngestSummary()
+    summary = IngestSummary(max_rejected_fraction=limits.max_rejected_fraction)
     if not inbox.is_dir():
         summary.failures.append({"path": str(inbox), "message": (
             f"{inbox}: inbox folder not found; create {inbox}/exposures and {inbox}/events "
@@ -166,7 +187,8 @@ def ingest(con: duckdb.DuckDBPyConnection, inbox: Path, *, progress: bool = Fals
         for path, rel, kind in files:
             bar.start(rel)
             started = time.perf_counter()
-            outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future, limits)
+            opts = formats.options_for(limits.formats, rel)
+            outcome = _ingest_file(con, ledger, summary, path, rel, kind, now, max_future, limits, opts)
             log.info("%s: %s (%.2fs)", rel, outcome, time.perf_counter() - started)
             bar.finish(rel, outcome)
     finally:
@@ -315,7 +337,8 @@ class _Opened:
 
 
 def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: str, kind: str,
-                 now: datetime | None, max_future: timedelta, limits: Limits) -> str:
+                 now: datetime | None, max_future: timedelta, limits: Limits,
+                 opts: ReadOptions | None = None) -> str:
     try:
         opened = _Opened(path, rel, limits.follow_symlinks)
     except BadFile as exc:
@@ -326,13 +349,15 @@ def _ingest_file(con, ledger: _Ledger, summary: IngestSummary, path: Path, rel: 
                            "it is retried on the next run")
         return "unreadable"
     try:
-        return _ingest_opened(con, ledger, summary, opened, path, rel, kind, now, max_future, limits)
+        return _ingest_opened(con, ledger, summary, opened, path, rel, kind, now, max_future, limits,
+                              opts or ReadOptions())
     finally:
         opened.close()
 
 
 def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened, path: Path, rel: str,
-                   kind: str, now: datetime | None, max_future: timedelta, limits: Limits) -> str:
+                   kind: str, now: datetime | None, max_future: timedelta, limits: Limits,
+                   opts: ReadOptions) -> str:
     try:
         before = opened.stat()
         size = before.st_size
@@ -360,11 +385,12 @@ def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened
         summary._fail(rel, known["message"])
         return "changed"
 
-    known = ledger.problems.get((rel, sha))
+    failed_key = sha + opts.fingerprint  # a failed file is retried when its content or its reader options change
+    known = ledger.problems.get((rel, failed_key))
     if known is not None:
         summary._fail(rel, f"{known['message']} (unchanged since it failed at "
-                           f"{known['loaded_at']:%Y-%m-%d %H:%M:%S} UTC; fix or replace the file, it is "
-                           "retried when its content changes)")
+                           f"{known['loaded_at']:%Y-%m-%d %H:%M:%S} UTC; fix or replace the file, or its "
+                           "ingest.formats options in abproxy.yaml: it is retried when either changes)")
         return "still failing"
 
     original = ledger.by_sha.get(sha)
@@ -379,7 +405,7 @@ def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened
     file_id = ledger.next_id()
     con.execute("BEGIN TRANSACTION")
     try:
-        result = _load(con, path, opened.source, rel, kind, file_id, stamp, stamp + max_future, limits)
+        result = _load(con, path, opened.source, rel, kind, file_id, stamp, stamp + max_future, limits, opts)
         if _changed_since(opened, before):
             _rollback(con)
             summary._fail(rel, f"{rel}: the file changed while it was being read (is it still being "
@@ -397,6 +423,8 @@ def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened
             log.warning("%s: %s", rel, message)
             summary.files_skipped += 1
             return f"duplicate delivery of {twin['path']}"
+        if result.rejects is not None and summary.over_limit(result.rejects):
+            return _refuse(con, ledger, summary, result, rel, kind, size, failed_key, stamp, file_id)
         row = ledger.insert(path=rel, kind=kind, size=size, sha=sha, status="loaded", loaded_at=stamp,
                             message=result.message, file_id=file_id, digest=result.digest,
                             rows=(result.rows_loaded, result.rows_rejected, result.rows_duplicate))
@@ -408,7 +436,7 @@ def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened
                                "nothing was stored, it is retried on the next run")
             return "error (will retry)"
         message = str(exc) if isinstance(exc, BadFile) else f"{rel}: {_describe(exc, path, opened.source)}"
-        ledger.record(path=rel, kind=kind, size=size, sha=sha, status="failed", loaded_at=stamp,
+        ledger.record(path=rel, kind=kind, size=size, sha=failed_key, status="failed", loaded_at=stamp,
                       message=message)
         summary._fail(rel, message)
         return "failed"
@@ -420,8 +448,26 @@ def _ingest_opened(con, ledger: _Ledger, summary: IngestSummary, opened: _Opened
     summary.rows_loaded += result.rows_loaded
     summary.rows_rejected += result.rows_rejected
     summary.rows_duplicate += result.rows_duplicate
+    if result.rejects is not None:
+        summary.rejects.append(result.rejects)
     return (f"loaded {result.rows_loaded} rows, rejected {result.rows_rejected}, "
             f"duplicate {result.rows_duplicate}")
+
+
+def _refuse(con, ledger: _Ledger, summary: IngestSummary, result: _Loaded, rel: str, kind: str, size: int,
+            failed_key: str, stamp: datetime, file_id: int) -> str:
+    """Too many rejected rows: none of the file's rows are kept (its rejected rows are, with the
+    reasons), the file is recorded as failed and retried once it or its reader options change."""
+    con.execute(f"DELETE FROM {kind} WHERE file_id = ?", [file_id])
+    message = result.rejects.over_limit_message(summary.max_rejected_fraction)
+    row = ledger.insert(path=rel, kind=kind, size=size, sha=failed_key, status="failed", loaded_at=stamp,
+                        message=message, file_id=file_id, rows=(0, result.rows_rejected, 0))
+    con.execute("COMMIT")
+    ledger._remember(row)
+    summary.rows_rejected += result.rows_rejected
+    summary.rejects.append(result.rejects)
+    summary._fail(rel, message)
+    return "failed"
 
 
 def _changed_since(opened: _Opened, before) -> bool:
@@ -499,7 +545,7 @@ def _ts_lit(moment: datetime) -> str:
 
 
 def _load(con, path: Path, data: Path, rel: str, kind: str, file_id: int, loaded_at: datetime,
-          future_limit: datetime, limits: Limits = Limits()) -> _Loaded:
+          future_limit: datetime, limits: Limits = Limits(), opts: ReadOptions | None = None) -> _Loaded:
     """Load the file named `path`, read through the literal path `data`."""
     fmt = _format(path.name)
     if fmt is None:
@@ -509,16 +555,22 @@ def _load(con, path: Path, data: Path, rel: str, kind: str, file_id: int, loaded
     if data.stat().st_size == 0:
         raise BadFile(f"{rel}: empty file (0 bytes), nothing to load; replace it with the complete "
                       "export or remove it")
-    columns = _source_columns(con, data, rel, fmt, gz)
+    opts = opts or ReadOptions()
+    in_file = _source_columns(con, data, rel, fmt, gz, opts.delimiter)
+    columns = [(opts.rename(name), ctype) for name, ctype in in_file]
     extras = [(name, ctype) for name, ctype in columns
               if name.lower() not in REQUIRED[kind] + OPTIONAL[kind]]
     if len(extras) > limits.max_columns:  # before anything reads the rows: a wide file is cheap to refuse
         raise BadFile(f"{rel}: {len(extras)} property columns, more than ingest.max_columns "
                       f"({limits.max_columns}); drop the columns no metric or segment uses, or raise "
                       "ingest.max_columns in abproxy.yaml")
-    cols = _check_columns(rel, kind, fmt, columns)
-    source = _source_sql(data, fmt, gz, columns)
-    checked = _checked_sql(kind, source, cols, future_limit, limits.null_markers)
+    hint = ""
+    if fmt == "csv" and len(columns) == 1:
+        detected = formats.detect_delimiter(con, data, in_file[0][0])
+        hint = rejects.delimiter_hint(detected, opts.delimiter, rel, opts)
+    cols = _check_columns(rel, kind, fmt, columns, hint)
+    source = _source_sql(data, fmt, gz, in_file, opts)
+    checked = _checked_sql(kind, source, cols, future_limit, limits.null_markers, opts)
 
     # Extra columns: add new ones to the table, cast into existing ones.
     table_columns = {name.lower(): (name, ctype) for name, ctype in con.execute(
@@ -535,6 +587,13 @@ def _load(con, path: Path, data: Path, rel: str, kind: str, file_id: int, loaded
             target_name, target_type = name, new_types[name]
             con.execute(f"ALTER TABLE {kind} ADD COLUMN {_q(name)} {target_type}")
             notes.append(f"new column {name} {target_type}")
+        if ctype != target_type and name.lower() in table_columns:
+            wider = _widened(con, source, name, ctype, target_type)
+            if wider != target_type:
+                con.execute(f"ALTER TABLE {kind} ALTER COLUMN {_q(target_name)} SET DATA TYPE {wider}")
+                notes.append(f"column {target_name} widened from {target_type} to {wider}: this file's values "
+                             f"({ctype}) do not all fit {target_type}; stored values were converted")
+                target_type = wider
         if ctype == target_type:
             targets.append((target_name, f"c.{_q(name)}"))
         else:
@@ -568,7 +627,11 @@ def _load(con, path: Path, data: Path, rel: str, kind: str, file_id: int, loaded
             f"FROM ({checked}) WHERE __abp_reason IS NOT NULL").fetchone()[0]
     loaded = inserted - duplicates
     digest = _content_digest(con, kind, file_id, [target for target, _ in targets]) if loaded else None
-    return _Loaded(int(loaded), int(rejected), int(duplicates), _join_notes(notes), digest)
+    summary = None
+    if rejected:
+        summary = rejects.summarize(con, file_id, rel, kind, int(inserted + rejected), int(rejected),
+                                    [name for name, _ in columns], TIMESTAMP_COLUMN[kind], opts)
+    return _Loaded(int(loaded), int(rejected), int(duplicates), _join_notes(notes), digest, summary)
 
 
 def _join_notes(notes: list[str], keep: int = 8) -> str | None:
@@ -660,10 +723,10 @@ def _parquet_rows(con, path: Path) -> int:
     return con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(path))})").fetchone()[0]
 
 
-def _source_columns(con, path: Path, rel: str, fmt: str, gz: bool) -> list[tuple[str, str]]:
+def _source_columns(con, path: Path, rel: str, fmt: str, gz: bool, delimiter: str = ",") -> list[tuple[str, str]]:
     """The file's columns (name, DuckDB type) in file order; text formats are all VARCHAR."""
     if fmt == "csv":
-        return [(name, "VARCHAR") for name in _csv_header(path, rel, gz)]
+        return [(name, "VARCHAR") for name in _csv_header(path, rel, gz, delimiter)]
     if fmt == "parquet":
         rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(str(path))})").fetchall()
         return [(row[0], row[1]) for row in rows]
@@ -673,11 +736,11 @@ def _source_columns(con, path: Path, rel: str, fmt: str, gz: bool) -> list[tuple
     return [(row[0], "VARCHAR") for row in rows]
 
 
-def _csv_header(path: Path, rel: str, gz: bool) -> list[str]:
+def _csv_header(path: Path, rel: str, gz: bool, delimiter: str = ",") -> list[str]:
     try:
         raw: IO[bytes] = gzip.open(path, "rb") if gz else open(path, "rb")
         with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-            header = next(csv.reader(text, delimiter=",", quotechar='"'), None)
+            header = next(csv.reader(text, delimiter=delimiter, quotechar='"'), None)
     except UnicodeDecodeError:
         raise BadFile(f"{rel}: not a UTF-8 text CSV file (binary data or another encoding?); "
                       "export it as UTF-8 CSV") from None
@@ -693,7 +756,8 @@ def _csv_header(path: Path, rel: str, gz: bool) -> list[str]:
     return header
 
 
-def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]],
+                   delimiter_hint: str = "") -> dict[str, tuple[str, str]]:
     """Validate the file's column names; return required/optional column → (name in file, type)."""
     names = [name for name, _ in columns]
     lowered: dict[str, tuple[str, str]] = {}
@@ -707,7 +771,7 @@ def _check_columns(rel: str, kind: str, fmt: str, columns: list[tuple[str, str]]
         found = ", ".join(f"'{name}'" for name in names)
         message = f"{rel}: missing required columns {', '.join(missing)} (found: {found})"
         if fmt == "csv" and len(names) == 1:
-            message += "; is the delimiter ','?"
+            message += delimiter_hint or "; is the delimiter ','?"
         raise BadFile(message)
     known = REQUIRED[kind] + OPTIONAL[kind]
     for position, name in enumerate(names, start=1):
@@ -728,9 +792,17 @@ def _compression(gz: bool) -> str:
     return "compression='gzip'" if gz else "compression='none'"
 
 
-def _source_sql(path: Path, fmt: str, gz: bool, columns: list[tuple[str, str]]) -> str:
-    """SELECT of the file's columns plus `__abp_row`, its 1-based row number in the file."""
-    listed = ", ".join(_q(name) for name, _ in columns)
+def _source_sql(path: Path, fmt: str, gz: bool, columns: list[tuple[str, str]],
+                opts: ReadOptions | None = None) -> str:
+    """SELECT of the file's columns (renamed as `opts` says) plus `__abp_row`, its 1-based row
+    number in the file; the configured null markers are NULL."""
+    opts = opts or ReadOptions()
+
+    def out(name: str, ctype: str) -> str:
+        value = formats.null_sql(_q(name), opts) if fmt != "csv" and ctype == "VARCHAR" else _q(name)
+        return f"{value} AS {_q(opts.rename(name))}"
+
+    listed = ", ".join(out(name, ctype) for name, ctype in columns)
     lit = _lit(str(path))
     if fmt == "parquet":
         if any(name.lower() == "file_row_number" for name, _ in columns):
@@ -739,7 +811,8 @@ def _source_sql(path: Path, fmt: str, gz: bool, columns: list[tuple[str, str]]) 
                 f"FROM read_parquet({lit}, file_row_number=true)")
     spec = "{" + ", ".join(f"{_lit(name)}: 'VARCHAR'" for name, _ in columns) + "}"
     if fmt == "csv":
-        reader = (f"read_csv({lit}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+        reader = (f"read_csv({lit}, header=true, auto_detect=false, {formats.csv_options(opts)}, "
+                  "quote='\"', escape='\"', "
                   f"comment='', skip=0, strict_mode=true, null_padding=false, columns={spec}, "
                   f"{_compression(gz)})")
     else:
@@ -769,11 +842,11 @@ def _blank(name: str, ctype: str, markers: tuple[str, ...] = ()) -> str:
     return f"({blank})"
 
 
-def _timestamp(name: str, ctype: str) -> str:
-    base = _base_type(ctype)
-    if base.startswith("TIMESTAMP") or base == "DATE":
-        return f"CAST({_q(name)} AS TIMESTAMP)"  # TIMESTAMPTZ → UTC wall time (session is UTC)
-    return f"CAST(TRY_CAST({_text(name, ctype)} AS TIMESTAMPTZ) AS TIMESTAMP)"
+def _timestamp(name: str, ctype: str, opts: ReadOptions) -> str:
+    """UTC TIMESTAMP (session is UTC): typed timestamps as they are, text in the configured
+    formats / zone, epoch seconds or milliseconds (formats.timestamp_sql)."""
+    base = ctype.upper().strip() if ctype.upper().startswith("TIMESTAMP WITH") else _base_type(ctype)
+    return formats.timestamp_sql(_q(name), base, opts)
 
 
 def _number(name: str, ctype: str) -> str:
@@ -784,15 +857,16 @@ def _number(name: str, ctype: str) -> str:
 
 
 def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], future_limit: datetime,
-                 markers: tuple[str, ...] = NULL_MARKERS) -> str:
+                 markers: tuple[str, ...] = NULL_MARKERS, opts: ReadOptions | None = None) -> str:
     """The file's rows with normalised `__abp_<column>` values and `__abp_reason` (NULL = good).
     A cell of an identifier, timestamp or event_id column holding a null marker ('NULL', 'None', …)
     counts as missing; `value` keeps its own rule (blank is NULL, any other non-number is rejected)."""
     ts_col = TIMESTAMP_COLUMN[kind]
+    opts = opts or ReadOptions()
     norm = []
     for col in REQUIRED[kind]:
         name, ctype = cols[col]
-        norm.append(f"{_timestamp(name, ctype) if col == ts_col else _text(name, ctype)} AS __abp_{col}")
+        norm.append(f"{_timestamp(name, ctype, opts) if col == ts_col else _text(name, ctype)} AS __abp_{col}")
     if "value" in cols:
         norm.append(f"{_number(*cols['value'])} AS __abp_value")
     if "event_id" in cols:
@@ -837,6 +911,27 @@ def _infer_new_types(con, source: str, extras: list[tuple[str, str]],
         nonblank, numeric = counts[name]
         types[name] = "DOUBLE" if nonblank and nonblank == numeric else "VARCHAR"
     return types
+
+
+def _widened(con, source: str, name: str, ctype: str, target: str) -> str:
+    """The column type that holds both the table's values (`target`) and this file's (`ctype`):
+    numbers widen to DOUBLE (integers to BIGINT), anything else that does not cast without loss to
+    VARCHAR. Values are never turned into NULL for not fitting."""
+    source_base, target_base = _base_type(ctype), _base_type(target)
+    if target_base == "VARCHAR":
+        return target
+    fractional = {"FLOAT", "DOUBLE", "DECIMAL"}
+    if source_base in NUMERIC_TYPES | fractional and target_base in NUMERIC_TYPES | fractional:
+        if target_base == "DOUBLE":
+            return target
+        if source_base in fractional or target_base in fractional:
+            return "DOUBLE"
+        return target if target_base in ("BIGINT", "HUGEINT") else "BIGINT"
+    if source_base == "VARCHAR":
+        lost = con.execute(f"SELECT count(*) FROM ({source}) WHERE NOT {_blank(name, ctype)} "
+                           f"AND TRY_CAST({_q(name)} AS {target}) IS NULL").fetchone()[0]
+        return target if lost == 0 else "VARCHAR"
+    return "VARCHAR"
 
 
 def _cast_losses(con, source: str, casts: list[tuple[str, str, str]]) -> list[str]:

@@ -18,7 +18,7 @@ from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
 from .ledger import dumps
 from .notify import notify_changes
-from .warehouse import connect, publish_snapshot
+from .warehouse import connect, open_snapshot, publish_snapshot
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis (pandas, scipy, statsmodels) is imported when a pass analyses
@@ -128,7 +128,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
             if kind in ("ingest", "run"):
                 result.ingest = ingest(con, ws.inbox, progress=progress, limits=Limits.from_config(cfg),
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
-                result.errors += [f["message"] for f in result.ingest.failures]
+                result.errors += result.ingest.problems()
             if kind in ("analyze", "run"):
                 from .analysis import analyze
 
@@ -143,12 +143,40 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
             _finish(con, result)
             from . import catalog
 
-            publish_snapshot(con, ws.snapshot, catalog.snapshot_tables(cfg))
+            tables = catalog.snapshot_tables(cfg)
+            tables["metric_previews"] = _previews(ws, con, kind, as_of or _now())
+            publish_snapshot(con, ws.snapshot, tables)
         if on_runs and result.runs:
             on_runs(ws, result.runs)
         return result
     finally:
         con.close()
+
+
+def _previews(ws: Workspace, con, kind: str, as_of: dt.datetime):
+    """The Metrics catalog's preview panels: computed by analysing passes, carried over from the
+    published snapshot by ingest-only passes (so a pass costs what it must)."""
+    from .preview import previews_frame
+
+    if kind != "ingest":
+        try:
+            return previews_frame(con, ws.config, as_of)
+        except Exception:  # a preview never breaks the pass; the page says it is missing
+            log.warning("metric previews could not be computed", exc_info=True)
+    try:
+        old = open_snapshot(ws.snapshot)
+    except Exception:
+        old = None
+    if old is not None:
+        try:
+            return old.execute("SELECT * FROM metric_previews").df()
+        except Exception:
+            pass
+        finally:
+            old.close()
+    from .preview import empty_previews
+
+    return empty_previews()
 
 
 def _finish(con, result: JobResult) -> None:

@@ -46,6 +46,13 @@ def print_ingest(summary: "IngestSummary") -> None:
               "(CSV, Parquet or JSON Lines, optionally .gz)")
     for f in s.failures:
         print(f"  FAILED: {f['message']}")
+    for r in s.rejects:  # a refused file's main reason is in its FAILED line
+        first, *reasons = r.lines()
+        if s.over_limit(r) and len(reasons) < 2:
+            continue
+        print(f"  REJECTED {first}" + ("; the file was refused" if s.over_limit(r) else ""))
+        for line in reasons:
+            print(f"    {line}")
 
 
 def print_runs(runs: list["AnalysisRun"]) -> None:

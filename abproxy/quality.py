@@ -193,7 +193,8 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
         WITH since AS (SELECT coalesce(min(loaded_at) - INTERVAL 1 DAY, TIMESTAMP '0001-01-01') AS t
                        FROM exposures WHERE experiment = $key),
         f AS (SELECT file_id, kind, rows_loaded, rows_rejected FROM files, since
-              WHERE status = 'loaded' AND loaded_at >= since.t),
+              WHERE (status = 'loaded' OR (status = 'failed' AND rows_rejected > 0))  -- refused files too
+                AND loaded_at >= since.t),
         rejected AS (SELECT count(*) AS n FROM rejected_rows WHERE reason LIKE '%future%'
                      AND file_id IN (SELECT file_id FROM f)),
         stored AS (SELECT (SELECT count(*) FROM events WHERE {only['events']} AND occurred_at > loaded_at + {limit}

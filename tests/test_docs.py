@@ -124,3 +124,71 @@ def test_the_readme_configuration_reference_is_a_valid_workspace():
     config = parse_config(merged)
     assert {"spend_per_user", "buyer_rate", "refund_rate", "spend_per_session", "power_user_score"} <= set(config.metrics)
     assert config.experiments["recsys-v2"].guardrail_specs[0].margin == 0.05
+
+
+# ---------------------------------------------------------------- "Your first experiment in 10 minutes"
+
+def _first_experiment_steps() -> list[tuple[str, str, str]]:
+    """(kind, info, text) of each code block of the walk-through, in order."""
+    start = README.index("## Your first experiment in 10 minutes")
+    section = README[start:README.index("\n## ", start + 10)]
+    steps, info, lines = [], None, []
+    for line in section.splitlines():
+        if line.startswith("```"):
+            if info is None:
+                info, lines = line[3:].strip(), []
+            else:
+                kind, _, rest = info.partition(" ")
+                steps.append((kind, rest, "\n".join(lines)))
+                info = None
+        elif info is not None:
+            lines.append(line)
+    return steps
+
+
+def test_the_first_experiment_walk_through_is_true(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from abproxy.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    steps = _first_experiment_steps()
+    assert [k for k, _, _ in steps].count("bash") >= 4
+    for kind, info, text in steps:
+        if kind == "yaml":
+            assert info == "first-experiment"
+            config = yaml.safe_load(Path("abproxy.yaml").read_text())
+            config.update(yaml.safe_load(text))
+            Path("abproxy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        elif kind == "csv":
+            Path(info).write_text(text + "\n")
+        else:
+            for line in text.splitlines():
+                command, _, comment = line.partition("#")
+                words = shlex.split(command)
+                if words[0] == "cd":
+                    monkeypatch.chdir(words[1])
+                    continue
+                assert words[0] == "abproxy"
+                code = main(words[1:] + ["--log-level", "ERROR"])
+                out = capsys.readouterr()
+                outputs.append(out.out + out.err)
+                expected = re.match(r"\s*exit (\d):", comment)  # `# exit 1: ...` documents a failure
+                expected = int(expected.group(1)) if expected else 0
+                assert code == expected, f"{line}: exit {code}\n{outputs[-1]}"
+    text = "\n".join(outputs)
+
+    assert "2 file(s) loaded" in text and "KEEP_RUNNING" in text
+    assert Path("review-checkout-v2.html").exists()
+    # the sentences the walk-through quotes are what the commands say
+    config = yaml.safe_load(Path("abproxy.yaml").read_text())
+    config["metrics"]["buyer_rate"]["event"] = "purchases"
+    Path("abproxy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["validate", "--data", "--log-level", "ERROR"]) == 2
+    text += capsys.readouterr().out
+    start = README.index("## Your first experiment in 10 minutes")
+    quoted = re.findall(r'\*"(.+?)"\*', README[start:README.index("\n## ", start + 10)], re.S)
+    assert len(quoted) >= 3
+    for phrase in quoted:
+        assert " ".join(phrase.split()) in " ".join(text.split()), phrase

@@ -9,6 +9,7 @@ import gzip
 import os
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def con(tmp_path: Path):
 
 
 def run(con, inbox, **kw) -> IngestSummary:
+    """Ingest keeping the good rows of files with many rejected rows (the refusal above
+    ingest.max_rejected_fraction is tested in test_ingest_formats.py)."""
     kw.setdefault("now", NOW)
+    kw["limits"] = replace(kw.get("limits", Limits()), max_rejected_fraction=1)
     return ingest(con, inbox, **kw)
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abproxy.config import parse_config
-from abproxy.ingest import IngestSummary, ingest
+from abproxy.ingest import IngestSummary, Limits, ingest
 from abproxy.warehouse import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def run(con, inbox, **kw) -> IngestSummary:
+    """Ingest with every file's good rows kept however many are rejected (the refusal above
+    ingest.max_rejected_fraction is tested in test_ingest_formats.py)."""
     kw.setdefault("now", NOW)
+    kw["limits"] = replace(kw.get("limits", Limits()), max_rejected_fraction=1)
     return ingest(con, inbox, **kw)
 
 
@@ -95,7 +99,8 @@ def test_loads_csv_parquet_jsonl_and_gzip(con, inbox):
     summary = run(con, inbox)
 
     assert summary.as_dict() == {"files_loaded": 7, "files_skipped": 0, "files_failed": 0, "rows_loaded": 10,
-                                 "rows_rejected": 0, "rows_duplicate": 0, "failures": [], "ok": True}
+                                 "rows_rejected": 0, "rows_duplicate": 0, "failures": [], "ok": True,
+                                 "max_rejected_fraction": 1.0, "rejects": []}
     assert rows(con, "SELECT unit_id, experiment, variant, exposed_at FROM exposures ORDER BY unit_id") == [
         ("u1", "recsys-v2", "v1", datetime(2026, 1, 5, 10)),
         ("u2", "recsys-v2", "v2", datetime(2026, 1, 5, 11)),
@@ -168,7 +173,8 @@ def test_rerun_loads_nothing_new(con, inbox):
     again = run(con, inbox, now=NOW + timedelta(hours=1))
 
     assert again.as_dict() == {"files_loaded": 0, "files_skipped": 2, "files_failed": 0, "rows_loaded": 0,
-                               "rows_rejected": 0, "rows_duplicate": 0, "failures": [], "ok": True}
+                               "rows_rejected": 0, "rows_duplicate": 0, "failures": [], "ok": True,
+                                 "max_rejected_fraction": 1.0, "rejects": []}
     assert one(con, "SELECT count(*) FROM events") == 1
     assert one(con, "SELECT count(*) FROM exposures") == 1
     assert len(ledger(con)) == 2
@@ -563,13 +569,14 @@ def test_extra_columns_become_attributes(con, inbox):
     assert (summary.rows_loaded, summary.ok) == (6, True)
     types = dict(rows(con, "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'exposures'"))
     assert {k: types[k] for k in ("country", "age", "zip", "Platform", "visits")} == {
-        "country": "VARCHAR", "age": "DOUBLE", "zip": "VARCHAR", "Platform": "VARCHAR", "visits": "BIGINT"}
+        "country": "VARCHAR", "age": "VARCHAR", "zip": "VARCHAR", "Platform": "VARCHAR", "visits": "BIGINT"}
+    # age was numeric in 1.csv and is text ('unknown') in 2.csv: the column widens, nothing becomes NULL
     assert rows(con, "SELECT unit_id, country, age, zip, platform, visits FROM exposures ORDER BY unit_id") == [
-        ("u1", "FR", 31.0, "01234", "ios", None), ("u2", "DE", None, "75001", "web", None),
-        ("u3", None, 40.5, None, None, None), ("u4", None, None, None, None, None),
+        ("u1", "FR", "31.0", "01234", "ios", None), ("u2", "DE", None, "75001", "web", None),
+        ("u3", None, "40.5", None, None, None), ("u4", None, "unknown", None, None, None),
         ("u5", None, None, None, "android", 3)]
     notes = dict(rows(con, "SELECT path, message FROM files"))
-    assert "1 value(s) of column age are not DOUBLE" in notes["exposures/2.csv"]
+    assert "column age widened from DOUBLE to VARCHAR" in notes["exposures/2.csv"]
     assert rows(con, "SELECT sku, qty, meta FROM events") == [("A1", 2.0, '{"coupon":true}')]
 
 
@@ -585,7 +592,8 @@ def test_summary_as_dict_and_ok():
     assert not summary.ok
     assert summary.as_dict() == {"files_loaded": 2, "files_skipped": 0, "files_failed": 1, "rows_loaded": 10,
                                  "rows_rejected": 0, "rows_duplicate": 0, "ok": False,
-                                 "failures": [{"path": "events/x.csv", "message": "events/x.csv: broken"}]}
+                                 "failures": [{"path": "events/x.csv", "message": "events/x.csv: broken"}],
+                                 "max_rejected_fraction": 0.05, "rejects": []}
 
 
 class _Terminal(io.StringIO):

@@ -30,6 +30,22 @@ def definition_lines(m: dict[str, Any]) -> list[str]:
     return lines
 
 
+def preview_lines(p: dict[str, Any]) -> list[str]:
+    """The preview panel's lines (abproxy.preview.MetricPreview as published in the snapshot)."""
+    def share(x):
+        return "n/a" if x is None else f"{x:.1%}"
+
+    mde = ", ".join(f"{d} days {share(v)}" for d, v in (p.get("mde") or {}).items())
+    return [f"On the units of {c.md(p.get('experiment'))} as of {c.md(p.get('as_of'))} UTC: "
+            f"{p.get('units', 0):,} units, {p.get('units_nonzero', 0):,} with a non-zero value "
+            f"(zeros {share(p.get('zero_share'))})",
+            f"Per-unit value: p50 {c.num(p.get('p50'))}, p90 {c.num(p.get('p90'))}, p99 {c.num(p.get('p99'))}, "
+            f"max {c.num(p.get('max'))}; cap from the capping setting: "
+            + (c.num(p.get("cap")) if p.get("cap") is not None else "none"),
+            f"Coefficient of variation {c.num(p.get('cv'))}; MDE at the current traffic "
+            f"({c.num(p.get('units_per_day'))} units/day): {mde}"]
+
+
 def render() -> None:
     snap = gates.require_snapshot()
     st.title("Metrics catalog")
@@ -51,6 +67,14 @@ def render() -> None:
         st.markdown("\n".join(f"- {line}" for line in definition_lines(m)))
         used = ", ".join(f"{c.md(names.get(k) or k)} ({c.md(k)})" for k in m["used_by"]) or "no experiment"
         st.markdown(f"Owner: **{c.md(m.get('owner') or 'unassigned')}** · Used by: {used}")
+        with st.expander("Preview on the data"):
+            if m.get("preview"):
+                st.markdown("\n".join(f"- {line}" for line in preview_lines(m["preview"])))
+                if m["preview"].get("rows"):
+                    st.dataframe(m["preview"]["rows"], hide_index=True)
+            else:
+                st.text(m.get("preview_error") or "No preview yet: it is computed by the next analysing pass "
+                                                  "(abproxy run), for metrics used by an experiment.")
         with st.expander("Generated SQL"):
             st.code(m.get("sql") or "-- no SQL", language="sql")
 

@@ -352,9 +352,14 @@ def metrics_catalog(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     if "metrics" not in tables(con):
         return []
     rows = _records(_df(con, "SELECT * FROM metrics ORDER BY metric"))
+    previews = {}
+    if "metric_previews" in tables(con):  # computed by the job (abproxy.preview), never here
+        previews = {m: (loads(p, None), e) for m, p, e in
+                    con.execute("SELECT metric, preview, error FROM metric_previews").fetchall()}
     for r in rows:
         r["used_by"] = loads(r.get("used_by"), [])
         r["definition"] = loads(r.get("definition"), {})
+        r["preview"], r["preview_error"] = previews.get(r["metric"], (None, None))
     return rows
 
 
