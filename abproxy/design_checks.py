@@ -146,22 +146,39 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 
 # ------------------------------------------------------------------ concurrent experiments (§15)
 
-def _other_units_sql(other: str, as_of: dt.datetime) -> str:
-    return (f"SELECT unit_id, arg_min(variant, exposed_at) AS other_variant FROM exposures "
-            f"WHERE experiment = {literal(other)} AND exposed_at <= {timestamp_literal(as_of)} "
-            "GROUP BY unit_id HAVING count(DISTINCT variant) = 1")
+def _others_sql(others: list[str], as_of: dt.datetime) -> str:
+    """Units of the other experiments with one variant each (their first exposure's variant)."""
+    names = ", ".join(literal(o) for o in others)
+    return (f"SELECT experiment AS other, unit_id, arg_min(variant, exposed_at) AS other_variant FROM exposures "
+            f"WHERE experiment IN ({names}) AND exposed_at <= {timestamp_literal(as_of)} "
+            "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
 
 
-def _cells(con, table: "StatsTable", cols: list[MetricColumns], other: str, as_of: dt.datetime):
+def _sharing(con, key: str, others: list[str], as_of: dt.datetime) -> list[str]:
+    """The other experiments with at least one unit in common with `key` (exposures only: cheap)."""
+    if not others:
+        return []
+    names = ", ".join(literal(o) for o in others)
+    rows = con.execute(f"""SELECT DISTINCT o.experiment FROM exposures o
+        WHERE o.experiment IN ({names}) AND o.exposed_at <= ? AND o.unit_id IN (
+            SELECT unit_id FROM exposures WHERE experiment = ? AND exposed_at <= ?)""", [as_of, key, as_of]).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def _cells(con, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
+    """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's units."""
     sums = []
     for c in cols:
         sums += [f"fsum({c.y})", f"fsum({c.y} * {c.y})"]
         if c.x:
             sums += [f"fsum({c.x})", f"fsum({c.x} * {c.x})", f"fsum({c.y} * {c.x})"]
-    sql = (f"SELECT u.variant, o.other_variant, count(*) AS n{''.join(', ' + s for s in sums)} "
-           f"FROM ({table.query.unit_sql}) u JOIN ({_other_units_sql(other, as_of)}) o ON o.unit_id = u.unit_id "
-           "GROUP BY ALL ORDER BY 1, 2")
-    return con.execute(sql).fetchall()
+    sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n{''.join(', ' + s for s in sums)} "
+           f"FROM ({table.query.unit_sql}) u JOIN ({_others_sql(others, as_of)}) o ON o.unit_id = u.unit_id "
+           "GROUP BY ALL ORDER BY 1, 2, 3")
+    out: dict[str, list] = {}
+    for row in con.execute(sql).fetchall():
+        out.setdefault(row[0], []).append(row[1:])
+    return out
 
 
 def _cell_moments(row, cols: list[MetricColumns], plain: frozenset[str]) -> dict[str, Moments | JointMoments]:
@@ -184,11 +201,12 @@ def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     exp = config.experiments[key]
     threshold = config.health.interaction_p
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
+    running = [o for o, e in config.experiments.items() if o != key and e.status == "running"]
+    shared = _sharing(con, key, running, as_of)
+    cells_by_other = _cells(con, table, cols, shared, as_of) if shared else {}
     out = []
-    for other, oexp in config.experiments.items():
-        if other == key or oexp.status != "running":
-            continue
-        rows = _cells(con, table, cols, other, as_of)
+    for other in shared:
+        rows = cells_by_other.get(other)
         if not rows:
             continue
         arms_a = [v for v in exp.variants if any(r[0] == v for r in rows)]
