@@ -162,7 +162,8 @@ def _sharing(con, key: str, others: list[str], as_of: dt.datetime) -> list[str]:
     rows = con.execute(f"""SELECT DISTINCT o.experiment FROM exposures o
         WHERE o.experiment IN ({names}) AND o.exposed_at <= ? AND o.unit_id IN (
             SELECT unit_id FROM exposures WHERE experiment = ? AND exposed_at <= ?)""", [as_of, key, as_of]).fetchall()
-    return sorted(r[0] for r in rows)
+    found = {r[0] for r in rows}
+    return [o for o in others if o in found]   # configuration order
 
 
 def _cells(con, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
