@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from typing import Any
 
 import duckdb
 
@@ -29,6 +30,7 @@ from .effects import (  # noqa: F401  (re-exported: the layer below the pipeline
     verdict_for,
 )
 from .fetch import _check_definitions, quantile_summaries, run_query  # noqa: F401  (re-exported)
+from .lineage import config_lineage
 from .records import AnalysisRun, MetricResult, SeriesPoint  # noqa: F401  (re-exported)
 from .robustness import decision_robustness
 from .stats import srm_test
@@ -48,10 +50,14 @@ def _days_running(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_
 
 
 def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                       job_id: str | None = None, robustness: bool = True) -> AnalysisRun:
+                       job_id: str | None = None, robustness: bool = True, resolution: Any = None) -> AnalysisRun:
+    """`resolution` (registry.Resolution): the variants' lineage resolved from a model registry and the
+    checks reporting on it; without it, lineage is what abproxy.yaml says."""
     exp = config.experiments[key]
     run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
                       job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
+    run.lineage = resolution.lineage if resolution is not None else config_lineage(exp)
+    lineage_checks = list(resolution.checks) if resolution is not None else []
     run.method = ("group-sequential" if exp.decision.group_sequential
                   else "sequential" if exp.decision.sequential else "fixed-horizon")
     run.parameters = {"as_of": as_of.isoformat(), "alpha": exp.decision.alpha, "method": run.method,
@@ -66,6 +72,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
             raise DefinitionError("; ".join(p.line() for p in broken))
         if run.watermark["exposure_rows"] == 0:
             run.units = {v: 0 for v in exp.variants}
+            run.health = lineage_checks
             run.verdict = Verdict("KEEP_RUNNING", None, _no_exposures(con, config, key, as_of))
             run.finished_at = _utcnow()
             return run
@@ -84,7 +91,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         run.series = series(table, exp)
         run.health = health_checks.experiment_checks(con, config, key, as_of, run)
         run.health += covariate_checks + design_checks.design_checks(con, config, key, as_of, table)
-        run.health += _definition_checks(problems)
+        run.health += _definition_checks(problems) + lineage_checks
         run.verdict = verdict_for(run, config, exp)
         if robustness:
             run.health += decision_robustness(con, config, key, as_of, run)
@@ -128,8 +135,8 @@ def _utcnow() -> dt.datetime:
 
 def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,
             job_id: str | None = None, record: bool = True, full: bool = False,
-            use_state: bool = True) -> list[AnalysisRun]:
-    """Analyse each experiment. The per-unit state is brought to `as_of` first, for all of them in
+            use_state: bool = True, lineage: dict[str, Any] | None = None) -> list[AnalysisRun]:
+    """Analyse each experiment (`lineage`: registry resolutions by experiment key). The per-unit state is brought to `as_of` first, for all of them in
     one pass (`state.refresh`; `full` rebuilds it from the events); `use_state=False` reads only
     the raw tables (the reference the state is tested against)."""
     from . import state
@@ -140,7 +147,7 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
         for key in keys:
             started = time.perf_counter()
-            run = analyze_experiment(con, config, key, as_of, job_id)
+            run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
             if key in refreshes:
                 run.refresh = refreshes[key].record()
             if record:

@@ -63,6 +63,10 @@ def cmd_init(args) -> int:
 @command("validate")
 def cmd_validate(args) -> int:
     ws = _workspace(args)
+    if ws.config.uses_mlflow():
+        from .registry import require_client
+
+        require_client()
     if not args.data:
         print("OK")
         return EXIT_OK
@@ -177,11 +181,26 @@ def cmd_diff(args) -> int:
 
 @command("models")
 def cmd_models(args) -> int:
-    from .history import models, print_models
+    from .history import models, models_report, print_models
 
-    rows = models(_workspace(args))
-    _print_json(rows) if args.json else print_models(rows)
+    ws = _workspace(args)
+    _print_json(models_report(ws)) if args.json else print_models(models(ws))
     return EXIT_OK
+
+
+@command("gate")
+def cmd_gate(args) -> int:
+    from .gate import GateError, gate, print_gate
+
+    try:
+        result = gate(_workspace(args), args.key, args.variant, args.max_age, args.allow_cautions)
+    except GateError as exc:
+        if args.json:
+            _print_json({"outcome": "error", "exit_code": EXIT_USAGE, "experiment": args.key, "message": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_json(result.record()) if args.json else print_gate(result)
+    return result.exit_code
 
 
 @command("report")
@@ -296,6 +315,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=json_help)
     s = add("models", "model leaderboard across experiments")
     s.add_argument("--json", action="store_true", help=json_help)
+    s = add("gate", "deployment gate: exit 0 when the latest verdict lets the variant roll out (3 keep running, "
+                    "4 roll back / no effect, 5 invalid or stale, 2 configuration error)")
+    s.add_argument("key")
+    s.add_argument("--variant", help="the variant to roll out (default: the one the verdict ships)")
+    s.add_argument("--max-age", type=float, metavar="HOURS", help="a verdict older than this is stale (exit 5)")
+    s.add_argument("--allow-cautions", action="store_true", help="let a SHIP with cautions pass (exit 0)")
+    s.add_argument("--json", action="store_true", help="print the decision, reasons and run id as JSON")
     s = add("report", "write the go/no-go review of an experiment as one HTML file")
     s.add_argument("key", help="the experiment key")
     s.add_argument("--output", "-o", default=None, help="the HTML file to write (default: review-KEY.html)")

@@ -171,15 +171,34 @@ class Metric(Strict):
                            where=self.where, column=self.column)
 
 
+MODEL_REF = re.compile(r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[A-Za-z0-9_\-]+))$")
+
+
 class Variant(Strict):
-    """A variant and the model behind it (lineage)."""
+    """A variant and the model behind it (lineage): typed here, or resolved from an MLflow registry
+    reference `models:/name/3` (a version) or `models:/name@alias` at each run."""
 
     model: str = ""
     version: str = ""
+    mlflow: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     training_data: str = ""
     link: str = ""
     description: str = ""
+
+    @field_validator("mlflow")
+    @classmethod
+    def _model_ref(cls, value: str | None) -> str | None:
+        if value is not None and not MODEL_REF.match(value.strip()):
+            raise ValueError(f"{value!r} is not an MLflow model reference; write 'models:/NAME/VERSION' "
+                             "(e.g. models:/recsys/3) or 'models:/NAME@ALIAS' (e.g. models:/recsys@challenger)")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Variant":
+        if self.mlflow and self.version:
+            raise ValueError("give either 'mlflow' (the registry names the version) or 'version', not both")
+        return self
 
 
 class Guardrail(Strict):
@@ -397,6 +416,31 @@ class IngestSettings(Strict):
         return value
 
 
+class Promote(Strict):
+    """Move a registry alias to the shipped variant's model version."""
+
+    alias: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=255)]
+    on: Literal["SHIP"] = "SHIP"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads the bare key `on` as the boolean true."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+
+class MlflowSettings(Strict):
+    """The MLflow tracking server / model registry (`pip install 'abproxy[mlflow]'`)."""
+
+    tracking_uri: str | None = None          # default: $MLFLOW_TRACKING_URI
+    write_back: bool = True
+    promote: Promote | None = None
+    timeout_seconds: PositiveFloat = 10
+    retries: int = Field(default=2, ge=0, le=10)
+
+
 class Config(Strict):
     warehouse: str = "data/warehouse.duckdb"
     inbox: Inbox = Field(default_factory=Inbox)
@@ -408,6 +452,10 @@ class Config(Strict):
     experiments: dict[Key, Experiment] = Field(default_factory=dict)
     notifications: Notifications = Field(default_factory=Notifications)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    mlflow: MlflowSettings | None = None
+
+    def uses_mlflow(self) -> bool:
+        return self.mlflow is not None or any(v.mlflow for e in self.experiments.values() for v in e.variants.values())
 
     @field_validator("inbox", mode="before")
     @classmethod

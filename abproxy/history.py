@@ -17,6 +17,7 @@ import duckdb
 from . import format as fmt
 from .errors import HistoryError
 from .ledger import loads
+from .offline import latest_lineage, offline_vs_online, registry_fields
 from .warehouse import open_snapshot
 
 MISSING = "(absent)"
@@ -341,6 +342,7 @@ def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
         a, b = (_rows(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [i])[0] for i in (ida, idb))
         results = _overall(con, [ida, idb])
         files = _files_by_path(con)
+        lineage = _lineage_diff(*(_run_lineage(con, i) for i in (ida, idb)))
     finally:
         con.close()
     data = _data_diff(a, b, files)
@@ -363,9 +365,40 @@ def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
     }
     runs = {side: {"run_id": r["run_id"], "experiment": r["experiment"], "started_at": _iso(r["started_at"]),
                    "as_of": _iso(r["as_of"]), "status": r["status"]} for side, r in (("a", a), ("b", b))}
+    summary = _summary(a, b, data, changed, code, metrics, verdict)
+    summary[1:1] = [m["text"] for m in lineage if m["changed"]]
     return {"run_a": runs["a"], "run_b": runs["b"], "data": data, "definitions": definitions, "code": code,
-            "metrics": metrics, "verdict": verdict,
-            "summary": _summary(a, b, data, changed, code, metrics, verdict)}
+            "lineage": lineage, "metrics": metrics, "verdict": verdict, "summary": summary}
+
+
+LINEAGE_KEYS = ("source", "ref", "model", "version", "alias", "model_run_id", "arm_status")
+
+
+def _run_lineage(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
+    if "lineage" not in _tables(con):
+        return {}
+    rows = _rows(con, f"SELECT variant, {', '.join(LINEAGE_KEYS)} FROM lineage WHERE run_id = ?", [run_id])
+    return {r["variant"]: {k: r[k] for k in LINEAGE_KEYS} for r in rows}
+
+
+def _lineage_diff(la: dict[str, dict[str, Any]], lb: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant, the model version each run served; an alias that moved reads
+    'challenger moved from v7 to v8'."""
+    out = []
+    for variant in dict.fromkeys([*la, *lb]):
+        x, y = la.get(variant), lb.get(variant)
+        same = (x or {}).get("model"), (x or {}).get("version")
+        changed = bool(x and y and (same != (y.get("model"), y.get("version"))))
+        moved = changed and bool(y.get("alias")) and x.get("ref") == y.get("ref")
+        if moved:
+            text = f"{y['alias']} moved from v{x['version']} to v{y['version']} ({variant}, {y['ref']})"
+        elif changed:
+            text = (f"{variant} model changed: {x['model']} {x['version']} → {y['model']} {y['version']}").strip()
+        else:
+            text = ""
+        out.append({"variant": variant, "before": x, "after": y, "changed": changed, "alias_moved": moved,
+                    "text": text})
+    return out
 
 
 # --------------------------------------------------------------------------- models
@@ -419,11 +452,16 @@ def models(ws) -> list[dict[str, Any]]:
             SELECT run_id, experiment, started_at FROM runs WHERE status = 'ok'
             QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC, run_id DESC) = 1""")}
         results = _overall(con, [r["run_id"] for r in latest_ok.values()])
+        recorded = latest_lineage(con)
     finally:
         con.close()
     out = []
     for v in lineage:
         key = v["experiment"]
+        lin = recorded.get((key, v["variant"]))
+        if lin and lin.get("model"):      # resolved from a registry: the version the run actually saw
+            v = {**v, "model": lin["model"], "version": lin.get("version") or v["version"],
+                 "params": {**(lin.get("params") or {}), **(v["params"] or {})}}
         run, ok = latest.get(key), latest_ok.get(key)
         treatment = not v["is_control"]
         effects = []
@@ -449,6 +487,7 @@ def models(ws) -> list[dict[str, Any]]:
             "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]),
             "effects_run_id": ok["run_id"] if ok and treatment else None,
             "effects": effects,
+            **registry_fields(lin),
         })
     out.sort(key=lambda r: ((r["model"] or "").lower(), _version_key(r["version"]), r["experiment"], r["variant"]))
     return out
@@ -538,6 +577,14 @@ def print_diff(result: dict[str, Any]) -> None:
         print("  unchanged")
     for c in result["definitions"]["changed"]:
         print(f"  {c['path']}: {_value_text(c['before'])} → {_value_text(c['after'])}")
+    moves = [m for m in result.get("lineage", []) if m["after"] or m["before"]]
+    if moves:
+        print()
+        print("Models")
+        for m in moves:
+            x, y = m["before"] or {}, m["after"] or {}
+            print(f"  {m['variant']:<12} {x.get('model') or '-'} {x.get('version') or '-'} → "
+                  f"{y.get('model') or '-'} {y.get('version') or '-'}" + (f"  ({m['text']})" if m["changed"] else ""))
     code = result["code"]
     print()
     print(f"Code  {_code_text(code['version']['before'], code['git_commit']['before'])} → "
@@ -579,6 +626,64 @@ def print_models(rows: list[dict[str, Any]]) -> None:
         table.append([r["model"] or "-", r["version"] or "-", r["experiment"], r["experiment_status"] or "-",
                       r["variant"], r["decision"] or r["run_status"] or "-", r["variant_status"],
                       primary_text, guard_text])
+        table[-1].append(_offline_cell(r["offline_metrics"]))
     for line in _table(["model", "version", "experiment", "status", "variant", "verdict", "outcome",
-                        "primary effect (95% CI)", "guardrails"], table):
+                        "primary effect (95% CI)", "guardrails", "offline metrics"], table):
         print(line)
+    print()
+    print("Offline vs online (does an offline metric rank versions like their online lift?)")
+    found = offline_vs_online(rows)
+    if not found:
+        print("  No treatment and control with offline metrics yet (variants that name MLflow versions get them)")
+    for entry in found:
+        print(f"  - {entry['offline_metric']} vs {entry['online_metric']}: {entry['message']}")
+
+
+def _offline_cell(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if _num(v) is not None) or "-"
+
+
+def models_report(ws) -> dict[str, Any]:
+    """`abproxy models --json`: the leaderboard rows and the offline-vs-online correlations."""
+    rows = models(ws)
+    return {"models": rows, "offline_vs_online": offline_vs_online(rows)}
+
+
+# --------------------------------------------------------------------------- latest verdict (gate)
+
+def latest_verdict(ws, key: str) -> tuple[dict[str, Any] | None, list[str], dict[str, str],
+                                          list[dict[str, Any]]] | None:
+    """(latest run row or None, the variant names, arm status by variant, the run's health rows) of
+    experiment `key`; None when the key is unknown."""
+    con = _connect(ws)
+    try:
+        if key not in _known_experiments(con, ws):
+            return None
+        tables = _tables(con)
+        found = _rows(con, "SELECT * FROM runs WHERE experiment = ? ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                      [key])
+        run = found[0] if found else None
+        variants = _variant_names(con, ws, key, run, tables)
+        arms, health = {}, []
+        if run is not None:
+            if "lineage" in tables:
+                arms = {r["variant"]: r["arm_status"] for r in _rows(
+                    con, "SELECT variant, arm_status FROM lineage WHERE run_id = ?", [run["run_id"]])}
+            health = _rows(con, "SELECT check_name AS check, status, metric, segment, variant, detail FROM health "
+                                "WHERE run_id = ?", [run["run_id"]])
+    finally:
+        con.close()
+    return run, variants, arms, health
+
+
+def _variant_names(con, ws, key: str, run: dict[str, Any] | None, tables: set[str]) -> list[str]:
+    if run is not None:
+        exp = (loads(run.get("definitions"), {}) or {}).get("experiment") or {}
+        if exp.get("variants"):
+            return list(exp["variants"])
+    config = getattr(ws, "config", None)
+    if config is not None and key in config.experiments:
+        return list(config.experiments[key].variants)
+    if "variants" in tables:
+        return [r[0] for r in con.execute("SELECT variant FROM variants WHERE experiment = ?", [key]).fetchall()]
+    return []

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
-from .ledger import dumps
-from .notify import notify_changes
+from .ledger import dumps, last_lineage, record_registry_writes
+from .notify import notify_changes, report_link
 from .warehouse import connect, open_snapshot, publish_snapshot
 from .workspace import Workspace
 
@@ -78,6 +78,7 @@ class JobResult:
     ingest: IngestSummary | None = None
     runs: list["AnalysisRun"] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    registry_writes: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +104,10 @@ def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = No
     `on_runs(ws, runs)` is called after the snapshot is published (default: notifications of
     verdict changes, `notify.notify_changes`; pass None for none)."""
     keys = analysable(ws, experiments) if kind != "ingest" else []
+    if keys and ws.config.uses_mlflow():
+        from .registry import require_client
+
+        require_client()          # one clear line (exit 2) before anything runs
     guard = WorkspaceLock(ws.lock_file) if lock else None
     if guard:
         guard.acquire()
@@ -132,8 +137,11 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
             if kind in ("analyze", "run"):
                 from .analysis import analyze
 
-                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full)
+                resolutions, registry = _resolve_lineage(ws, con, keys)
+                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full,
+                                      lineage=resolutions)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
+                result.registry_writes = _write_back(ws, con, result.runs, registry)
             result.status = "failed" if result.errors else "ok"
         except BaseException as exc:
             result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -177,6 +185,34 @@ def _previews(ws: Workspace, con, kind: str, as_of: dt.datetime):
     from .preview import empty_previews
 
     return empty_previews()
+
+
+def _resolve_lineage(ws: Workspace, con, keys: list[str]):
+    """Registry lineage of the experiments naming MLflow references (none: ({}, None))."""
+    cfg = ws.config
+    if not cfg.uses_mlflow():
+        return {}, None
+    from .registry import resolve
+
+    previous = {k: last_lineage(con, k) for k in keys}
+    return resolve(cfg, ws.root, keys, previous, _now())
+
+
+def _write_back(ws: Workspace, con, runs: list["AnalysisRun"], registry) -> list[Any]:
+    """Tag model versions with the verdicts (and promote); never fails the job."""
+    cfg = ws.config
+    if not cfg.uses_mlflow():
+        return []
+    from .registry import write_back
+
+    try:
+        writes = write_back(cfg, ws.root, runs, registry,
+                            lambda r: report_link(cfg.notifications.link, r.experiment, r.run_id))
+        record_registry_writes(con, writes)
+        return writes
+    except Exception as exc:  # pragma: no cover - write_back records its own failures
+        log.warning("MLflow write-back failed: %s", exc)
+        return []
 
 
 def _finish(con, result: JobResult) -> None:

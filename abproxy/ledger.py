@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from .lineage import ModelLineage, arm_status
 from .records import AnalysisRun
 
 
@@ -108,6 +109,8 @@ def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
         if run.health:
             _insert(con, "health", [(run.run_id, run.experiment, c.check, c.status, c.metric, c.segment, c.variant,
                                      *json_safe([c.value, c.threshold]), c.detail) for c in run.health])
+        if run.lineage:
+            _insert(con, "lineage", [_lineage_row(run, lin) for lin in run.lineage.values()])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -124,3 +127,44 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> No
         con.execute(f"INSERT INTO {table} SELECT * FROM _ledger_rows")
     finally:
         con.unregister("_ledger_rows")
+
+
+LINEAGE_JSON = ("params", "metrics", "datasets", "tags")
+
+
+def _lineage_row(run: "AnalysisRun", lin: ModelLineage) -> tuple:
+    r = lin.record()
+    return (run.run_id, run.experiment, lin.variant, lin.is_control,
+            arm_status(lin.variant, lin.is_control, run.verdict, run.status), r["source"], r["ref"], r["model"],
+            r["version"], r["alias"], r["previous_version"], r["model_run_id"],
+            *(dumps(r[k]) for k in LINEAGE_JSON), r["training_data"], r["link"], r["created_at"],
+            r["resolved_at"], r["error"])
+
+
+def last_lineage(con: duckdb.DuckDBPyConnection, experiment: str) -> dict[str, ModelLineage]:
+    """Per variant, the latest lineage a registry gave (resolved then, or kept from before)."""
+    cur = con.execute("""
+        SELECT l.* FROM lineage l JOIN runs r USING (run_id)
+        WHERE l.experiment = ? AND l.source IN ('mlflow', 'ledger') AND l.version <> ''
+        QUALIFY row_number() OVER (PARTITION BY l.variant ORDER BY r.started_at DESC, r.run_id DESC) = 1""",
+                      [experiment])
+    names = [d[0] for d in cur.description]
+    return {row["variant"]: lineage_from_row(row) for row in (dict(zip(names, t)) for t in cur.fetchall())}
+
+
+def lineage_from_row(row: dict[str, Any]) -> ModelLineage:
+    """A `lineage` ledger row back into a ModelLineage."""
+    fields = ModelLineage.__dataclass_fields__
+    values = {k: row[k] for k in fields if k in row}
+    for k in LINEAGE_JSON:
+        values[k] = loads(row.get(k), [] if k == "datasets" else {})
+    for k in ("model", "version", "training_data", "link"):
+        values[k] = values.get(k) or ""
+    values["is_control"] = bool(values.get("is_control"))
+    return ModelLineage(**values)
+
+
+def record_registry_writes(con: duckdb.DuckDBPyConnection, writes: list[Any]) -> None:
+    """Append what the registry write-back did (registry.WriteRecord rows)."""
+    if writes:
+        _insert(con, "registry_writes", [tuple(w.record().values()) for w in writes])

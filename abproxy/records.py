@@ -105,3 +105,4 @@ class AnalysisRun:
     parameters: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
     refresh: dict[str, str] = field(default_factory=dict)   # per-unit state: {mode, reason} (state.Refresh)
+    lineage: dict[str, Any] = field(default_factory=dict)   # variant → lineage.ModelLineage

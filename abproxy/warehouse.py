@@ -24,7 +24,8 @@ from .errors import WarehouseError  # noqa: F401  (re-exported: warehouse.Wareho
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 KEEP_SNAPSHOTS = 3
-SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs")
+SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs", "lineage",
+                   "registry_writes")
 
 
 def migrations(sql_dir: Path = SQL_DIR) -> list[tuple[int, Path]]:

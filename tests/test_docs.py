@@ -115,13 +115,28 @@ def test_the_readme_configuration_reference_is_a_valid_workspace():
 
     from abproxy.config import parse_config
 
+    from abproxy.config import Config
+
     merged: dict = {}
+    registry_blocks = []
     for block in _yaml_blocks():
         data = yaml.safe_load(block)
+        if not isinstance(data, dict) or not set(data) <= set(Config.model_fields):
+            continue  # the CI / pipeline examples of the deployment gate
+        if "mlflow" in data:
+            registry_blocks.append(data)
+            continue
         for key, value in data.items():
             if value != {"...": None}:  # the `metrics: { ... }` placeholders of the overview block
                 merged[key] = value
     config = parse_config(merged)
+    assert registry_blocks
+    for data in registry_blocks:  # the MLflow example: its variants replace the reference's
+        variant = {**merged, "mlflow": data["mlflow"], "experiments": {
+            k: {**e, "variants": data["experiments"].get(k, {}).get("variants", e["variants"])}
+            for k, e in merged["experiments"].items()}}
+        with_registry = parse_config(variant)
+        assert with_registry.mlflow.promote.alias == "champion" and with_registry.uses_mlflow()
     assert {"spend_per_user", "buyer_rate", "refund_rate", "spend_per_session", "power_user_score"} <= set(config.metrics)
     assert config.experiments["recsys-v2"].guardrail_specs[0].margin == 0.05
 

@@ -390,7 +390,7 @@ def test_cli_history_diff_models_json_while_the_warehouse_is_held(ledger):
 
         p = _cli("models", "--json", workspace=root)
         assert p.returncode == 0, p.stderr
-        assert {(r["model"], r["version"]) for r in json.loads(p.stdout)} == {
+        assert {(r["model"], r["version"]) for r in json.loads(p.stdout)["models"]} == {
             ("ranker", "2.9.0"), ("ranker", "3.0.0"), ("recsys", "1.4.0"), ("recsys", "2.0.0")}
 
         p = _cli("history", "win", workspace=root)

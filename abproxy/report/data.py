@@ -20,6 +20,7 @@ import pandas as pd
 from abproxy.config import ConfigError, resolve_workspace
 from abproxy.errors import UnknownExperimentError
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
+from abproxy.offline import latest_lineage, offline_vs_online, registry_fields
 from abproxy.warehouse import WarehouseError, open_snapshot
 from abproxy.workspace import Workspace
 
@@ -378,16 +379,25 @@ def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
                           FROM results WHERE segment = '' AND role IN ('primary', 'guardrail')
                             AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""", [ids]) if ids else pd.DataFrame()
     names = dict(con.execute("SELECT metric, coalesce(name, metric) FROM metrics").fetchall()) if "metrics" in have else {}
+    recorded = latest_lineage(con)
     out = []
     for v in variants:
+        lin = recorded.get((v["experiment"], v["variant"]))
+        if lin and lin.get("model"):      # resolved from a registry: the version the run actually saw
+            v = {**v, "model": lin["model"], "version": lin.get("version") or v.get("version")}
         run = latest.get(v["experiment"])
         exp = exps.get(v["experiment"], {})
         mine = effects[(effects["run_id"] == run["run_id"]) & (effects["variant"] == v["variant"])] \
             if run is not None and len(effects) else pd.DataFrame()
         measured = [{**e, "label": names.get(e["metric"], e["metric"])} for e in _records(mine)]
         out.append({**v, "experiment_name": exp.get("name") or v["experiment"], "experiment_status": exp.get("status"),
-                    "run": run, "effects": measured, "verdict": arm_verdict(v, run)})
+                    "run": run, "effects": measured, "verdict": arm_verdict(v, run), **registry_fields(lin)})
     return out
+
+
+def offline_online(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Offline metric vs online lift across experiments (abproxy.offline)."""
+    return offline_vs_online(models(con))
 
 
 def arm_verdict(variant: dict[str, Any], run: dict[str, Any] | None) -> str:
@@ -440,7 +450,7 @@ def freshness(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 QUERIES: dict[str, Callable[..., Any]] = {
     "experiments": experiments, "experiment_keys": experiment_keys, "overview": overview, "portfolio": portfolio,
     "experiment": experiment_view, "catalog": metrics_catalog, "models": models, "data_health": data_health,
-    "freshness": freshness,
+    "freshness": freshness, "offline_online": offline_online,
 }
 
 

@@ -18,6 +18,12 @@ def effects_text(row: dict[str, Any], role: str) -> str:
     return "; ".join(parts) or "—"
 
 
+def offline_text(row: dict[str, Any]) -> str:
+    metrics = row.get("offline_metrics") or {}
+    parts = [f"{c.md(k)} {v:.4g}" for k, v in sorted(metrics.items()) if c.finite(v)]
+    return ", ".join(parts) or "—"
+
+
 def _primary_lift(row: dict[str, Any]) -> float:
     vals = [e["rel_effect"] for e in row["effects"] if e["role"] == "primary" and c.finite(e["rel_effect"])]
     return vals[0] if vals else float("-inf")
@@ -47,9 +53,10 @@ def render() -> None:
                       c.md(r.get("experiment_status") or "unknown"), c.md(c.verdict_text(r["verdict"])),
                       effects_text(r, "primary") if not r.get("is_control") else "baseline",
                       effects_text(r, "guardrail") if not r.get("is_control") else "baseline",
-                      c.when(run.get("as_of")) if run else "never"])
+                      offline_text(r), c.when(run.get("as_of")) if run else "never"])
     st.markdown(c.md_table(["Model", "Version", "Experiment", "Arm", "Experiment status", "Verdict",
-                            "Primary lift", "Guardrails", "Data as of"], table))
+                            "Primary lift", "Guardrails", "Offline metrics", "Data as of"], table))
+    render_offline_online(snap.load("offline_online"))
     frame = pd.DataFrame([{"model": r.get("model"), "version": r.get("version"), "experiment": r["experiment"],
                            "variant": r["variant"], "control": bool(r.get("is_control")), "verdict": r["verdict"],
                            "primary_lift": _primary_lift(r) if not r.get("is_control") else None,
@@ -58,6 +65,21 @@ def render() -> None:
     frame["primary_lift"] = frame["primary_lift"].replace(float("-inf"), None)
     st.download_button("Download leaderboard (CSV)", frame.to_csv(index=False).encode(), file_name="abproxy-models.csv",
                        mime="text/csv", on_click="ignore", icon=":material/download:")
+
+
+
+def render_offline_online(entries: list[dict[str, Any]]) -> None:
+    """Across past experiments: does an offline metric's change rank versions like their online lift?"""
+    st.subheader("Offline vs online")
+    st.caption("For each treatment with registry lineage: its offline metric minus the control's, against the "
+               "online lift of the primary metric (latest run; rolled-back and failed models included). "
+               "Spearman rank correlation with its 95% interval.")
+    if not entries:
+        st.info("No offline metrics yet: variants that name MLflow model versions (mlflow: models:/name/N) bring "
+                "their training runs' metrics.")
+        return
+    rows = [[c.md(e["offline_metric"]), c.md(e["online_metric"]), str(e["n"]), c.md(e["message"])] for e in entries]
+    st.markdown(c.md_table(["Offline metric", "Online metric", "Experiments", "Rank correlation"], rows))
 
 
 if __name__ == "__main__":
