@@ -247,6 +247,7 @@ EXAMPLES = {  # one example per command, shown by `abproxy --help`
     "history": "abproxy history recsys-v2",
     "diff": "abproxy diff RUN_A RUN_B",
     "models": "abproxy models --json",
+    "gate": "abproxy gate recsys-v2 --variant v2 --max-age 24 --json",
     "report": "abproxy report recsys-v2",
     "simulate": "abproxy simulate --out sim --units 20000",
     "demo": "abproxy demo --workspace demo",
@@ -256,6 +257,7 @@ EXIT_CODES = """exit codes:
   1  a run, file or command failed (a file failed to load or had more than
      ingest.max_rejected_fraction of its rows rejected; an analysis failed)
   2  abproxy.yaml is invalid, or `validate --data` found a problem
+  3, 4, 5  `abproxy gate`: keep running / roll back or no effect / invalid or stale
   130 interrupted"""
 
 
