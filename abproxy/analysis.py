@@ -99,7 +99,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     except Exception as exc:  # isolation: the failure is recorded and the caller carries on
         run.status, run.error = "failed", _error_text(exc)
         # reported with the job's summary, after the ingest problems it may follow from
-        log.info("analysis of %s failed: %s", key, run.error)
+        log.debug("analysis of %s failed: %s", key, run.error)
         log.debug("traceback of the failed analysis of %s", key, exc_info=True)
     run.finished_at = _utcnow()
     return run

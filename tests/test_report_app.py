@@ -248,6 +248,9 @@ def test_metrics_catalog_shows_definition_sql_owner_and_users(report_ws, monkeyp
     assert f"{NAMES[SHIP]} ({SHIP})" in text
     sql = [c.value for c in at.code if c.language == "sql"]
     assert len(sql) == 6 and all("SELECT" in s.upper() for s in sql)
+    # the preview panel, computed by the job into the snapshot (carried over by the ingest-only pass)
+    assert "Per-unit value: p50" in text and "MDE at the current traffic" in text and "7 days" in text
+    assert len(at.dataframe) >= 5
     at.text_input[0].set_value("refund").run()
     assert len([c for c in at.code if c.language == "sql"]) == 1
 
