@@ -50,6 +50,10 @@ class Dialect:
     def double(self, expr: str) -> str:
         return f"CAST({expr} AS DOUBLE)"
 
+    def try_double(self, expr: str) -> str:
+        """`expr` as DOUBLE, NULL where it does not convert."""
+        return f"TRY_CAST({expr} AS DOUBLE)"
+
     def day(self, expr: str) -> str:
         """The calendar day (UTC) of a timestamp."""
         return f"CAST({expr} AS DATE)"

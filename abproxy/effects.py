@@ -14,23 +14,12 @@ from typing import Any
 import pandas as pd
 
 from .config import Config, Experiment, Metric
-from .metrics import ExperimentQuery, MetricColumns
+from .metric_types import MetricColumns, type_of
+from .metrics import ExperimentQuery
 from .records import AnalysisRun, MetricResult, SeriesPoint
-from .stats import (
-    Effect,
-    JointMoments,
-    Moments,
-    adjust_pvalues,
-    cuped_effect,
-    mean_effect,
-    power_analysis,
-    ratio_effect,
-    sequential,
-    sequential_multiplier,
-)
+from .stats import Effect, JointMoments, Moments, adjust_pvalues, power_analysis, sequential, sequential_multiplier
 from .stats.groupseq import current_look, group_sequential, obf_boundary
-from .stats.quantile import QuantileSummary, quantile_effect
-from .stats.rare import proportion_auto
+from .stats.quantile import QuantileSummary
 from .verdict import Flag, Outcome, Policy, Verdict, decide
 
 FAMILY_METHOD = {"primary": "holm", "guardrail": "holm", "secondary": "fdr_bh"}
@@ -49,24 +38,13 @@ class StatsTable:
         return self.frame[self.frame["dim"] == dim]
 
     def moments(self, row: pd.Series, col: MetricColumns) -> Moments | JointMoments:
-        n = int(row["n"])
-        if col.x is None or col.key in self.plain:
-            return Moments(n, float(row[f"{col.y}_sum"]), float(row[f"{col.y}_sq"]))
-        return JointMoments(n, float(row[f"{col.y}_sum"]), float(row[f"{col.y}_sq"]),
-                            float(row[f"{col.x}_sum"]), float(row[f"{col.x}_sq"]), float(row[f"{col.alias}_xy"]))
+        """The metric's own reading of its sums (`metric_types`); unadjusted when its covariate was refused."""
+        return col.moments(row, adjusted=col.key not in self.plain)
 
 
 def compute_effect(metric: Metric, control, variant, alpha: float) -> Effect:
-    """Pick the estimator the metric's definition implies (rare proportions: exact test, §13)."""
-    if metric.type == "ratio":
-        return ratio_effect(control, variant, alpha)
-    if metric.type == "quantile":
-        return quantile_effect(control, variant, alpha)
-    if metric.type == "proportion" and isinstance(control, Moments):
-        return proportion_auto(control, variant, alpha)
-    if isinstance(control, JointMoments):
-        return cuped_effect(control, variant, alpha)
-    return mean_effect(control, variant, alpha)
+    """The estimator of the metric's type (`metric_types`; rare proportions: exact test, §13)."""
+    return type_of(metric).effect(control, variant, alpha)
 
 
 def _decision_effect(metric: Metric, control, variant, exp: Experiment, look: int | None = None) -> Effect:
@@ -109,7 +87,7 @@ def overall_results(table: StatsTable, config: Config, exp: Experiment, look: in
         for variant in exp.treatments:
             if exp.control not in arms or variant not in arms:
                 continue
-            if col.metric.type == "quantile":
+            if not col.additive:                 # quantiles: order statistics of their own query
                 q = table.quantiles.get(col.key, {})
                 if exp.control not in q or variant not in q:
                     continue
@@ -150,7 +128,7 @@ def segment_results(table: StatsTable, exp: Experiment, look: int | None = None)
     Quantile metrics have no segment results (quantiles do not pool across groups)."""
     roles = exp.roles()
     cols = [c for c in table.query.columns
-            if roles[c.key] in ("primary", "guardrail") and c.metric.type != "quantile"]
+            if roles[c.key] in ("primary", "guardrail") and c.additive]
     out = []
     for dim in table.query.segments:
         family = []
@@ -215,7 +193,7 @@ def series(table: StatsTable, exp: Experiment) -> list[SeriesPoint]:
     days = sorted({str(d) for d in rows["dim_value"]})
     by_day = {d: _by_variant(rows[rows["dim_value"] == d]) for d in days}
     out = []
-    for col in (c for c in table.query.columns if c.metric.type != "quantile"):
+    for col in (c for c in table.query.columns if c.additive):
         for variant in exp.treatments:
             running: dict[str, Any] = {}
             for d in days:
@@ -240,7 +218,7 @@ def _outcomes(results: list[MetricResult], config: Config, exp: Experiment) -> l
         e = r.effect
         out.append(Outcome(r.metric, m.name or r.metric.replace("_", " ").capitalize(), r.role, r.variant,
                            e.abs_effect, e.abs_ci, e.rel_effect, e.rel_ci, r.significant, m.higher_is_better,
-                           g.margin if g else 0.0, g.relative if g else True, m.type == "proportion",
+                           g.margin if g else 0.0, g.relative if g else True, type_of(m).in_points,
                            r.extra_units_needed))
     return out
 

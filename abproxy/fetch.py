@@ -32,7 +32,7 @@ def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: d
 
 def quantile_summaries(con: duckdb.DuckDBPyConnection, query: ExperimentQuery) -> dict[str, dict[str, QuantileSummary]]:
     out: dict[str, dict[str, QuantileSummary]] = {}
-    for col in (c for c in query.columns if c.metric.type == "quantile"):
+    for col in (c for c in query.columns if not c.additive):
         rows = con.execute(quantile_sql(query, col, RANK_Z)).fetchall()
         out[col.key] = {str(v): QuantileSummary(int(n), float(col.metric.quantile), float(est), float(lo), float(hi))
                         for v, n, est, lo, hi in rows if n}

@@ -55,6 +55,7 @@ import duckdb
 
 from . import formats, rejects
 from .config import IDENTIFIER, NULL_MARKERS
+from .dialect import DUCKDB
 from .errors import BadFile
 from .formats import ReadOptions
 
@@ -533,11 +534,11 @@ def _utc_naive(moment: datetime) -> datetime:
 
 
 def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return DUCKDB.ident(name)
 
 
 def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    return DUCKDB.literal(text)
 
 
 def _ts_lit(moment: datetime) -> str:

@@ -4,8 +4,12 @@ how it reads its own moments back from a row of sufficient statistics, and which
 This is the one place of the column-name contract between the SQL (`metrics.py` writes what
 `unit_columns` and `sums` declare) and the statistics (`moments` reads the same names):
 
-    per unit:  {alias}_y (outcome or ratio numerator), {alias}_x (ratio denominator or CUPED covariate)
+    per unit:  {alias}_y (outcome or ratio numerator), {alias}_x (ratio denominator, CUPED pre-period
+               value, or CUPAC exposure covariate)
     per group: {alias}_y_sum, {alias}_y_sq, and with an x: {alias}_x_sum, {alias}_x_sq, {alias}_xy
+
+A type whose per-group statistics do not add up (`additive = False`, e.g. quantiles) gets no segment
+results and no daily series; its effect comes from its own statistics (`fetch.quantile_summaries`).
 
 To add a metric type, subclass `MetricColumns`, set `type_name`, override what differs (usually
 `unit_columns`, `sums`, `moments` and `effect`) and register it in `TYPES`; the config's `type`
@@ -18,15 +22,9 @@ from typing import Any, ClassVar, Mapping
 
 from .config import EventSource, Metric
 from .dialect import Dialect
-from .stats import (
-    Effect,
-    JointMoments,
-    Moments,
-    cuped_effect,
-    mean_effect,
-    proportion_effect,
-    ratio_effect,
-)
+from .stats import Effect, JointMoments, Moments, cuped_effect, mean_effect, ratio_effect
+from .stats.quantile import quantile_effect
+from .stats.rare import proportion_auto
 
 Stats = Moments | JointMoments
 
@@ -54,6 +52,7 @@ class MetricColumns:
     cappable: ClassVar[bool] = False       # winsorizing applies (the robustness check may toggle it)
     cupedable: ClassVar[bool] = False      # a CUPED pre-period covariate applies
     in_points: ClassVar[bool] = False      # effects read in percentage points (proportions)
+    additive: ClassVar[bool] = True        # group statistics add up: segments pool, daily series accumulate
 
     # ------------------------------------------------------------------ names
     @property
@@ -62,7 +61,12 @@ class MetricColumns:
 
     @property
     def x(self) -> str | None:
-        return f"{self.alias}_x" if self.metric.cuped_days else None
+        return f"{self.alias}_x" if self.metric.cuped_days or self.metric.cuped_covariate else None
+
+    @property
+    def covariate(self) -> str | None:
+        """CUPAC: the exposure column whose value at first exposure is x (METHODS §17)."""
+        return self.metric.cuped_covariate
 
     @property
     def raw(self) -> bool:
@@ -79,7 +83,7 @@ class MetricColumns:
             return []
         m, source = self.metric, self.metric.source()
         out = [UnitColumn(self.y, source, "post", m.window_days, self.in_points)]
-        if self.x:
+        if m.cuped_days:
             out.append(UnitColumn(self.x, source, "pre", m.cuped_days, self.in_points))
         return out
 
@@ -99,9 +103,10 @@ class MetricColumns:
         return out
 
     # ------------------------------------------------------------------ what the statistics read back
-    def moments(self, row: Mapping[str, Any]) -> Stats:
+    def moments(self, row: Mapping[str, Any], adjusted: bool = True) -> Stats:
+        """The moments of this metric in one row of sums; `adjusted=False`: y alone (covariate refused)."""
         n, y = int(row["n"]), self.y
-        if self.x is None:
+        if self.x is None or not adjusted:
             return Moments(n, float(row[f"{y}_sum"]), float(row[f"{y}_sq"]))
         x = self.x
         return JointMoments(n, float(row[f"{y}_sum"]), float(row[f"{y}_sq"]),
@@ -129,7 +134,7 @@ class Proportion(MetricColumns):
     def effect(cls, control: Stats, variant: Stats, alpha: float) -> Effect:
         if isinstance(control, JointMoments):
             return cuped_effect(control, variant, alpha)
-        return proportion_effect(control, variant, alpha)
+        return proportion_auto(control, variant, alpha)     # exact test for rare proportions (§13)
 
 
 class Ratio(MetricColumns):
@@ -156,7 +161,19 @@ class Ratio(MetricColumns):
         return ratio_effect(control, variant, alpha)
 
 
-TYPES: dict[str, type[MetricColumns]] = {t.type_name: t for t in (Mean, Proportion, Ratio)}
+class Quantile(MetricColumns):
+    """The q-quantile of the per-unit values per arm, from order statistics ranked in the engine
+    (METHODS §14); its statistics do not pool, so no segments and no daily series."""
+
+    type_name = "quantile"
+    additive = False
+
+    @classmethod
+    def effect(cls, control: Any, variant: Any, alpha: float) -> Effect:
+        return quantile_effect(control, variant, alpha)
+
+
+TYPES: dict[str, type[MetricColumns]] = {t.type_name: t for t in (Mean, Proportion, Ratio, Quantile)}
 
 
 def type_of(metric: Metric) -> type[MetricColumns]:

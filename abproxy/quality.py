@@ -22,7 +22,8 @@ from scipy.stats import poisson
 
 from .config import Config, EventSource, Metric
 from .records import Check
-from .metrics import interval_days, literal, predicate, quote_ident, timestamp_literal
+from .metric_types import columns_for
+from .metrics import interval_days, literal, post_window, predicate, quote_ident, timestamp_literal
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,7 @@ class Scope:
         names = ", ".join(literal(t) for t in self.types)
         return f"""WITH {self.units_sql}, ev AS (
     SELECT e.* FROM units u JOIN events e ON e.unit_id = u.unit_id
-    WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
-      AND e.occurred_at < u.exposed_at + {interval_days(self.window_days)}
+    WHERE e.event IN ({names}) AND {post_window(self.window_days)}
       AND e.occurred_at <= {timestamp_literal(self.as_of)}
 )"""
 
@@ -75,9 +75,7 @@ class Scope:
 
 
 def _sources(metric: Metric) -> list[EventSource]:
-    if metric.sql is not None:
-        return []
-    return [metric.numerator, metric.denominator] if metric.type == "ratio" else [metric.source()]
+    return columns_for("", "q", metric).sources()
 
 
 def make_scope(config: Config, key: str, as_of: dt.datetime) -> Scope:

@@ -12,6 +12,7 @@ import duckdb
 from .config import Capping, Config, Cuped, Experiment, Metric
 from .effects import StatsTable, look_of, overall_results, verdict_for
 from .fetch import quantile_summaries
+from .metric_types import type_of
 from .metrics import experiment_sql
 from .records import AnalysisRun, Check
 
@@ -41,7 +42,7 @@ def _alternatives(config: Config, exp: Experiment) -> list[tuple[str, str, dict[
     keys = [m for m, r in exp.roles().items() if r != "secondary" and config.metrics[m].sql is None]
     ms = {k: config.metrics[k] for k in keys}
     out = []
-    means = {k: m for k, m in ms.items() if m.type == "mean"}
+    means = {k: m for k, m in ms.items() if type_of(m).cappable}
     if means:
         if any(m.capping for m in means.values()):
             out.append(("with capping", "without capping", {k: m.model_copy(update={"capping": None})
@@ -50,7 +51,7 @@ def _alternatives(config: Config, exp: Experiment) -> list[tuple[str, str, dict[
             cap = Capping(quantile=0.99)
             out.append(("without capping", "with capping at p99", {k: m.model_copy(update={"capping": cap})
                                                                    for k, m in means.items()}))
-    plain = {k: m for k, m in ms.items() if m.type in ("mean", "proportion")}
+    plain = {k: m for k, m in ms.items() if type_of(m).cupedable}
     if plain:
         if any(m.cuped_days for m in plain.values()):
             out.append(("with CUPED", "without CUPED", {k: m.model_copy(update={"cuped": None})
