@@ -10,10 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 abproxy
 WORKDIR /app
-COPY pyproject.toml README.md app.py ./
+COPY pyproject.toml README.md ./
 COPY abproxy ./abproxy
-COPY sql ./sql
-RUN pip install -e . && mkdir -p /workspace && chown abproxy:abproxy /workspace
+# a normal install: migrations and the Streamlit entry ship inside the package
+RUN pip install . && rm -rf /app/abproxy && mkdir -p /workspace && chown abproxy:abproxy /workspace
 
 USER abproxy
 VOLUME ["/workspace"]

@@ -1,12 +1,8 @@
 """The abproxy report: `streamlit run app.py -- --workspace DIR` (or ABPROXY_WORKSPACE=DIR).
 
-It reads only the read-only snapshot the job publishes; pages live in abproxy/report/.
+A thin entry for a source checkout; the installed package carries the same entry as
+`abproxy/report/app.py` (what `abproxy serve` runs).
 """
-import streamlit as st
+from abproxy.report.app import main
 
-from abproxy.report import gates, navigation
-
-st.set_page_config(page_title="abproxy report", page_icon="🧪", layout="wide")
-pages = navigation()
-gates.sidebar()
-pages.run()
+main()

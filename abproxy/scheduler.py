@@ -64,7 +64,7 @@ from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+APP = Path(__file__).resolve().parent / "report" / "app.py"   # the Streamlit entry, inside the package
 INGEST_ENV, ANALYZE_ENV = "ABPROXY_SCHEDULE_SECONDS", "ABPROXY_ANALYZE_SECONDS"
 STREAMLIT_STOP_SECONDS = 10.0
 

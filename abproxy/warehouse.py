@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from .errors import WarehouseError  # noqa: F401  (re-exported: warehouse.WarehouseError)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"          # shipped in the package (pyproject package-data)
 MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 KEEP_SNAPSHOTS = 3
 SNAPSHOT_TABLES = ("runs", "results", "series", "health", "files", "rejected_rows", "job_runs", "lineage",
