@@ -14,8 +14,9 @@ import duckdb
 import numpy as np
 from scipy.stats import ks_2samp, norm
 
+from . import ledger
 from .config import Config, Experiment
-from .metrics import experiment_sql, literal
+from .metrics import experiment_sql
 from .quality import quality_checks
 from .records import AnalysisRun, Check
 from .stats import adjust_pvalues, cochran_q, effect_trend
@@ -161,12 +162,7 @@ def _primary_daily(run: "AnalysisRun", config: Config, exp: Experiment, z: float
 def _launch(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime):
     """The ledger run that estimated the launch effect: the last run at or before `launched_at`
     (end of that day), else the first SHIP run. Returns (run_id, as_of, {(metric, variant): rel})."""
-    frame = con.execute(f"""
-        SELECT r.run_id, r.as_of, r.started_at, r.decision, x.metric, x.variant, x.rel_effect
-        FROM runs r JOIN results x ON x.run_id = r.run_id
-        WHERE r.experiment = ? AND r.status = 'ok' AND r.as_of <= ? AND x.segment = ''
-          AND x.metric IN ({', '.join(literal(m) for m in exp.primary)})
-        ORDER BY r.as_of, r.started_at""", [key, as_of]).df()
+    frame = ledger.launch_rows(con, key, as_of, exp.primary)
     if frame.empty:
         return None
     if exp.launched_at is not None:

@@ -16,7 +16,7 @@ import duckdb
 
 from . import format as fmt
 from .errors import HistoryError
-from .ledger import loads
+from .ledger import RUN_SELECT, latest_runs_sql, loads
 from .offline import latest_lineage, offline_vs_online, registry_fields
 from .warehouse import open_snapshot
 
@@ -64,9 +64,7 @@ def _known_experiments(con: duckdb.DuckDBPyConnection, ws=None) -> list[str]:
     return sorted(keys)
 
 
-RUN_COLUMNS = ("run_id, job_id, experiment, started_at, finished_at, as_of, status, error, definition_hash, "
-               "definitions, watermark, code_version, git_commit, parameters, method, decision, ship_variant, "
-               "reasons, srm_p, units, days_running")
+RUN_COLUMNS = RUN_SELECT
 
 
 def _overall(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -424,8 +422,7 @@ def _lineage(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[dict[str,
             rows.append({**r, "params": loads(r["params"], {}), "experiment_name": e.get("name") or r["experiment"],
                          "experiment_status": e.get("status"), "source": "config"})
     seen = {r["experiment"] for r in rows}
-    for run in _rows(con, """SELECT experiment, definitions FROM runs
-                             QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC) = 1"""):
+    for run in _rows(con, latest_runs_sql("experiment, definitions")):
         if run["experiment"] in seen:
             continue
         exp = (loads(run["definitions"], {}) or {}).get("experiment") or {}
@@ -445,12 +442,9 @@ def models(ws) -> list[dict[str, Any]]:
     try:
         tables = _tables(con)
         lineage = _lineage(con, tables)
-        latest = {r["experiment"]: r for r in _rows(con, f"""
-            SELECT {RUN_COLUMNS} FROM runs
-            QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC, run_id DESC) = 1""")}
-        latest_ok = {r["experiment"]: r for r in _rows(con, """
-            SELECT run_id, experiment, started_at FROM runs WHERE status = 'ok'
-            QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY started_at DESC, run_id DESC) = 1""")}
+        latest = {r["experiment"]: r for r in _rows(con, latest_runs_sql())}
+        latest_ok = {r["experiment"]: r for r in _rows(con, latest_runs_sql("run_id, experiment, started_at",
+                                                                            "status = 'ok'"))}
         results = _overall(con, [r["run_id"] for r in latest_ok.values()])
         recorded = latest_lineage(con)
     finally:

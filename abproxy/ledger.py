@@ -1,4 +1,10 @@
-"""The analysis ledger: append-only run history, diffs between runs, the model leaderboard."""
+"""The ledger gateway: the only code that writes the ledger tables (`runs`, `results`, `series`, `health`)
+and the one place of their shared read definitions — the run columns, "the latest run", and the
+queries the analysis itself needs (launch estimates, recent decisions, the previous verdict).
+
+The read layer above it (`history`: history, diff, leaderboard) composes these into records for the
+CLI, and the report reads the same definitions from the published snapshot.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,12 +14,67 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from .lineage import ModelLineage, arm_status
 from .records import AnalysisRun
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+RUN_COLUMNS = ("run_id", "job_id", "experiment", "started_at", "finished_at", "as_of", "status", "error",
+               "definition_hash", "definitions", "watermark", "code_version", "git_commit", "parameters", "method",
+               "decision", "ship_variant", "reasons", "srm_p", "units", "days_running")
+RUN_SELECT = ", ".join(RUN_COLUMNS)
+# "the latest run" of an experiment, everywhere (CLI, report, notifications): the one analysed furthest in
+# time (as_of), ties by when it ran; so a backfill with an earlier --as-of never hides the current verdict
+LATEST_FIRST = "as_of DESC, started_at DESC, run_id DESC"
+
+
+def latest_runs_sql(columns: str = RUN_SELECT, where: str = "TRUE") -> str:
+    """The latest run of each experiment (rows of `runs` satisfying `where`)."""
+    return (f"SELECT {columns} FROM runs WHERE {where} "
+            f"QUALIFY row_number() OVER (PARTITION BY experiment ORDER BY {LATEST_FIRST}) = 1")
+
+
+def recent_decisions(con: duckdb.DuckDBPyConnection, experiment: str, definition_hash: str, as_of: dt.datetime,
+                     exclude_run: str, limit: int) -> list[str]:
+    """The decisions of the latest `limit` ok runs with these definitions up to `as_of`, oldest first."""
+    rows = con.execute(f"""
+        SELECT decision FROM runs WHERE experiment = ? AND status = 'ok' AND decision IS NOT NULL
+          AND definition_hash = ? AND as_of <= ? AND run_id <> ?
+        ORDER BY {LATEST_FIRST} LIMIT ?""", [experiment, definition_hash, as_of, exclude_run, limit]).fetchall()
+    return [r[0] for r in reversed(rows)]
+
+
+def launch_rows(con: duckdb.DuckDBPyConnection, experiment: str, as_of: dt.datetime, metrics: list[str]) -> pd.DataFrame:
+    """Every ok run up to `as_of` (oldest first) with the overall relative effects of `metrics`."""
+    return con.execute("""
+        SELECT r.run_id, r.as_of, r.started_at, r.decision, x.metric, x.variant, x.rel_effect
+        FROM runs r JOIN results x ON x.run_id = r.run_id
+        WHERE r.experiment = ? AND r.status = 'ok' AND r.as_of <= ? AND x.segment = ''
+          AND list_contains(?, x.metric)
+        ORDER BY r.as_of, r.started_at""", [experiment, as_of, list(metrics)]).df()
+
+
+def previous_verdict(con: duckdb.DuckDBPyConnection, experiment: str, started_before: dt.datetime,
+                     exclude: list[str]) -> tuple[Any, ...] | None:
+    """(run_id, decision, units, days_running) of the run with a verdict announced last before
+    `started_before` (notifications compare with what was announced, so by when runs ran)."""
+    return con.execute(
+        """SELECT run_id, decision, units, days_running FROM runs
+           WHERE experiment = ? AND status = 'ok' AND decision IS NOT NULL
+             AND started_at <= ? AND NOT list_contains(?, run_id)
+           ORDER BY started_at DESC, finished_at DESC NULLS LAST LIMIT 1""",
+        [experiment, started_before, exclude]).fetchone()
+
+
+def failed_checks(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[Any, ...]]:
+    return con.execute("SELECT check_name, metric, segment, variant FROM health WHERE run_id = ? AND status = 'fail'",
+                       [run_id]).fetchall()
 
 
 @lru_cache(maxsize=1)

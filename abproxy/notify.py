@@ -43,6 +43,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
+from . import ledger
 from .config import Config, Decision, Notifications, Webhook
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,18 +152,11 @@ def previous_verdicts(con, config: Config, runs: Iterable["AnalysisRun"]) -> dic
     new_ids = [r.run_id for r in runs]
     out: dict[str, Previous] = {}
     for run in runs:
-        row = con.execute(
-            """SELECT run_id, decision, units, days_running FROM runs
-               WHERE experiment = ? AND status = 'ok' AND decision IS NOT NULL
-                 AND started_at <= ? AND NOT list_contains(?, run_id)
-               ORDER BY started_at DESC, finished_at DESC NULLS LAST LIMIT 1""",
-            [run.experiment, run.started_at, new_ids]).fetchone()
+        row = ledger.previous_verdict(con, run.experiment, run.started_at, new_ids)
         if row is None:
             continue
         run_id, decision, units_json, days = row
-        checks = tuple(sorted({check_label(*r) for r in con.execute(
-            "SELECT check_name, metric, segment, variant FROM health WHERE run_id = ? AND status = 'fail'",
-            [run_id]).fetchall()}))
+        checks = tuple(sorted({check_label(*r) for r in ledger.failed_checks(con, run_id)}))
         grace = False
         exp = config.experiments.get(run.experiment)
         if exp is not None:

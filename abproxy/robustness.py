@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import duckdb
 
+from . import ledger
 from .config import Capping, Config, Cuped, Experiment, Metric
 from .effects import StatsTable, look_of, overall_results, verdict_for
 from .fetch import quantile_summaries
@@ -146,12 +147,8 @@ def alt_key(metric: str, alternative: int) -> str:
 def verdict_stability(con: duckdb.DuckDBPyConnection, key: str, run: "AnalysisRun") -> Check:
     """Warn when the decision changed more than once over the current and the previous 4 runs with the
     same definitions (a decision flip-flopping between runs sits on a threshold)."""
-    past = con.execute("""
-        SELECT decision FROM runs WHERE experiment = ? AND status = 'ok' AND decision IS NOT NULL
-          AND definition_hash = ? AND as_of <= ? AND run_id <> ?
-        ORDER BY as_of DESC, started_at DESC LIMIT ?""",
-                       [key, run.definition_hash, run.as_of, run.run_id, STABILITY_RUNS - 1]).fetchall()
-    history = [r[0] for r in reversed(past)] + [run.verdict.decision]
+    past = ledger.recent_decisions(con, key, run.definition_hash, run.as_of, run.run_id, STABILITY_RUNS - 1)
+    history = past + [run.verdict.decision]
     changes = sum(a != b for a, b in zip(history, history[1:]))
     path = " → ".join(history)
     if changes > 1:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
 from abproxy.errors import UnknownExperimentError
+from abproxy import ledger
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
 from abproxy.offline import latest_lineage, offline_vs_online, registry_fields
 from abproxy.warehouse import WarehouseError, open_snapshot
@@ -149,14 +150,9 @@ def _missing(value: Any) -> bool:
         return False
 
 
-LATEST_RUN = """
-    SELECT * EXCLUDE (rn) FROM (
-        SELECT *, row_number() OVER (PARTITION BY experiment ORDER BY as_of DESC, started_at DESC) AS rn
-        FROM runs) WHERE rn = 1
-"""
-RUN_COLUMNS = ("run_id, job_id, experiment, started_at, finished_at, as_of, status, error, definition_hash, "
-               "watermark, code_version, git_commit, parameters, method, decision, ship_variant, reasons, "
-               "srm_p, units, days_running")
+# the ledger's run columns without the (large) stored definitions, which the experiment view reads apart
+RUN_COLUMNS = ", ".join(c for c in ledger.RUN_COLUMNS if c != "definitions")
+LATEST_RUN = ledger.latest_runs_sql(RUN_COLUMNS)
 
 
 # --------------------------------------------------------------------------- experiments
