@@ -477,7 +477,8 @@ def models(ws) -> list[dict[str, Any]]:
             "as_of": _iso(run["as_of"]) if run else None, "run_status": run["status"] if run else None,
             "error": run["error"] if run else None,
             "decision": decision, "ship_variant": ship,
-            "variant_status": _variant_status(decision, ship, v, run),
+            "status": (status := arm_status(v["variant"], bool(v["is_control"]), run)),
+            "variant_status": ARM_STATUS.get(status, status.lower()),
             "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]),
             "effects_run_id": ok["run_id"] if ok and treatment else None,
             "effects": effects,
@@ -487,18 +488,25 @@ def models(ws) -> list[dict[str, Any]]:
     return out
 
 
-def _variant_status(decision: str | None, ship: str | None, v: dict[str, Any], run: dict[str, Any] | None) -> str:
-    """A one-word outcome for this variant in its experiment's latest run."""
+# one status vocabulary for an arm in its experiment's latest run, shared by the CLI, the report and the
+# export: the code (what the report's badges key on) → the words the CLI prints
+ARM_STATUS = {"SHIP": "shipped", "NOT_SHIPPED": "not shipped", "ROLLBACK": "roll back", "KEEP_RUNNING": "keep running",
+              "INVALID": "invalid", "NO_DETECTABLE_EFFECT": "no effect", "CONTROL": "baseline",
+              "FAILED": "analysis failed", "NOT_ANALYSED": "not analysed"}
+
+
+def arm_status(variant: str, is_control: bool, run: dict[str, Any] | None) -> str:
+    """What the latest verdict means for one arm: a key of ARM_STATUS."""
     if run is None:
-        return "not analysed"
-    if run["status"] != "ok":
-        return "analysis failed"
-    if v["is_control"]:
-        return "baseline"
-    if decision == "SHIP":
-        return "shipped" if ship == v["variant"] else "not shipped"
-    return {"ROLLBACK": "roll back", "KEEP_RUNNING": "keep running", "INVALID": "invalid",
-            "NO_DETECTABLE_EFFECT": "no effect"}.get(decision or "", (decision or "").lower())
+        return "NOT_ANALYSED"
+    if run.get("status") != "ok" or not run.get("decision"):
+        return "FAILED"
+    if is_control:
+        return "CONTROL"
+    decision = run["decision"]
+    if decision == "SHIP" and run.get("ship_variant") not in (None, variant):
+        return "NOT_SHIPPED"
+    return decision
 
 
 # --------------------------------------------------------------------------- printing

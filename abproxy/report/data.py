@@ -19,6 +19,7 @@ import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
 from abproxy.errors import UnknownExperimentError
+from abproxy.history import arm_status
 from abproxy import ledger
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
 from abproxy.offline import latest_lineage, offline_vs_online, registry_fields
@@ -397,17 +398,8 @@ def offline_online(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def arm_verdict(variant: dict[str, Any], run: dict[str, Any] | None) -> str:
-    """What the latest verdict means for one arm: SHIP / ROLLBACK / … or 'control'."""
-    if run is None:
-        return "NOT_ANALYSED"
-    if run.get("status") != "ok" or not run.get("decision"):
-        return "FAILED"
-    if variant.get("is_control"):
-        return "CONTROL"
-    decision = run["decision"]
-    if decision == "SHIP" and run.get("ship_variant") not in (None, variant["variant"]):
-        return "NOT_SHIPPED"
-    return decision
+    """What the latest verdict means for one arm (the read layer's one vocabulary, `history.arm_status`)."""
+    return arm_status(variant["variant"], bool(variant.get("is_control")), run)
 
 
 def data_health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
