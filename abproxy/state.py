@@ -319,16 +319,27 @@ def _fold(con, items: list[tuple[_Plan, dict]], as_of: dt.datetime, file_id: int
             rebuilt.append(_fold_units(con, plan, reg, as_of, i))
         units = " UNION ".join(f"SELECT unit_id FROM {r}" for r, _ in rebuilt)
         some = con.execute(f"SELECT count(*) FROM ({units})").fetchone()[0]
-        # one scan of the stored events: those of rebuilt units, and those repeating a new row's
-        # (unit, event, time) — the duplicate count of the quality profile needs to know them
-        scan = [f"unit_id IN ({units})"] if some else []
-        if any(p.profile for p, _ in items):
-            scan.append("EXISTS (SELECT 1 FROM __abp_delta d WHERE d.unit_id = events.unit_id AND "
-                        "d.event = events.event AND d.occurred_at = events.occurred_at)")
-        lo = _oldest_needed(con, items, rebuilt, bool(len(scan) > bool(some)))
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_old AS SELECT * FROM events
-                        WHERE event IN ({types}) AND occurred_at <= {t} AND occurred_at >= {lo}
-                          AND ({' OR '.join(scan) or 'FALSE'})""")
+        # the stored events the fold needs: those of rebuilt units (all of them), and those repeating
+        # a new row's (unit, event, time) — the quality profile's duplicate count needs to know them;
+        # hash semi-joins against the small sets, bounded below by the oldest time either can need
+        keys = any(p.profile for p, _ in items)
+        lo = _oldest_needed(con, items, rebuilt, keys)
+        where = f"e.event IN ({types}) AND e.occurred_at <= {t} AND e.occurred_at >= {lo}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_units AS {units}")
+        parts = [f"SELECT e.* FROM events e SEMI JOIN __abp_units r ON r.unit_id = e.unit_id WHERE {where}"] if some else []
+        if keys:
+            # first on the time alone (one cheap key; materialized, so the optimizer cannot put the
+            # three-key join over the whole table first), then exactly on the few candidates
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_same_time AS SELECT * FROM events e
+                            WHERE e.occurred_at IN (SELECT occurred_at FROM __abp_delta)""")
+            parts.append("""SELECT e.* FROM __abp_same_time e
+                SEMI JOIN (SELECT DISTINCT unit_id, event, occurred_at FROM __abp_delta) k
+                     ON k.unit_id = e.unit_id AND k.event = e.event AND k.occurred_at = e.occurred_at
+                ANTI JOIN __abp_units r ON r.unit_id = e.unit_id""")
+        con.execute("CREATE OR REPLACE TEMP TABLE __abp_old AS "
+                    + (" UNION ALL ".join(parts) if parts else "SELECT * FROM events WHERE FALSE"))
+        con.execute("DROP TABLE __abp_units")
+        con.execute("DROP TABLE IF EXISTS __abp_same_time")
         for (plan, reg), (r, moved) in zip(items, rebuilt):
             con.execute(f"DELETE FROM {plan.table} WHERE unit_id IN (SELECT unit_id FROM {r})")
             con.execute(f"INSERT INTO {plan.table} BY NAME {_rows_sql(plan, r, '__abp_old', as_of)}")
