@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from .lineage import ModelLineage, arm_status
-from .records import AnalysisRun
+
+if TYPE_CHECKING:  # pragma: no cover - records import the statistics (scipy, statsmodels): not at start-up
+    from .records import AnalysisRun
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
