@@ -319,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help=json_help)
     s = add("gate", "deployment gate: exit 0 when the latest verdict lets the variant roll out (3 keep running, "
                     "4 roll back / no effect, 5 invalid or stale, 2 configuration error)")
-    s.add_argument("key")
+    s.add_argument("key", help="the experiment key")
     s.add_argument("--variant", help="the variant to roll out (default: the one the verdict ships)")
     s.add_argument("--max-age", type=float, metavar="HOURS", help="a verdict older than this is stale (exit 5)")
     s.add_argument("--allow-cautions", action="store_true", help="let a SHIP with cautions pass (exit 0)")
