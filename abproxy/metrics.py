@@ -254,11 +254,12 @@ def unit_events_cte(plan: Plan) -> str:
 )"""
 
 
-def _raw_sql(col: MetricColumns, plan: Plan) -> str:
+def _raw_sql(col: MetricColumns, experiment: str, as_of: dt.datetime, d: Dialect = DUCKDB) -> str:
+    """A raw SQL metric's query with {as_of} and {experiment} filled in (also `datacheck`'s)."""
     sql = col.metric.sql.strip().rstrip(";")
     if ";" in sql:
         raise MetricSQLError(f"metric '{col.key}': 'sql' must be a single SELECT statement")
-    return sql.replace("{as_of}", plan.d.timestamp(plan.as_of)).replace("{experiment}", plan.d.literal(plan.key))
+    return sql.replace("{as_of}", d.timestamp(as_of)).replace("{experiment}", d.literal(experiment))
 
 
 def raw_join(col: MetricColumns, plan: Plan) -> tuple[str, list[str]]:
@@ -270,7 +271,7 @@ def raw_join(col: MetricColumns, plan: Plan) -> tuple[str, list[str]]:
     if col.x:
         sums += f", {d.sum(d.double('denominator'))} AS denominator"
         values.append(f"coalesce({d.double(f'{a}.denominator')}, 0) AS {col.x}")
-    join = (f"LEFT JOIN (SELECT {d.text('unit_id')} AS unit_id, {sums} FROM ({_raw_sql(col, plan)}) raw "
+    join = (f"LEFT JOIN (SELECT {d.text('unit_id')} AS unit_id, {sums} FROM ({_raw_sql(col, plan.key, plan.as_of, d)}) raw "
             f"GROUP BY 1) {a} ON {a}.unit_id = u.unit_id")
     return join, values
 
