@@ -22,4 +22,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read() == b'ok' else 1)"
 
 # Creates the demo workspace on first start if the volume is empty, then serves scheduler + report.
-CMD ["sh", "-c", "test -f /workspace/abproxy.yaml || abproxy demo --workspace /workspace; abproxy serve --workspace /workspace --port 8501"]
+CMD ["sh", "-c", "test -f /workspace/abproxy.yaml || abproxy demo --workspace /workspace; abproxy serve --workspace /workspace --port 8501 --address 0.0.0.0"]

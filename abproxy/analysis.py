@@ -35,6 +35,7 @@ from .records import AnalysisRun, MetricResult, SeriesPoint  # noqa: F401  (re-e
 from .robustness import decision_robustness
 from .stats import srm_test
 from .verdict import Verdict
+from .warehouse import read_only
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
             run.health += decision_robustness(con, config, key, as_of, run)
             run.verdict = verdict_for(run, config, exp)
     except Exception as exc:  # isolation: the failure is recorded and the caller carries on
-        run.status, run.error = "failed", _error_text(exc)
+        run.status, run.error = "failed", ledger.clip(_error_text(exc))
         # reported with the job's summary, after the ingest problems it may follow from
         log.debug("analysis of %s failed: %s", key, run.error)
         log.debug("traceback of the failed analysis of %s", key, exc_info=True)
@@ -147,7 +148,8 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
         for key in keys:
             started = time.perf_counter()
-            run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
+            with read_only(con):   # metric SQL can read, never write; the ledger row is written after
+                run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
             if key in refreshes:
                 run.refresh = refreshes[key].record()
             if record:

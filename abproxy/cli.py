@@ -307,7 +307,9 @@ def parser() -> argparse.ArgumentParser:
     add("schedule", "run ingest and analysis on the schedule in abproxy.yaml (APScheduler)")
     s = add("serve", "the scheduler and the Streamlit report together")
     s.add_argument("--port", type=int, default=8501, help="the report's port (default 8501)")
-    s.add_argument("--address", default="0.0.0.0", help="the address the report listens on (default 0.0.0.0)")
+    s.add_argument("--address", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every "
+                        "interface: configure 'auth:' or a reverse proxy first)")
     s = add("history", "list an experiment's runs with their verdicts")
     s.add_argument("key", help="the experiment key")
     s.add_argument("--json", action="store_true", help=json_help)

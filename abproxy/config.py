@@ -329,6 +329,46 @@ NULL_MARKERS = ("null", "none", "nan", "n/a", "\\n", "nil", "undefined")
 
 
 
+class Auth(Strict):
+    """The report's login (Streamlit's OIDC support, `st.login`): who may read the report."""
+
+    server_metadata_url: str
+    client_id: str
+    client_secret_env: str = "ABPROXY_OIDC_CLIENT_SECRET"
+    cookie_secret_env: str = "ABPROXY_COOKIE_SECRET"
+    redirect_uri: str | None = None
+    allowed_emails: list[str] = Field(default_factory=list)
+    allowed_domains: list[str] = Field(default_factory=list)
+
+    @field_validator("server_metadata_url")
+    @classmethod
+    def _metadata(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected the provider's metadata URL, e.g. "
+                             "https://accounts.google.com/.well-known/openid-configuration")
+        return value
+
+    @field_validator("redirect_uri")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        if value is not None and not value.rstrip("/").endswith("/oauth2callback"):
+            raise ValueError("the redirect URI must be the report's address ending in /oauth2callback, "
+                             "e.g. https://abproxy.example.com/oauth2callback")
+        return value
+
+    @field_validator("allowed_emails", "allowed_domains")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower().lstrip("@") for v in value if v.strip()]
+
+    @model_validator(mode="after")
+    def _someone(self) -> "Auth":
+        if not self.allowed_emails and not self.allowed_domains:
+            raise ValueError("give 'allowed_emails' and/or 'allowed_domains': with neither, nobody could "
+                             "read the report")
+        return self
+
+
 class HealthSettings(Strict):
     volume_change: float = Field(default=0.5, gt=0)
     volume_trailing_days: PositiveInt = 14
@@ -453,6 +493,7 @@ class Config(Strict):
     notifications: Notifications = Field(default_factory=Notifications)
     health: HealthSettings = Field(default_factory=HealthSettings)
     mlflow: MlflowSettings | None = None
+    auth: Auth | None = None
 
     def uses_mlflow(self) -> bool:
         return self.mlflow is not None or any(v.mlflow for e in self.experiments.values() for v in e.variants.values())

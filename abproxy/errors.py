@@ -62,6 +62,14 @@ class MetricSQLError(AbproxyError, ValueError):
     """A metric cannot be turned into SQL; the message names the metric and the problem."""
 
 
+class UnsafeSQL(MetricSQLError):
+    """Metric SQL that DuckDB's parser shows would escape its place or reach outside the warehouse."""
+
+
+class AuthSetupError(AbproxyError):
+    """The report's login cannot be set up (a secret is missing); the message says what to set."""
+
+
 class BadFile(AbproxyError):
     """An inbox file cannot be loaded; the message names the file, the problem and the fix."""
 

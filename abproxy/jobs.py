@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+import duckdb
+
 from .errors import LockError, UnknownExperimentError
 from .ingest import IngestSummary, Limits, ingest
-from .ledger import dumps, last_lineage, record_registry_writes
+from .ledger import dumps, error_text, last_lineage, record_registry_writes
 from .notify import notify_changes, report_link
-from .warehouse import connect, open_snapshot, publish_snapshot
+from .warehouse import WarehouseError, connect, damaged_message, open_snapshot, publish_snapshot, seal
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis (pandas, scipy, statsmodels) is imported when a pass analyses
@@ -127,8 +129,12 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
     result = JobResult(uuid.uuid4().hex[:12], kind)
     con = connect(ws.warehouse, cfg.duckdb.memory_limit, cfg.duckdb.threads)
     try:
-        con.execute("INSERT INTO job_runs (job_id, kind, started_at, status) VALUES (?, ?, ?, 'running')",
-                    [result.job_id, kind, _now()])
+        try:
+            mark_interrupted(con)
+            con.execute("INSERT INTO job_runs (job_id, kind, started_at, status) VALUES (?, ?, ?, 'running')",
+                        [result.job_id, kind, _now()])
+        except duckdb.Error as exc:   # the file opened but its tables cannot be read: damaged
+            raise WarehouseError(damaged_message(ws.warehouse, exc)) from None
         try:
             if kind in ("ingest", "run"):
                 result.ingest = ingest(con, ws.inbox, progress=progress, limits=Limits.from_config(cfg),
@@ -138,6 +144,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
                 from .analysis import analyze
 
                 resolutions, registry = _resolve_lineage(ws, con, keys)
+                seal(con)   # metric SQL runs next: no file, URL or extension access from here on
                 result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full,
                                       lineage=resolutions)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
@@ -145,15 +152,11 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
             result.status = "failed" if result.errors else "ok"
         except BaseException as exc:
             result.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            result.errors.append(f"{type(exc).__name__}: {exc}")
+            result.errors.append(_explain(exc, ws))
             raise
         finally:
             _finish(con, result)
-            from . import catalog
-
-            tables = catalog.snapshot_tables(cfg)
-            tables["metric_previews"] = _previews(ws, con, kind, as_of or _now())
-            publish_snapshot(con, ws.snapshot, tables)
+            _publish(con, ws, result, kind, as_of or _now())
         if on_runs and result.runs:
             on_runs(ws, result.runs)
         return result
@@ -213,6 +216,53 @@ def _write_back(ws: Workspace, con, runs: list["AnalysisRun"], registry) -> list
     except Exception as exc:  # pragma: no cover - write_back records its own failures
         log.warning("MLflow write-back failed: %s", exc)
         return []
+
+
+def mark_interrupted(con) -> int:
+    """Job rows left 'running' by a process that was killed: the caller holds the workspace lock, so
+    nobody else is running; they are marked 'interrupted'. Returns how many."""
+    stale = con.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0]
+    if stale:
+        con.execute("UPDATE job_runs SET status = 'interrupted', finished_at = coalesce(finished_at, ?), "
+                    "errors = ? WHERE status = 'running'",
+                    [_now(), dumps(["stopped before it finished (killed, or the machine went down); "
+                                    "nothing half-done was kept, the next pass redoes the work"])])
+        log.warning("marked %d job(s) left running by a stopped process as interrupted", stale)
+    return stale
+
+
+def _explain(exc: BaseException, ws: Workspace) -> str:
+    """A job-level failure as one line with what to do (a full disk, a damaged warehouse)."""
+    text = str(exc)
+    if "No space left" in text or getattr(exc, "errno", None) == 28:
+        return (f"the disk is full (no space left on device) while writing {ws.warehouse.parent}; "
+                "free space and run again — every inbox file and analysis run is all-or-nothing, so "
+                "nothing half-done was kept")
+    return error_text(exc)
+
+
+def _publish(con, ws: Workspace, result: JobResult, kind: str, as_of: dt.datetime) -> None:
+    """Publish the report snapshot; a failure (full disk, a directory in the way) fails the job
+    with a message, and the job row says so."""
+    from . import catalog
+
+    try:
+        tables = catalog.snapshot_tables(ws.config)
+        tables["metric_previews"] = _previews(ws, con, kind, as_of)
+        publish_snapshot(con, ws.snapshot, tables)
+    except (OSError, WarehouseError, duckdb.Error) as exc:
+        if isinstance(exc, WarehouseError):
+            message = str(exc)
+        elif "No space left" in str(exc) or getattr(exc, "errno", None) == 28:
+            message = (f"the report snapshot could not be published: the disk is full (no space left on "
+                       f"device at {ws.snapshot.parent}); free space and run again. The warehouse is "
+                       "consistent and the report still shows the previous snapshot")
+        else:
+            message = f"the report snapshot could not be published ({error_text(exc)}); run again"
+        log.error("%s", message)
+        result.status = "failed" if result.status == "ok" else result.status
+        result.errors.append(message)
+        _finish(con, result)
 
 
 def _finish(con, result: JobResult) -> None:

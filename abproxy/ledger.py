@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from .errors import AbproxyError
 from .lineage import ModelLineage, arm_status
 
 if TYPE_CHECKING:  # pragma: no cover - records import the statistics (scipy, statsmodels): not at start-up
@@ -136,6 +137,26 @@ def loads(value: Any, default: Any = None) -> Any:
         return json.loads(value)
     except (TypeError, ValueError):
         return default
+
+
+ERROR_LIMIT = 500
+
+
+def error_text(exc: BaseException, limit: int = ERROR_LIMIT) -> str:
+    """An error as stored in the ledger and shown on pages: one line, without DuckDB's echo of the
+    query and its hints, at most `limit` characters (a message never carries pages of data)."""
+    text = str(exc).strip()
+    for marker in ("\nLINE ", "\nPossible fixes", "\nPossible Solution"):
+        text = text.split(marker, 1)[0]
+    text = " ".join(text.split())
+    own = isinstance(exc, AbproxyError)   # already says what and where
+    return clip(text if own else f"{type(exc).__name__}: {text}", limit)
+
+
+def clip(text: str, limit: int = ERROR_LIMIT) -> str:
+    """One line of at most `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def dumps(value: Any) -> str:

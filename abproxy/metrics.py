@@ -24,7 +24,6 @@ per-unit table (e.g. an incremental per-unit state) can reuse `stats_select` ove
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +31,8 @@ from .config import IDENTIFIER, Config, Experiment, Metric
 from .dialect import DUCKDB, Dialect
 from .errors import MetricSQLError
 from .metric_types import MetricColumns, UnitColumn, columns_for
+from .sqlguard import UnsafeSQL, check_predicate, check_query
 
-FORBIDDEN_IN_PREDICATE = re.compile(r";|--|/\*|\*/")
 CORE_EXPOSURE = {"unit_id", "experiment", "variant", "exposed_at", "file_id", "loaded_at"}
 
 
@@ -59,26 +58,13 @@ def interval_days(days: float, d: Dialect = DUCKDB) -> str:
 
 
 def predicate(where: str | None, metric: str) -> str:
+    """The metric's `where` as one bracketed condition, checked by DuckDB's parser (sqlguard)."""
     if not where:
         return "TRUE"
-    if FORBIDDEN_IN_PREDICATE.search(where):
-        raise MetricSQLError(f"metric '{metric}': 'where' must be one SQL condition (no ';' or comments)")
-    if not _balanced(where):
-        raise MetricSQLError(f"metric '{metric}': 'where' has unbalanced parentheses or quotes")
-    return f"({where})"
-
-
-def _balanced(sql: str) -> bool:
-    """Parentheses balanced outside string literals, literals closed: `a) OR (TRUE` would otherwise
-    escape the brackets around the predicate and override the event and window conditions."""
-    depth = 0
-    for ch in re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "", sql):
-        if ch in "'\"":
-            return False
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth < 0:
-            return False
-    return depth == 0
+    try:
+        return check_predicate(where, metric)
+    except UnsafeSQL as exc:
+        raise MetricSQLError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- windows
@@ -262,6 +248,14 @@ def _raw_sql(col: MetricColumns, experiment: str, as_of: dt.datetime, d: Dialect
     return sql.replace("{as_of}", d.timestamp(as_of)).replace("{experiment}", d.literal(experiment))
 
 
+def _checked_raw(col: MetricColumns, plan: Plan) -> str:
+    """The raw query bracketed for FROM (…), checked by DuckDB's parser (sqlguard)."""
+    try:
+        return check_query(_raw_sql(col, plan.key, plan.as_of, plan.d), col.key)
+    except UnsafeSQL as exc:
+        raise MetricSQLError(str(exc)) from None
+
+
 def raw_join(col: MetricColumns, plan: Plan) -> tuple[str, list[str]]:
     """(LEFT JOIN of a raw SQL metric, its value columns). A raw query returning several rows for a
     unit is summed, never joined as is (a plain join would duplicate the unit in every metric)."""
@@ -271,7 +265,7 @@ def raw_join(col: MetricColumns, plan: Plan) -> tuple[str, list[str]]:
     if col.x:
         sums += f", {d.sum(d.double('denominator'))} AS denominator"
         values.append(f"coalesce({d.double(f'{a}.denominator')}, 0) AS {col.x}")
-    join = (f"LEFT JOIN (SELECT {d.text('unit_id')} AS unit_id, {sums} FROM ({_raw_sql(col, plan.key, plan.as_of, d)}) raw "
+    join = (f"LEFT JOIN (SELECT {d.text('unit_id')} AS unit_id, {sums} FROM {_checked_raw(col, plan)} raw "
             f"GROUP BY 1) {a} ON {a}.unit_id = u.unit_id")
     return join, values
 

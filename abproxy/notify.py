@@ -32,6 +32,7 @@ Payload (JSON object)
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import subprocess
@@ -192,25 +193,63 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def _credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without `user:pass@` and the Basic authorization header it stood for (if any)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects keep the POST and its body; a redirect to another origin (scheme, host, port) is not
+    followed when the request carries credentials (headers from the config or `user:pass@`)."""
+
+    def __init__(self, credentials: bool):
+        self.credentials = credentials
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url) and self.credentials:
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to another host ({_redact(newurl)}) not followed because "
+                "the request carries credentials; point the webhook at its final URL", headers, fp)
+        return urllib.request.Request(newurl, data=req.data, headers=dict(req.header_items()),
+                                      method=req.get_method(), origin_req_host=req.origin_req_host,
+                                      unverifiable=True)
+
+
 def post_webhook(hook: Webhook, payload: dict[str, Any], timeout: float, retries: int,
                  delivery: Delivery) -> Delivery:
     body = json.dumps(payload, default=str).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "abproxy", **hook.headers}
+    url, basic = _credentials(hook.url)
+    headers = {"Content-Type": "application/json", "User-Agent": "abproxy", **basic, **hook.headers}
+    opener = urllib.request.build_opener(_Redirects(credentials=bool(basic or hook.headers)))
     delay = BACKOFF_SECONDS
     for attempt in range(retries + 1):
         delivery.attempts = attempt + 1
         retry = True
         try:
-            request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with opener.open(request, timeout=timeout) as response:
                 response.read(65536)
                 delivery.ok, delivery.error = True, None
                 return delivery
         except urllib.error.HTTPError as exc:
             delivery.error = f"HTTP {exc.code} {exc.reason}"
             retry = exc.code >= 500 or exc.code in RETRY_STATUS
+            exc.close()
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = str(getattr(exc, "reason", exc)).replace(hook.url, delivery.target).replace(url, delivery.target)
             delivery.error = f"{type(exc).__name__}: {reason}"
             retry = not isinstance(exc, ValueError)   # a malformed URL will not get better
         if not retry or attempt == retries:

@@ -58,8 +58,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import ConfigError, Schedule
-from .jobs import JobResult, LockError, WorkspaceLock, run_job
+from .jobs import JobResult, LockError, WorkspaceLock, mark_interrupted, run_job
 from .notify import notify_changes
+from .warehouse import WarehouseError
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ class Service:
         started = time.perf_counter()
         try:
             result = run_job(self.ws, kind, lock=False, on_runs=self.on_runs)
+        except WarehouseError as exc:   # says what to do: one line per pass, no traceback
+            log.error("%s pass failed: %s", kind, exc)
+            return None
         except Exception:
             log.exception("%s pass failed", kind)
             return None
@@ -203,13 +207,11 @@ def _mark_interrupted(ws: Workspace) -> None:
     try:
         con = connect(ws.warehouse, ws.config.duckdb.memory_limit, ws.config.duckdb.threads)
         try:
-            stale = con.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0]
-            if stale:
-                con.execute("UPDATE job_runs SET status = 'interrupted', finished_at = coalesce(finished_at, ?) "
-                            "WHERE status = 'running'", [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)])
-                log.warning("marked %d job(s) left running by a stopped process as interrupted", stale)
+            mark_interrupted(con)
         finally:
             con.close()
+    except WarehouseError as exc:
+        log.error("%s", exc)
     except Exception:
         log.exception("could not check job_runs for interrupted jobs")
 
@@ -305,25 +307,54 @@ def port_in_use(port: int, address: str = "0.0.0.0") -> bool:
     return False
 
 
-def streamlit_command(ws: Workspace, port: int, address: str, app: Path = APP) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-            "--server.address", address, "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--", "--workspace", str(ws.root)]
+def streamlit_command(ws: Workspace, port: int, address: str, app: Path = APP,
+                      secrets: Path | None = None) -> list[str]:
+    """Streamlit, started through `abproxy.childguard` so that it dies with this process (even on a
+    kill -9 of serve), with error details (tracebacks) hidden from readers."""
+    command = [sys.executable, "-m", "abproxy.childguard", str(os.getpid()),
+               sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+               "--server.address", address, "--server.headless", "true",
+               "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none"]
+    if secrets is not None:
+        command += ["--secrets.files", str(secrets)]
+    return command + ["--", "--workspace", str(ws.root)]
 
 
 def _stop_process(proc: subprocess.Popen) -> None:
+    """Stop Streamlit and anything it started (its own process group)."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    _signal_group(proc, signal.SIGTERM)
     try:
         proc.wait(STREAMLIT_STOP_SECONDS)
     except subprocess.TimeoutExpired:
         log.warning("streamlit did not stop within %.0fs; killing it", STREAMLIT_STOP_SECONDS)
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
         proc.wait()
 
 
-def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path | str | None = None) -> int:
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(sig)
+
+
+def _auth_secrets(ws: Workspace, port: int, address: str) -> Path | None:
+    """The private Streamlit secrets file for the login, or None without `auth:`; raises
+    AuthSetupError if a secret is missing."""
+    if ws.config.auth is None:
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("the report listens on %s without a login: anyone who can reach this port can read "
+                        "it; configure 'auth:' in abproxy.yaml or put it behind a proxy that logs users in",
+                        address)
+        return None
+    from .access import write_secrets
+
+    return write_secrets(ws.config.auth, address, port)
+
+
+def serve(ws: Workspace, port: int = 8501, address: str = "127.0.0.1", app: Path | str | None = None) -> int:
     """The scheduler (in a background thread, same jobs and lock as `schedule`) and the Streamlit
     report (`streamlit run app.py` as a subprocess) together, until SIGTERM/SIGINT: 0 on a clean
     stop; 1 if the port is taken, the workspace is locked, or Streamlit exits by itself."""
@@ -334,8 +365,16 @@ def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path |
     if not app.exists():
         print(f"error: the report app {app} is missing; serve needs a source checkout of abproxy", file=sys.stderr)
         return 1
+    from .access import AuthSetupError
+
+    try:
+        secrets = _auth_secrets(ws, port, address)
+    except AuthSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     lock = _acquire(ws)
     if lock is None:
+        _remove_secrets(secrets)
         return 1
     stop = threading.Event()
     proc: subprocess.Popen | None = None
@@ -348,7 +387,8 @@ def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path |
             service.start()
             log.info("abproxy scheduler (pid %d) on %s: %s", os.getpid(), ws.root, service.describe())
             env = {**os.environ, "ABPROXY_WORKSPACE": str(ws.root)}
-            proc = subprocess.Popen(streamlit_command(ws, port, address, app), env=env)
+            proc = subprocess.Popen(streamlit_command(ws, port, address, app, secrets), env=env,
+                                    process_group=0)
             host = "localhost" if address in ("0.0.0.0", "::", "") else address
             print(f"abproxy report: http://{host}:{port}  (scheduler running; Ctrl-C stops both)", flush=True)
             code = 0
@@ -371,3 +411,13 @@ def serve(ws: Workspace, port: int = 8501, address: str = "0.0.0.0", app: Path |
         if service is not None and service.scheduler.running:
             service.shutdown()
         lock.release()
+        _remove_secrets(secrets)
+
+
+def _remove_secrets(secrets: Path | None) -> None:
+    if secrets is not None:
+        secrets.unlink(missing_ok=True)
+        try:
+            secrets.parent.rmdir()
+        except OSError:
+            pass

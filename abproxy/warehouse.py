@@ -79,11 +79,55 @@ def connect(path: Path | str, memory_limit: str | None = None, threads: int | No
         if "lock" in str(exc).lower():
             raise WarehouseError(f"{path} is in use by another abproxy process (the scheduler?); "
                                  "stop it or use the read-only commands") from None
-        raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from None
-    _configure(con, memory_limit, threads)
-    if not read_only:
-        migrate(con)
+        raise WarehouseError(damaged_message(path, exc)) from None
+    except duckdb.Error as exc:   # not a DuckDB file, or a version this DuckDB cannot read
+        raise WarehouseError(damaged_message(path, exc)) from None
+    try:
+        _configure(con, memory_limit, threads)
+        if not read_only:
+            migrate(con)
+    except duckdb.Error as exc:
+        con.close()
+        raise WarehouseError(damaged_message(path, exc)) from None
     return con
+
+
+def damaged_message(path: Path, exc: BaseException) -> str:
+    """The advice for a warehouse file DuckDB cannot open (truncated, overwritten, foreign)."""
+    detail = " ".join(str(exc).split())[:200]
+    return (f"{path}: cannot open the warehouse ({detail}). The file looks damaged (truncated or not a "
+            "DuckDB database). Restore it from a backup, or move it aside "
+            f"(mv {path} {path}.broken) and run 'abproxy run': the inbox files are the source of truth "
+            "and are all loaded again")
+
+
+SEAL = (
+    "SET enable_external_access = false",       # no file, URL, ATTACH, COPY or extension install
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET lock_configuration = true",            # and none of this can be switched back
+)
+
+
+def seal(con: duckdb.DuckDBPyConnection) -> None:
+    """After ingest, before any metric SQL: from now on this database instance reads and writes its
+    own tables only. It holds for the whole process's instance of this file (every connection to
+    it) until all are closed; the next pass opens a fresh, unsealed one for its ingest."""
+    for statement in SEAL:
+        con.execute(statement)
+
+
+@contextmanager
+def read_only(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only transaction: any write inside fails, and nothing is kept."""
+    con.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        yield con
+    finally:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:   # already ended by a failed statement
+            pass
 
 
 @contextmanager
@@ -103,24 +147,16 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
     the `snapshot` symlink at it. Versioned names matter: DuckDB caches open databases by path within
     a process, so a reader reopening a path replaced in place could be handed the old database."""
     snapshot = Path(snapshot)
+    if snapshot.is_dir() and not snapshot.is_symlink():
+        raise WarehouseError(f"{snapshot} is a directory, so no report snapshot can be published there; "
+                             "remove it or set 'snapshot' in abproxy.yaml to a file path "
+                             "(e.g. data/report.duckdb)")
     versions = _versions_dir(snapshot)
     versions.mkdir(parents=True, exist_ok=True)
+    _prune_leftovers(versions)
     target = versions / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.duckdb"
     tmp = target.with_suffix(".tmp")
-    alias = "snap_" + uuid.uuid4().hex[:8]
-    con.execute(f"ATTACH '{tmp}' AS {alias}")
-    try:
-        for table in SNAPSHOT_TABLES:
-            con.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}")
-        for name, frame in (extra or {}).items():
-            if not re.fullmatch(r"[a-z_]+", name):
-                raise ValueError(f"snapshot table name {name!r}")
-            con.register("_snapshot_frame", frame)
-            con.execute(f"CREATE TABLE {alias}.{name} AS SELECT * FROM _snapshot_frame")
-            con.unregister("_snapshot_frame")
-        con.execute(f"CREATE TABLE {alias}.snapshot_info AS SELECT current_timestamp::TIMESTAMP AS published_at")
-    finally:
-        con.execute(f"DETACH {alias}")
+    _copy_tables(con, tmp, extra or {})
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
@@ -129,6 +165,55 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,
     os.replace(link, snapshot)
     _prune(versions, target, keep)
     return snapshot
+
+
+def _copy_tables(con: duckdb.DuckDBPyConnection, tmp: Path, extra: Mapping[str, pd.DataFrame]) -> None:
+    """Write the report's tables into a new database file through a second DuckDB instance of its
+    own (streamed as Arrow record batches), so the warehouse instance — sealed against file access
+    while metric SQL runs — never needs to ATTACH or write a file outside itself."""
+    out = duckdb.connect(str(tmp))
+    try:
+        out.execute("SET TimeZone = 'UTC'")
+        for table in SNAPSHOT_TABLES:
+            batches = _arrow_reader(con, f"SELECT * FROM main.{table}")
+            out.register("_snapshot_source", batches)
+            out.execute(f"CREATE TABLE {table} AS SELECT * FROM _snapshot_source")
+            out.unregister("_snapshot_source")
+        for name, frame in extra.items():
+            if not re.fullmatch(r"[a-z_]+", name):
+                raise ValueError(f"snapshot table name {name!r}")
+            out.register("_snapshot_frame", frame)
+            out.execute(f"CREATE TABLE {name} AS SELECT * FROM _snapshot_frame")
+            out.unregister("_snapshot_frame")
+        out.execute("CREATE TABLE snapshot_info AS SELECT current_timestamp::TIMESTAMP AS published_at")
+        out.execute("CHECKPOINT")
+    except BaseException:
+        out.close()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    out.close()
+
+
+def _arrow_reader(con: duckdb.DuckDBPyConnection, query: str):
+    """The query's rows as a stream of Arrow record batches (the name changed across DuckDB 1 → 2)."""
+    relation = con.sql(query)
+    for name in ("to_arrow_reader", "fetch_arrow_reader", "record_batch"):
+        if hasattr(relation, name):
+            return getattr(relation, name)()
+    return con.execute(query).fetch_record_batch()
+
+
+def _prune_leftovers(versions: Path, min_age_seconds: float = 0) -> None:
+    """`.tmp` files of publications that crashed midway (a kill, a full disk): nobody reads them,
+    and only the one writer publishes, so every one found before a new publication is a leftover."""
+    cutoff = time.time() - min_age_seconds
+    for path in list(versions.glob("*.tmp")) + list(versions.glob("*.tmp.wal")):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _versions_dir(snapshot: Path) -> Path:
@@ -146,6 +231,12 @@ def _prune(versions: Path, current: Path, keep: int) -> None:
 def open_snapshot(snapshot: Path | str) -> duckdb.DuckDBPyConnection:
     """Open the published snapshot read-only (raises WarehouseError if none was published yet)."""
     snapshot = Path(snapshot)
+    if snapshot.is_symlink() and not snapshot.exists():
+        raise WarehouseError(f"{snapshot} points to a snapshot version that no longer exists "
+                             f"({os.readlink(snapshot)}); run 'abproxy run' to publish a fresh one")
+    if snapshot.is_dir():
+        raise WarehouseError(f"{snapshot} is a directory, not a report snapshot; remove it or set 'snapshot' "
+                             "in abproxy.yaml to a file path, then run 'abproxy run'")
     if not snapshot.exists():
         raise WarehouseError(f"{snapshot}: no report snapshot yet; run 'abproxy run' (or 'make run') first")
     con = duckdb.connect(os.path.realpath(snapshot), read_only=True)

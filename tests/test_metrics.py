@@ -432,7 +432,7 @@ def test_where_with_statement_separator_or_comment_is_refused(con, where):
 def test_where_cannot_escape_its_parentheses(con, where):
     """`a) OR (TRUE` would close the brackets around the predicate and override the event/window filter."""
     config = parse_config(_config(metrics={"rev": {"type": "mean", "event": "purchase", "where": where}}))
-    with pytest.raises(MetricSQLError, match="unbalanced"):
+    with pytest.raises(MetricSQLError, match="one SQL condition"):
         build(con, config)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 def main() -> None:
     import streamlit as st
 
-    from abproxy.report import gates, navigation
+    from abproxy.report import gates, login, navigation
+    from abproxy.report.data import workspace_root
 
     st.set_page_config(page_title="abproxy report", page_icon="🧪", layout="wide")
+    login.gate(workspace_root())   # with 'auth:' in abproxy.yaml: only allowed, logged-in users go on
     pages = navigation()
     gates.sidebar()
     pages.run()

@@ -22,7 +22,13 @@ def require_snapshot():
                    f"`{DEFAULT_SNAPSHOT_TEXT}`. Fix it and run `abproxy validate`:", icon=":material/warning:")
         st.code(source.config_error, language=None)
     if snap is None:
-        empty_page(source)
+        if source.snapshot.is_symlink():   # a link to a version that was deleted
+            _broken_snapshot(source)
+        else:
+            empty_page(source)
+        st.stop()
+    if source.snapshot.is_dir():
+        _broken_snapshot(source)
         st.stop()
     try:
         snap.load("freshness")
@@ -36,6 +42,23 @@ def require_snapshot():
 
 
 DEFAULT_SNAPSHOT_TEXT = "data/report.duckdb"
+
+
+def _broken_snapshot(source) -> None:
+    """A snapshot link to a deleted version, or a directory in the snapshot's place."""
+    import streamlit as st
+
+    from abproxy.warehouse import WarehouseError, open_snapshot
+
+    try:
+        open_snapshot(source.snapshot).close()
+        problem = "cannot be read"
+    except (WarehouseError, OSError) as exc:
+        problem = str(exc)
+    st.title("The report snapshot cannot be read")
+    st.error(md(problem), icon=":material/error:")
+    st.markdown("Run `abproxy run` to publish a fresh snapshot (the job rewrites it atomically); the "
+                "warehouse itself is not affected.")
 
 
 def empty_page(source) -> None:
