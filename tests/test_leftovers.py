@@ -255,3 +255,22 @@ def test_the_report_explains_a_dangling_link_and_a_directory(tmp_path, monkeypat
     ws.snapshot.mkdir()
     text = _report_text(ws, monkeypatch)
     assert "Welcome" not in text and "is a directory" in text
+
+
+def test_a_scheduled_pass_on_a_damaged_warehouse_logs_one_line(tmp_path, caplog):
+    import logging
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from abproxy.scheduler import Service
+
+    ws = small_ws(tmp_path / "ws")
+    assert run_job(ws, "ingest", on_runs=None).ok
+    data = ws.warehouse.read_bytes()
+    ws.warehouse.write_bytes(data[: len(data) // 3])
+    caplog.set_level(logging.INFO, logger="abproxy")
+    service = Service(ws, BackgroundScheduler, on_runs=None)
+    assert service.run_pass("run") is None and service.run_pass("ingest") is None
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 2 and all(r.exc_info is None for r in failures)
+    assert all("damaged" in r.getMessage() for r in failures)
