@@ -35,7 +35,6 @@ from .records import AnalysisRun, MetricResult, SeriesPoint  # noqa: F401  (re-e
 from .robustness import decision_robustness
 from .stats import srm_test
 from .verdict import Verdict
-from .warehouse import read_only
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +140,16 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     one pass (`state.refresh`; `full` rebuilds it from the events); `use_state=False` reads only
     the raw tables (the reference the state is tested against)."""
     from . import state
+    from .loads import refresh_load_profile
     from .sources import reading
 
     refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
+    refresh_load_profile(con)   # brought up to date here: the analysis below only reads
     runs = []
     with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
         for key in keys:
             started = time.perf_counter()
-            with read_only(con):   # metric SQL can read, never write; the ledger row is written after
-                run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
+            run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
             if key in refreshes:
                 run.refresh = refreshes[key].record()
             if record:

@@ -10,8 +10,13 @@ import duckdb
 
 
 def refresh_load_profile(con: duckdb.DuckDBPyConnection) -> None:
-    """Profile the rows of every file loaded since the last call (pruned to the new files)."""
+    """Profile the rows of every file loaded since the last call (pruned to the new files). Nothing
+    is written when nothing is new (the analysis brings it up to date once per pass)."""
     for kind, event, ts in (("events", "event", "occurred_at"), ("exposures", "''", "exposed_at")):
+        fresh = con.execute(f"""SELECT (SELECT coalesce(max(file_id), 0) FROM {kind})
+                                       > (SELECT coalesce(max(file_id), 0) FROM load_profile WHERE kind = '{kind}')""")
+        if not fresh.fetchone()[0]:
+            continue
         con.execute(f"""INSERT INTO load_profile
             SELECT file_id, '{kind}', {event}, any_value(loaded_at), count(*), max({ts}),
                    max(epoch_us({ts}) - epoch_us(loaded_at))

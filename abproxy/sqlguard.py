@@ -12,8 +12,7 @@ inside `FROM (…)`; it may read warehouse tables and `range`/`generate_series`/
 table function (`read_csv`, `read_text`, `query`, …) and no file or URL in FROM.
 
 These checks are the first wall; the second is the sealed connection the analysis runs on
-(`warehouse.seal`: no file, network or extension access, configuration locked, read-only
-transactions), so even SQL that passed here can neither write nor reach outside the warehouse.
+(`warehouse.seal`: no file, network or extension access, configuration locked), so even SQL that passed here can neither write nor reach outside the warehouse.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import duckdb
 
 from .config import Config, EventSource, Experiment, Metric, definition_hash
+from .errors import MetricSQLError
 from .loads import refresh_load_profile
 from .metrics import MetricColumns, interval_days, literal, predicate, quote_ident, timestamp_literal
 
@@ -498,7 +499,7 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
 def _try(fn, plan: _Plan | None, as_of: dt.datetime, mode: str, why: str) -> Refresh:
     try:
         fn()
-    except duckdb.Error as exc:
+    except (duckdb.Error, MetricSQLError) as exc:   # a refused metric fails its own run, not the pass
         log.warning("per-unit state could not be updated (%s); reading the raw tables", exc)
         return Refresh("full", f"per-unit state unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                                "recomputed from the events", None)

@@ -118,19 +118,6 @@ def seal(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def read_only(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only transaction: any write inside fails, and nothing is kept."""
-    con.execute("BEGIN TRANSACTION READ ONLY")
-    try:
-        yield con
-    finally:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:   # already ended by a failed statement
-            pass
-
-
-@contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     con.execute("BEGIN TRANSACTION")
     try:
