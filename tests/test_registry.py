@@ -266,3 +266,17 @@ def test_the_models_page_shows_offline_metrics_and_offline_vs_online(ran, monkey
     assert "Offline vs online" in [s.value for s in at.subheader]
     shown = "\n".join(m.value for m in at.markdown).replace("\\", "")
     assert "not enough experiments yet: 3 of the 5 experiments needed" in shown
+
+
+def test_the_experiment_page_shows_the_resolved_registry_lineage(ran, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    root, _, _, _ = ran
+    monkeypatch.setenv("ABPROXY_WORKSPACE", str(root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    at.query_params["experiment"] = "recsys-v2"
+    at.switch_page("abproxy/report/experiment.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = "\n".join(m.value for m in at.markdown).replace("\\", "")
+    assert "models:/recsys@challenger" in shown and "2 (@challenger)" in shown and "clicks-3 (digest3)" in shown

@@ -8,6 +8,7 @@ statistics or opens the warehouse.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -321,6 +322,7 @@ def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
         if "health" in have else pd.DataFrame()
     variants = _df(con, "SELECT * FROM variants WHERE experiment = ? ORDER BY NOT is_control, variant", [key]) \
         if "variants" in have else pd.DataFrame()
+    variants = with_registry_lineage(con, key, variants)
     used = list(dict.fromkeys([*meta["roles"], *results["metric"]]))
     metrics = _df(con, "SELECT metric, name, type, description, owner, higher_is_better, window_days FROM metrics "
                        "WHERE metric IN (SELECT unnest(?::VARCHAR[]))", [used]) if "metrics" in have else pd.DataFrame(
@@ -390,6 +392,26 @@ def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         out.append({**v, "experiment_name": exp.get("name") or v["experiment"], "experiment_status": exp.get("status"),
                     "run": run, "effects": measured, "verdict": arm_verdict(v, run), **registry_fields(lin)})
     return out
+
+
+def with_registry_lineage(con: duckdb.DuckDBPyConnection, key: str, variants: pd.DataFrame) -> pd.DataFrame:
+    """Variants that name MLflow references show the version their latest run resolved: model, version
+    (and alias), the training run's params, its datasets as training data, the reference as link."""
+    recorded = {v: lin for (k, v), lin in latest_lineage(con).items() if k == key and lin.get("ref")}
+    if variants.empty or not recorded:
+        return variants
+    frame = variants.copy()
+    for i, row in frame.iterrows():
+        lin = recorded.get(row["variant"])
+        if lin is None:
+            continue
+        datasets = ", ".join(f"{d.get('name')} ({d.get('digest')})" for d in lin.get("datasets") or [])
+        frame.at[i, "model"] = lin.get("model") or ""
+        frame.at[i, "version"] = (lin.get("version") or "?") + (f" (@{lin['alias']})" if lin.get("alias") else "")
+        frame.at[i, "params"] = json.dumps(lin.get("params") or {}, sort_keys=True)
+        frame.at[i, "training_data"] = datasets or row.get("training_data") or ""
+        frame.at[i, "link"] = lin["ref"]
+    return frame
 
 
 def offline_online(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
