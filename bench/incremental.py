@@ -162,7 +162,7 @@ def measure_ingest(folder: Path, a) -> dict:
                    FROM range({lo}, {hi}) t(i)) TO '{path}' (FORMAT parquet)"""
     files = []
     for r in range(a.repeat):
-        p = folder / f"new{r}" / "events" / "part.parquet"
+        p = folder / f"new{r}" / "events" / f"part{r}.parquet"   # distinct names: the ledger keys files by path
         p.parent.mkdir(parents=True)
         gen.execute(sql.format(u=big // 30, lo=big + r * extra, hi=big + (r + 1) * extra, path=p))
         files.append(p.parent.parent)
