@@ -16,7 +16,8 @@ import duckdb
 from . import datacheck, design_checks
 from . import health as health_checks
 from . import ledger
-from .config import Config, Experiment, definition_hash, definitions
+from .config import Config, definition_hash, definitions
+from .enrollment import enrollment
 from .errors import DefinitionError, MetricSQLError
 from .effects import (  # noqa: F401  (re-exported: the layer below the pipeline)
     StatsTable,
@@ -37,16 +38,6 @@ from .stats import srm_test
 from .verdict import Verdict
 
 log = logging.getLogger(__name__)
-
-
-def _days_running(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime) -> float:
-    first = con.execute("SELECT min(exposed_at) FROM exposures WHERE experiment = ? AND exposed_at <= ?",
-                        [key, as_of]).fetchone()[0]
-    start = dt.datetime.combine(exp.start, dt.time()) if exp.start else first
-    if start is None:
-        return 0.0
-    end = min(as_of, dt.datetime.combine(exp.end, dt.time()) + dt.timedelta(days=1)) if exp.end else as_of
-    return max(0.0, (end - start).total_seconds() / 86400)
 
 
 def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
@@ -82,13 +73,15 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         run.units = {v: int(overall[v]["n"]) if v in overall else 0 for v in exp.variants}
         run.excluded_multi = int(table.frame["excluded_multi"].max()) if len(table.frame) else 0
         run.srm = srm_test(run.units, exp.weights)
-        run.days_running = _days_running(con, exp, key, as_of)
+        run.enrollment = enrollment(con, config, key, as_of)
+        run.days_running = run.enrollment.days_running
         look = look_of(exp, run.days_running)
         if look is not None:
             run.parameters["look"] = look
             run.method = f"group-sequential (look {look} of {exp.decision.looks})"
         run.results = overall_results(table, config, exp, look) + segment_results(table, exp, look)
-        run.series = series(table, exp)
+        levels = {(r.metric, r.variant): r.effect.ci_alpha or r.effect.alpha for r in run.results if not r.segment}
+        run.series = series(table, exp, levels, look)
         run.health = health_checks.experiment_checks(con, config, key, as_of, run)
         run.health += covariate_checks + design_checks.design_checks(con, config, key, as_of, table)
         run.health += _definition_checks(problems) + lineage_checks

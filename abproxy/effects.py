@@ -17,7 +17,8 @@ from .config import Config, Experiment, Metric
 from .metric_types import MetricColumns, type_of
 from .metrics import ExperimentQuery
 from .records import AnalysisRun, MetricResult, SeriesPoint
-from .stats import Effect, JointMoments, Moments, adjust_pvalues, power_analysis, sequential, sequential_multiplier
+from .stats import (Effect, JointMoments, Moments, adjust_pvalues, adjusted_alpha, at_level, power_analysis,
+                    sequential, sequential_multiplier)
 from .stats.groupseq import current_look, group_sequential, obf_boundary
 from .stats.quantile import QuantileSummary
 from .verdict import Flag, Outcome, Policy, Verdict, decide
@@ -118,8 +119,16 @@ def adjust_families(results: list[MetricResult], alpha: float) -> list[MetricRes
         idx = [i for i, r in enumerate(out) if r.role == role]
         adjusted = adjust_pvalues([out[i].effect.p_value for i in idx], method, alpha)
         for i, p in zip(idx, adjusted):
-            out[i] = replace(out[i], p_value_adjusted=p)
+            out[i] = _adjusted(out[i], p)
     return out
+
+
+def _adjusted(result: MetricResult, p_adjusted: float) -> MetricResult:
+    """The result with its adjusted p and both intervals at the matching level (METHODS §19): the
+    interval shown excludes 0 exactly when the result is significant."""
+    e = result.effect
+    effect = at_level(e, adjusted_alpha(e.alpha, e.p_value, p_adjusted))
+    return replace(result, effect=effect, p_value_adjusted=p_adjusted)
 
 
 def segment_results(table: StatsTable, exp: Experiment, look: int | None = None) -> list[MetricResult]:
@@ -132,7 +141,9 @@ def segment_results(table: StatsTable, exp: Experiment, look: int | None = None)
     out = []
     for dim in table.query.segments:
         family = []
-        for value, arms in _pooled_segments(table, dim, exp).items():
+        buckets, pooled = _pooled_segments(table, dim, exp)
+        for value, arms in buckets.items():
+            details = {"pooled": pooled, "min_segment_units": exp.decision.min_segment_units} if value == "other" else {}
             for col in cols:
                 for variant in exp.treatments:
                     if exp.control not in arms or variant not in arms:
@@ -140,9 +151,9 @@ def segment_results(table: StatsTable, exp: Experiment, look: int | None = None)
                     c, t = arms[exp.control].get(col), arms[variant].get(col)
                     effect = _decision_effect(col.metric, c, t, exp, look)
                     family.append(MetricResult(col.key, roles[col.key], variant, exp.control, dim, value,
-                                               c.n, t.n, effect, effect.p_value))
+                                               c.n, t.n, effect, effect.p_value, details=dict(details)))
         adjusted = adjust_pvalues([r.effect.p_value for r in family], "fdr_bh", exp.decision.alpha)
-        out += [replace(r, p_value_adjusted=p) for r, p in zip(family, adjusted)]
+        out += [_adjusted(r, p) for r, p in zip(family, adjusted)]
     return out
 
 
@@ -171,22 +182,34 @@ def _segment_rows(rows: pd.DataFrame) -> dict[str, dict[str, pd.Series]]:
     return out
 
 
-def _pooled_segments(table: StatsTable, dim: str, exp: Experiment) -> dict[str, dict[str, _ArmSums]]:
+def _pooled_segments(table: StatsTable, dim: str, exp: Experiment
+                     ) -> tuple[dict[str, dict[str, _ArmSums]], list[str]]:
+    """Segment values with at least min_segment_units in every arm, the rest pooled into 'other'
+    (the pooled values are returned too). A bucket that holds every unit (all values pooled, or a
+    single value) is the whole population, not a segment: the dimension is then left out."""
     raw = _segment_rows(table.rows(dim))
     minimum = exp.decision.min_segment_units
     out: dict[str, dict[str, _ArmSums]] = {}
+    pooled: list[str] = []
     for value, arms in sorted(raw.items()):
         sums = {v: _ArmSums(table, r) for v, r in arms.items()}
         small = any(s.n < minimum for s in sums.values()) or set(sums) != set(exp.variants)
         target = "other" if small else value
+        if small:
+            pooled.append(value)
         bucket = out.setdefault(target, {})
         for v, s in sums.items():
             bucket[v] = bucket[v].add(s) if v in bucket else s
-    return out
+    return (out, pooled) if len(out) >= 2 else ({}, pooled)
 
 
-def series(table: StatsTable, exp: Experiment) -> list[SeriesPoint]:
-    """Daily (per exposure-day cohort) and cumulative fixed-horizon effects of each metric."""
+def series(table: StatsTable, exp: Experiment, levels: dict[tuple[str, str], float] | None = None,
+           look: int | None = None) -> list[SeriesPoint]:
+    """Daily (per exposure-day cohort, fixed-horizon) and cumulative effects of each metric. The
+    cumulative points use the decision's method (the confidence sequence in sequential mode) at the
+    level of the overall result (`levels`: (metric, variant) → the interval's α), so the last one is
+    the interval the verdict shows (METHODS §19)."""
+    levels = levels or {}
     rows = table.rows("day")
     if rows.empty:
         return []
@@ -203,7 +226,11 @@ def series(table: StatsTable, exp: Experiment) -> list[SeriesPoint]:
                 c, t = table.moments(arms[exp.control], col), table.moments(arms[variant], col)
                 running = {"c": running["c"] + c, "t": running["t"] + t} if running else {"c": c, "t": t}
                 for kind, (cc, tt) in (("daily", (c, t)), ("cumulative", (running["c"], running["t"]))):
-                    e = compute_effect(col.metric, cc, tt, exp.decision.alpha)
+                    if kind == "daily":
+                        e = compute_effect(col.metric, cc, tt, exp.decision.alpha)
+                    else:
+                        e = _decision_effect(col.metric, cc, tt, exp, look)
+                        e = at_level(e, levels.get((col.key, variant), exp.decision.alpha))
                     out.append(SeriesPoint(col.key, variant, kind, dt.date.fromisoformat(d), cc.n, tt.n,
                                            e.abs_effect, e.abs_se, e.rel_effect, e.rel_ci))
     return out
@@ -226,7 +253,10 @@ def _outcomes(results: list[MetricResult], config: Config, exp: Experiment) -> l
 def verdict_for(run: AnalysisRun, config: Config, exp: Experiment) -> Verdict:
     overall = [r for r in run.results if r.segment == ""]
     flags = [Flag(c.check, c.status, c.detail, c.segment, c.metric, c.variant) for c in run.health]
-    units_per_day = (min(run.units.values()) / run.days_running) if run.units and run.days_running >= 1 else None
+    info = run.enrollment
+    units_per_day = info.recent_per_variant_per_day if info is not None and run.days_running >= 1 else None
+    stopped = info.stopped_since if info is not None else None
     p = exp.decision
-    policy = Policy(p.alpha, p.min_days, p.min_units_per_variant, p.max_days, p.segment_harm, units_per_day)
+    policy = Policy(p.alpha, p.min_days, p.min_units_per_variant, p.max_days, p.segment_harm,
+                    units_per_day or None, stopped, exp.status == "shipped")
     return decide(_outcomes(overall, config, exp), flags, run.days_running, run.units, policy, exp.control)

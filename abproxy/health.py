@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 from scipy.stats import ks_2samp, norm
 
+from . import format as fmt
 from . import ledger
 from .config import Config, Experiment
 from .metrics import experiment_sql
@@ -30,7 +31,10 @@ KS_MIN_UNITS = 100
 
 
 def _pct(x: float | None) -> str:
-    return f"{x * 100:+.1f}%" if x is not None and math.isfinite(x) else "n/a"
+    return fmt.pct(x)
+
+
+BROKEN_SUMS = {"invalid_sums", "overflow"}
 
 
 # ------------------------------------------------------------------ assignment
@@ -40,10 +44,10 @@ def srm_check(run: "AnalysisRun") -> Check:
     observed = ", ".join(f"{v} {n:,}" for v, n in srm.observed.items())
     expected = ", ".join(f"{v} {e:,.0f}" for v, e in srm.expected.items())
     if srm.ok:
-        return Check("srm", "ok", f"Split matches the configured allocation (p = {srm.p_value:.3g}): {observed}",
+        return Check("srm", "ok", f"Split matches the configured allocation (p {_p(srm.p_value)}): {observed}",
                      value=srm.p_value, threshold=srm.threshold)
     return Check("srm", "fail",
-                 f"Sample-ratio mismatch: observed {observed}, expected {expected} (p = {srm.p_value:.2g} < "
+                 f"Sample-ratio mismatch: observed {observed}, expected {expected} (p {_p(srm.p_value)} < "
                  f"{srm.threshold}); check the assignment code and exposure logging before trusting any effect",
                  value=srm.p_value, threshold=srm.threshold)
 
@@ -56,6 +60,48 @@ def multi_exposure_check(run: "AnalysisRun", warn_share: float = 0.01, fail_shar
               + (f"; the assignment is leaking between arms (warn above {warn_share:.0%}, fail above "
                  f"{fail_share:.0%}) — make the assignment sticky per unit" if status != "ok" else ""))
     return Check("multiple_exposures", status, detail, value=share, threshold=warn_share)
+
+
+def _p(p: float) -> str:
+    """'= 0.042' or '< 0.001', to follow a 'p'."""
+    text = fmt.pvalue(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def early_exposure_check(run: "AnalysisRun", exp: Experiment) -> Check:
+    """Exposures far before the configured start or before the bulk of exposures (a robust rule: the
+    0.1% quantile of first exposures minus the longest metric window): a clock or logging bug that
+    would otherwise stretch days running and change the verdict."""
+    info = run.enrollment
+    if info is None or info.cutoff is None:
+        return Check("early_exposures", "ok", "No exposures yet")
+    anchor = f"the configured start {exp.start}" if exp.start else "the bulk of exposures"
+    if info.early == 0:
+        return Check("early_exposures", "ok", f"No exposure before {fmt.when(info.cutoff)} (well before {anchor})",
+                     value=0.0, threshold=0.0)
+    span = (fmt.when(info.early_first) if info.early_first == info.early_last
+            else f"{fmt.when(info.early_first)} to {fmt.when(info.early_last)}")
+    return Check("early_exposures", "fail",
+                 f"{info.early:,} unit(s) first exposed far before {anchor} ({span}, before "
+                 f"{fmt.when(info.cutoff)}); a wrong clock or a default timestamp in the exposure logging — fix or "
+                 "remove these exposure rows (days running is measured from the bulk of exposures meanwhile)",
+                 value=float(info.early), threshold=0.0)
+
+
+def sums_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
+    """A metric whose sufficient statistics are impossible (a variance below zero beyond rounding) or
+    not finite has no inference: a failure for a decision metric, a warning for a secondary one."""
+    out = []
+    for r in run.results:
+        if r.segment or r.effect.warning not in BROKEN_SUMS:
+            continue
+        what = ("impossible or not finite (the sum of squares is below the squared sum over n, or a sum is "
+                "infinite or missing)" if r.effect.warning == "invalid_sums" else "too large to compute with")
+        out.append(Check("invalid_sums", "warn" if r.role == "secondary" else "fail",
+                         f"{r.metric} ({r.variant} vs {r.control}): the per-variant sums are {what}; no effect or "
+                         "p-value can be computed — check the metric's values and its SQL (ingest rejects values "
+                         "beyond ±1e154)", metric=r.metric, variant=r.variant))
+    return out
 
 
 # ------------------------------------------------------------------ bias: segments
@@ -76,8 +122,8 @@ def segment_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
         if harmful and not overall_harmful:
             checks.append(Check("segment_harm", "warn",
                                 f"{r.segment}={r.segment_value}: {r.metric} {_pct(r.effect.rel_effect)} "
-                                f"(95% CI {_pct(r.effect.rel_ci[0])} to {_pct(r.effect.rel_ci[1])}, adjusted p = "
-                                f"{r.p_value_adjusted:.2g}) for {r.variant} while the overall effect is "
+                                f"(95% CI {_pct(r.effect.rel_ci[0])} to {_pct(r.effect.rel_ci[1])}, adjusted p "
+                                f"{_p(r.p_value_adjusted)}) for {r.variant} while the overall effect is "
                                 f"{_pct(o.effect.rel_effect) if o else 'n/a'}; review the model for this segment "
                                 "before rolling out to it",
                                 metric=r.metric, segment=f"{r.segment}={r.segment_value}", variant=r.variant,
@@ -99,7 +145,7 @@ def segment_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
         status = "warn" if p < HETEROGENEITY_P else "ok"
         checks.append(Check("segment_heterogeneity", status,
                             f"{metric} effect across {dim} ({k} groups) for {variant}: Cochran's Q = {het.q:.2f}, "
-                            f"p = {het.p_value:.3g} (Holm-adjusted {p:.3g}), I² = {het.i2:.0%}"
+                            f"p {_p(het.p_value)} (Holm-adjusted {fmt.pvalue(p)}), I² = {het.i2:.0%}"
                             + ("; the effect differs between segments — look at the segment table before "
                                "generalising the overall effect" if status == "warn" else ""),
                             metric=metric, segment=dim, variant=variant, value=p, threshold=HETEROGENEITY_P))
@@ -140,7 +186,7 @@ def novelty_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
         fading = (sign * tr.slope < 0 and tr.p_value < alpha and sign * early > 0
                   and sign * late < (1 - decay) * sign * early)
         trend = (f"trend {tr.slope * 100:+.2f} pt per day over {len(x)} daily cohorts "
-                 f"{days[0]}..{days[-1]}, p = {tr.p_value:.2g}")
+                 f"{days[0]}..{days[-1]}, p {_p(tr.p_value)}")
         detail = (f"{metric} ({variant}): the lift is fading: {_pct(early)} in the first days, {_pct(late)} "
                   f"lately ({trend}); the long-run effect is likely smaller than the average — keep running "
                   "or keep a holdback before relying on it" if fading else
@@ -245,7 +291,7 @@ def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         drift = ks.pvalue < KS_P
         detail = (f"{metric} per unit for {variant}: cohorts {_span(b)} (mean {b['y'].mean():.4g}, n = {len(b):,}) "
                   f"vs the launch baseline {_span(a)} (mean {a['y'].mean():.4g}, n = {len(a):,}): "
-                  f"KS D = {ks.statistic:.3f}, p = {ks.pvalue:.2g}")
+                  f"KS D = {ks.statistic:.3f}, p {_p(ks.pvalue)}")
         out.append(Check("distribution_drift", "warn" if drift else "ok",
                          detail + ("; the metric's distribution drifted since launch (population or model behaviour)"
                                    " — investigate before trusting the launch estimate" if drift else ""),
@@ -263,7 +309,9 @@ def _span(frame) -> str:
 def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                       run: "AnalysisRun") -> list[Check]:
     """Every health check of one experiment run, in display order."""
-    checks = [srm_check(run), multi_exposure_check(run)] + quality_checks(con, config, key, as_of)
+    exp = config.experiments[key]
+    checks = [srm_check(run), multi_exposure_check(run), early_exposure_check(run, exp)] + sums_checks(run, config, key)
+    checks += quality_checks(con, config, key, as_of)
     checks += segment_checks(run, config, key) + novelty_checks(run, config, key)
     try:
         checks += holdback_checks(con, config, key, as_of, run)

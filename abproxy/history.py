@@ -477,14 +477,16 @@ def models(ws) -> list[dict[str, Any]]:
             "as_of": _iso(run["as_of"]) if run else None, "run_status": run["status"] if run else None,
             "error": run["error"] if run else None,
             "decision": decision, "ship_variant": ship,
-            "status": (status := arm_status(v["variant"], bool(v["is_control"]), run)),
-            "variant_status": ARM_STATUS.get(status, status.lower()),
-            "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]),
+            "status": arm_status(v["variant"], bool(v["is_control"]), run),
+            "variant_status": _variant_status(decision, ship, v, run),
+            "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]
+                            and v["experiment_status"] == "shipped"),
             "effects_run_id": ok["run_id"] if ok and treatment else None,
             "effects": effects,
             **registry_fields(lin),
         })
-    out.sort(key=lambda r: ((r["model"] or "").lower(), _version_key(r["version"]), r["experiment"], r["variant"]))
+    out.sort(key=lambda r: (outcome_rank(r["variant_status"]), -_lift_of(r), (r["model"] or "").lower(),
+                            _version_key(r["version"]), r["experiment"], r["variant"]))
     return out
 
 
@@ -507,6 +509,67 @@ def arm_status(variant: str, is_control: bool, run: dict[str, Any] | None) -> st
     if decision == "SHIP" and run.get("ship_variant") not in (None, variant):
         return "NOT_SHIPPED"
     return decision
+
+
+def _lift_of(row: dict[str, Any]) -> float:
+    """The first primary lift in the metric's good direction (−inf when there is none)."""
+    for e in row["effects"]:
+        value = e.get("rel_effect")
+        if e.get("role") == "primary" and value is not None and math.isfinite(value):
+            return value if e.get("higher_is_better", True) else -value
+    return -math.inf
+
+
+def _variant_status(decision: str | None, ship: str | None, v: dict[str, Any], run: dict[str, Any] | None) -> str:
+    return arm_outcome(v["variant"], bool(v["is_control"]), v.get("experiment_status"), run)
+
+
+# outcome → sort rank on the leaderboard (best first)
+OUTCOMES = ("shipped", "ship recommended", "collecting data", "no detectable effect", "not chosen",
+            "revert recommended", "roll back recommended", "rolled back", "stopped", "invalid data",
+            "analysis failed", "not analysed", "baseline")
+
+
+def arm_outcome(variant: str, is_control: bool, experiment_status: str | None,
+                run: dict[str, Any] | None) -> str:
+    """One arm's own outcome in its experiment's latest run (the CLI and the models page share it):
+    'ship recommended' while the experiment runs, 'shipped' only once its status is shipped; in a
+    ROLLBACK only the arms the verdict names are rolled back."""
+    if is_control:
+        return "baseline"
+    if experiment_status == "rolled_back":
+        return "rolled back"
+    if run is None:
+        return "not analysed"
+    if run.get("status") != "ok" or not run.get("decision"):
+        return "analysis failed"
+    decision, ship = run["decision"], run.get("ship_variant")
+    shipped = experiment_status == "shipped"
+    if decision == "SHIP":
+        if ship != variant:
+            return "not chosen"
+        return "shipped" if shipped else "ship recommended"
+    if decision == "ROLLBACK":
+        named = _named_in_first_reason(variant, run.get("reasons"))
+        if not named:
+            return "no detectable effect"
+        return "revert recommended" if shipped else "roll back recommended"
+    if experiment_status == "stopped":
+        return "stopped"
+    return {"KEEP_RUNNING": "collecting data", "INVALID": "invalid data",
+            "NO_DETECTABLE_EFFECT": "no detectable effect"}.get(decision, decision.lower())
+
+
+def _named_in_first_reason(variant: str, reasons: Any) -> bool:
+    """Does the verdict's first reason ('Roll back a, b: …') name this arm?"""
+    first = (loads(reasons, []) or [""])[0]
+    head = str(first).split(":", 1)[0]
+    names = [n.strip() for n in head.replace("Roll back", "").replace("Revert the shipped model", "").split(",")]
+    return variant in names
+
+
+def outcome_rank(outcome: str) -> int:
+    return OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES)
 
 
 # --------------------------------------------------------------------------- printing

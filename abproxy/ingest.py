@@ -857,6 +857,11 @@ def _number(name: str, ctype: str) -> str:
     return f"TRY_CAST({_text(name, ctype)} AS DOUBLE)"
 
 
+# |value| above this overflows a double once squared (1e154² ≈ 1e308): every later sum of squares
+# of the experiment would be infinite, so such rows are rejected with a reason instead
+MAX_VALUE = 1e154
+
+
 def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], future_limit: datetime,
                  markers: tuple[str, ...] = NULL_MARKERS, opts: ReadOptions | None = None) -> str:
     """The file's rows with normalised `__abp_<column>` values and `__abp_reason` (NULL = good).
@@ -883,6 +888,8 @@ def _checked_sql(kind: str, source: str, cols: dict[str, tuple[str, str]], futur
     if "value" in cols:
         checks.append((f"(NOT {_blank(*cols['value'])} AND (__abp_value IS NULL OR NOT isfinite(__abp_value)))",
                        "non-numeric value"))
+        checks.append((f"abs(__abp_value) > {MAX_VALUE:.0e}",
+                       f"value too large (beyond ±{MAX_VALUE:.0e}: its square would overflow a sum of squares)"))
     reason = "CASE " + " ".join(f"WHEN {cond} THEN {_lit(text)}" for cond, text in checks) + " END"
     return (f"SELECT *, {reason} AS __abp_reason FROM "
             f"(SELECT *, {', '.join(norm)} FROM ({source}))")

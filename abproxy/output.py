@@ -23,7 +23,8 @@ def run_json(run: "AnalysisRun") -> dict[str, Any]:
         "segments": [r.record() for r in run.results if r.segment != ""],
         "verdict": {"decision": run.verdict.decision if run.verdict else None,
                     "ship_variant": run.verdict.ship_variant if run.verdict else None,
-                    "reasons": list(run.verdict.reasons) if run.verdict else []},
+                    "reasons": list(run.verdict.reasons) if run.verdict else [],
+                    "cautions": list(run.verdict.cautions) if run.verdict else []},
         "health": [c.record() for c in run.health],
         "refresh": run.refresh or {"mode": "full", "reason": "read from the raw tables"},
     }
@@ -62,8 +63,12 @@ def print_runs(runs: list["AnalysisRun"]) -> None:
             print(f"{run.experiment}: analysis FAILED: {run.error}")
             continue
         v = run.verdict
-        print(f"{run.experiment}  [{v.decision}{' → ' + v.ship_variant if v.ship_variant else ''}]  run {run.run_id}, "
-              f"{run.method}, {run.days_running:.1f} days, units {run.units}")
+        caution = f" WITH {len(v.cautions)} CAUTION(S)" if v.cautions else ""
+        units = ", ".join(f"{k} {fmt.count(n)}" for k, n in run.units.items())
+        print(f"{run.experiment}  [{v.decision}{' → ' + v.ship_variant if v.ship_variant else ''}{caution}]  "
+              f"run {run.run_id}, {run.method}, {fmt.days(run.days_running)}, units {units}")
+        for text in v.cautions:
+            print(f"  ! CAUTION: {text}")
         for reason in v.reasons:
             print(f"  - {reason}")
         if not run.results:

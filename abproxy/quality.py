@@ -111,7 +111,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_
     out += _guard("null_values", lambda: null_checks(scope, daily, recent, settings.null_rate_increase))
     out += _guard("event_missing", lambda: missing_checks(con, scope, daily, settings.event_missing_days))
     out += _guard("event_volume", lambda: volume_checks(scope, daily, settings.volume_trailing_days,
-                                                        settings.volume_change))
+                                                        settings.volume_change, age_profile(con, scope)))
     out += _guard("duplicate_events", lambda: [duplicate_check(scope, daily)])
     out += _guard("late_data", lambda: [late_check(scope, daily, settings.late_hours)])
     return out
@@ -374,15 +374,71 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
                           "the event vanished while others continue — check its export and tracking"))
         else:
             status = "ok"
-            detail = (f"'{t}' last seen {seen[i]:%Y-%m-%d %H:%M} ({gap:.1f} days before the analysis time; "
-                      f"~{expected:,.1f} expected since)")
+            detail = (f"'{t}' events arrive normally (latest {seen[i]:%Y-%m-%d %H:%M} UTC, {gap:.1f} days before "
+                      "the analysis time)" if gap <= missing_days else
+                      f"No '{t}' event for {gap:.1f} days, as expected: only ~{expected:,.0f} were due from the "
+                      "units still in their window")
         out.append(Check("event_missing", status, detail, metric=users[0], value=gap, threshold=missing_days))
     return out
 
 
-def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: float) -> list[Check]:
-    """Each metric event type on the last complete day against its trailing median, per unit-day in
-    window; flagged only beyond ±`change` *and* improbable under Poisson noise (p < VOLUME_P)."""
+@dataclass(frozen=True)
+class AgeProfile:
+    """Metric events by calendar day × days since exposure (age) × event type, and units by exposure
+    day: what the volume check needs to expect events from the ages of the units in window."""
+
+    events: pd.DataFrame      # day, age, event, n
+    cohorts: dict[dt.date, int]
+    max_age: int
+
+    def units(self, day: dt.date, age: int) -> int:
+        return self.cohorts.get(day - dt.timedelta(days=age), 0)
+
+
+def age_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> AgeProfile:
+    names = ", ".join(literal(t) for t in scope.types)
+    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    events = con.execute(f"""WITH {scope.units_sql}
+        SELECT CAST(e.occurred_at AS DATE) AS day,
+               date_diff('day', CAST(u.exposed_at AS DATE), CAST(e.occurred_at AS DATE)) AS age,
+               e.event, count(*) AS n
+        FROM units u JOIN events e ON e.unit_id = u.unit_id
+        WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at AND e.occurred_at < u.exposed_at + {window}
+          AND e.occurred_at <= {as_of}
+        GROUP BY ALL""").df()
+    cohorts = con.execute(f"WITH {scope.units_sql} SELECT CAST(exposed_at AS DATE), count(*) FROM units "
+                          "GROUP BY 1").fetchall()
+    if len(events):
+        events["day"] = pd.to_datetime(events["day"]).dt.date
+    return AgeProfile(events, {d: int(n) for d, n in cohorts}, math.ceil(scope.window_days))
+
+
+def expected_events(profile: AgeProfile, event: str, day: dt.date, history: list[dt.date]) -> float:
+    """Events of `event` expected on `day` from the units in window on that day, each at its age (days
+    since exposure), at the per-unit rate of that age over the `history` days (all earlier days for an
+    age the history lacks): users act less late in their window, so a cohort near the end of its
+    window is not expected to be as active as a fresh one."""
+    ev = profile.events[profile.events["event"] == event]
+    counts = {(d, int(a)): float(n) for d, a, n in zip(ev["day"], ev["age"], ev["n"])}
+    earlier = sorted(d for d in {d for d, _ in counts} | set(history) if d < day)
+    total = 0.0
+    for age in range(profile.max_age + 1):
+        units = profile.units(day, age)
+        if units == 0:
+            continue
+        for days in (history, earlier):
+            exposed = sum(profile.units(d, age) for d in days)
+            if exposed > 0:
+                total += units * sum(counts.get((d, age), 0.0) for d in days) / exposed
+                break
+    return total
+
+
+def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: float,
+                  profile: AgeProfile | None = None) -> list[Check]:
+    """Each metric event type on the last complete day against what the units in window were expected
+    to produce, at the per-unit event rate of each day since exposure over the trailing days
+    (`expected_events`); flagged only beyond ±`change` *and* improbable under Poisson noise (p < VOLUME_P)."""
     complete = daily[(daily["unit_days"] > 0)
                      & (pd.to_datetime(daily["day"]) + pd.Timedelta(days=1) <= pd.Timestamp(scope.as_of))]
     if len(complete) <= MIN_TRAILING_DAYS:
@@ -393,15 +449,20 @@ def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: floa
     out = []
     for i, t in enumerate(scope.types):
         users = scope.users[t]
-        median = float((history[f"t{i}"] / history["unit_days"]).median())
-        expected, observed = median * float(last["unit_days"]), int(last[f"t{i}"])
-        if len(history) < MIN_TRAILING_DAYS or expected <= 0:
+        if profile is not None:
+            expected = expected_events(profile, t, last["day"], list(history["day"]))
+            basis = f"the trailing {len(history)} days' events per unit at each day since exposure"
+        else:
+            expected = float((history[f"t{i}"] / history["unit_days"]).median()) * float(last["unit_days"])
+            basis = f"the trailing {len(history)}-day median per unit in window"
+        observed = int(last[f"t{i}"])
+        if len(history) < MIN_TRAILING_DAYS or not expected > 0:
             continue
         ratio = observed / expected
         p_low, p_high = poisson.cdf(observed, expected), poisson.sf(observed - 1, expected)
         flagged = (ratio < 1 - change and p_low < VOLUME_P) or (ratio > 1 + change and p_high < VOLUME_P)
-        detail = (f"'{t}' on {last['day']}: {observed:,} events vs ~{expected:,.0f} expected from the trailing "
-                  f"{len(history)}-day median per unit in window ({ratio - 1:+.0%}, tolerance ±{change:.0%})")
+        detail = (f"'{t}' on {last['day']}: {observed:,} events vs ~{expected:,.0f} expected from {basis} "
+                  f"({ratio - 1:+.0%}, tolerance ±{change:.0%})")
         if flagged:
             detail += (f"; the event {'dropped' if ratio < 1 else 'spiked'} — check its pipeline before trusting "
                        f"{', '.join(users)}")

@@ -95,6 +95,7 @@ class AnalysisRun:
     srm: Any = None
     excluded_multi: int = 0
     days_running: float = 0.0
+    enrollment: Any = None          # enrollment.Enrollment: robust start, early exposures, recent rate
     results: list[MetricResult] = field(default_factory=list)
     series: list[SeriesPoint] = field(default_factory=list)
     health: list[Check] = field(default_factory=list)

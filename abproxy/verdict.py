@@ -59,7 +59,9 @@ class Policy:
     min_units_per_variant: int = 1000
     max_days: float | None = None
     segment_harm: str = "warn"     # block | warn
-    units_per_day: float | None = None   # per variant, to turn units into days
+    units_per_day: float | None = None   # per variant, recent enrollment rate, to turn units into days
+    enrollment_stopped: str | None = None   # when no new unit arrived lately: the last enrollment day
+    shipped: bool = False          # status 'shipped': a holdback monitors the model already rolled out
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Verdict:
     ship_variant: str | None
     reasons: tuple[str, ...]
     per_variant: dict[str, str] = field(default_factory=dict)
+    cautions: tuple[str, ...] = ()   # warnings the decision carries, in the warnings' own words
 
 
 def pct(x: float, signed: bool = True) -> str:
@@ -76,9 +79,14 @@ def pct(x: float, signed: bool = True) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
+def _has_lift(o: Outcome) -> bool:
+    return all(math.isfinite(v) for v in (o.rel_effect, *o.rel_ci))
+
+
 def _effect_text(o: Outcome, level: float, absolute: bool = False) -> str:
-    """'Label +3.1% (95% CI +1.2% to +5.0%)'; absolute effects of proportions in percentage points."""
-    if math.isfinite(o.rel_effect) and not absolute:
+    """'Label +3.1% (95% CI +1.2% to +5.0%)'; absolute effects of proportions in percentage points.
+    Without a lift interval (control mean not clearly away from 0) the absolute effect is shown."""
+    if _has_lift(o) and not absolute:
         return f"{o.label} {pct(o.rel_effect)} ({level:.0%} CI {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])})"
     if o.proportion:
         lo, hi = o.abs_ci
@@ -97,7 +105,7 @@ def worse(o: Outcome) -> bool:
 def _harm_ci(o: Outcome) -> tuple[float, float]:
     """The CI bounds in the guardrail's margin units, signed so that positive means harm, sorted."""
     sign = -1 if o.higher_is_better else 1
-    ci = o.rel_ci if o.margin_relative and math.isfinite(o.rel_effect) else o.abs_ci
+    ci = o.rel_ci if o.margin_relative and _has_lift(o) else o.abs_ci
     lo, hi = sorted((sign * ci[0], sign * ci[1]))
     return lo, hi
 
@@ -108,7 +116,7 @@ def guardrail_harmed(o: Outcome) -> bool:
 
 
 def _margin_text(o: Outcome) -> str:
-    if o.margin_relative:
+    if o.margin_relative and _has_lift(o):
         return f"{o.margin * 100:g}%"
     return f"{o.margin * 100:g} pt" if o.proportion else f"{o.margin:g}"
 
@@ -161,9 +169,14 @@ def _more_needed(primary: list[Outcome], days: float, units: dict[str, int], pol
     extra = max((o.extra_units_needed or 0) for o in primary) if primary else 0
     if extra > 0:
         text = f"about {math.ceil(extra):,} more units per variant for the power to detect the target effect"
-        if policy.units_per_day:
-            text += f" (~{math.ceil(extra / policy.units_per_day)} more day(s) at the current rate)"
+        if policy.enrollment_stopped:
+            text += (f", but enrollment has stopped (no new units since {policy.enrollment_stopped}), so the "
+                     "target sample cannot be reached")
+        elif policy.units_per_day:
+            text += f" (~{math.ceil(extra / policy.units_per_day):,} more day(s) at the recent enrollment rate)"
         parts.append(text)
+    elif policy.enrollment_stopped and parts:
+        parts.append(f"enrollment has stopped (no new units since {policy.enrollment_stopped})")
     return "Needs " + "; ".join(parts) if parts else "Needs more data"
 
 
@@ -172,7 +185,7 @@ def _planned_reached(primary: list[Outcome], days: float, units: dict[str, int],
     if policy.max_days is not None and days >= policy.max_days:
         return True
     powered = all((o.extra_units_needed or 0) <= 0 for o in primary)
-    return enough and powered
+    return enough and (powered or policy.enrollment_stopped is not None)
 
 
 def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, units: dict[str, int],
@@ -202,20 +215,24 @@ def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, unit
         lines += [f"{prefix}Segment harmed: {f.detail}" for f in harmed[v]]
         return lines
 
+    cautions = cautions_of(flags, {o.metric for o in outcomes if o.role in ("primary", "guardrail")})
+
     def close(decision: Decision, lines: list[str], ship: str | None = None) -> Verdict:
         """Every verdict ends with the progress line and the warnings."""
-        return Verdict(decision, ship, tuple(lines + [progress.capitalize()] + _warnings(flags)), status)
+        return Verdict(decision, ship, tuple(lines + [progress.capitalize()] + _warnings(flags)), status,
+                       tuple(cautions))
 
     def reasons_of(variants: list[str]) -> list[str]:
         return [line for v in variants for line in arm_reasons(v)]
 
+    words = _SHIPPED_WORDS if policy.shipped else _WORDS
     primary_all = [o for o in outcomes if o.role == "primary"]
     shippable = [v for v in arms if status[v] == "SHIP"]
     if shippable and enough:
         best = max(shippable, key=lambda v: min((o.rel_effect if o.higher_is_better else -o.rel_effect)
                                                 for o in primary_all if o.variant == v))
-        return close("SHIP", [f"Ship {best}: the primary metric improved and no guardrail was harmed"]
-                     + arm_reasons(best)
+        head = words["ship"].format(v=best, lift=_lift_words(primary_all, best))
+        return close("SHIP", [head] + arm_reasons(best)
                      + [f"Not shipped: {v} ({_NOT_SHIPPED[status[v]]})" for v in arms if v != best], best)
 
     bad = [v for v in arms if status[v] == "ROLLBACK"]
@@ -223,25 +240,76 @@ def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, unit
         cause = ("a primary metric or guardrail got significantly worse"
                  if any(_harmful([o for o in outcomes if o.variant == v]) for v in bad)
                  else "a segment is significantly harmed (policy: block)")
-        return close("ROLLBACK", [f"Roll back {', '.join(bad)}: {cause}"] + reasons_of(bad))
+        return close("ROLLBACK", [words["rollback"].format(v=", ".join(bad), cause=cause)] + reasons_of(bad))
 
     if shippable:  # significant, but minimum duration or sample not reached
         more = _more_needed(primary_all, days_running, units, policy)
-        return close("KEEP_RUNNING", ["Promising but too early to ship: " + more] + reasons_of(shippable))
+        return close("KEEP_RUNNING", [words["early"] + more] + reasons_of(shippable))
 
     if _planned_reached(primary_all, days_running, units, policy):
-        ruled = [f"{o.label}{' (' + o.variant + ')' if multi else ''}: effects outside {pct(o.rel_ci[0])} to {pct(o.rel_ci[1])} ruled out"
+        ruled = [f"{o.label}{' (' + o.variant + ')' if multi else ''}: effects outside {_ci_text(o)} ruled out"
                  for o in primary_all]
+        head = words["none"]
+        if policy.enrollment_stopped and any((o.extra_units_needed or 0) > 0 for o in primary_all):
+            head += (f" (enrollment stopped: no new units since {policy.enrollment_stopped}, so the target "
+                     "sample cannot be reached)")
         guardrails = [r for r in reasons_of(arms) if "unchanged" in r or "margin" in r]
-        return close("NO_DETECTABLE_EFFECT",
-                     ["No detectable effect on the primary metric with the planned sample"] + ruled + guardrails)
+        return close("NO_DETECTABLE_EFFECT", [head] + ruled + guardrails)
 
-    return close("KEEP_RUNNING", ["Keep running: " + _more_needed(primary_all, days_running, units, policy)]
+    return close("KEEP_RUNNING", [words["keep"] + _more_needed(primary_all, days_running, units, policy)]
                  + reasons_of(arms))
 
 
+_WORDS = {
+    "ship": "Ship {v}: the primary metric improved and no guardrail was harmed",
+    "rollback": "Roll back {v}: {cause}",
+    "early": "Promising but too early to ship: ",
+    "none": "No detectable effect on the primary metric with the planned sample",
+    "keep": "Keep running: ",
+}
+# status 'shipped': the treatment is already rolled out and a holdback keeps the old model
+_SHIPPED_WORDS = {
+    "ship": "Keep the shipped model {v}: it still beats the holdback{lift}",
+    "rollback": "Revert the shipped model {v}: {cause} against the holdback",
+    "early": "The shipped model looks better than the holdback, but it is too early to confirm: ",
+    "none": "The shipped model no longer shows a detectable effect over the holdback: the lift has faded",
+    "keep": "Keep monitoring the shipped model against the holdback: ",
+}
 _NOT_SHIPPED = {"SHIP": "also significantly better, but by less", "ROLLBACK": "harmful: roll it back",
                 "NONE": "no significant improvement"}
+# warnings that qualify a decision whichever metric they name (bias, drift, fragility)
+_DECISION_CAUTIONS = {"segment_harm", "novelty", "launch_decay", "decision_robustness", "verdict_stability",
+                      "distribution_drift", "segment_heterogeneity"}
+
+
+def _lift_words(primary: list[Outcome], v: str) -> str:
+    arm = [o for o in primary if o.variant == v]
+    if not arm:
+        return ""
+    o = arm[0]
+    return f" by {pct(o.rel_effect)} ({o.label})" if _has_lift(o) else f" ({o.label})"
+
+
+def _ci_text(o: Outcome) -> str:
+    if _has_lift(o):
+        return f"{pct(o.rel_ci[0])} to {pct(o.rel_ci[1])}"
+    if o.proportion:
+        return f"{o.abs_ci[0] * 100:+.2f} pt to {o.abs_ci[1] * 100:+.2f} pt"
+    return f"{o.abs_ci[0]:+.4g} to {o.abs_ci[1]:+.4g}"
+
+
+def cautions_of(flags: list[Flag], decisive: set[str]) -> list[str]:
+    """Warnings a decision carries: bias, drift and fragility warnings, and data warnings on a
+    decision metric (`decisive`: primary and guardrail metrics); a warning about a secondary metric
+    only is not one. The report derives the same list from the recorded health checks."""
+    out = []
+    for f in flags:
+        if f.status != "warn":
+            continue
+        if f.check in _DECISION_CAUTIONS or f.metric is None or f.metric in decisive:
+            prefix = "Segment harmed: " if f.check == "segment_harm" else ""
+            out.append(prefix + f.detail)
+    return list(dict.fromkeys(out))
 
 
 def _warnings(flags: list[Flag]) -> list[str]:

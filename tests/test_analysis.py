@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from scipy import optimize
 from scipy import stats as sps
+from statsmodels.stats import proportion as sm_proportion
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.proportion import confint_proportions_2indep
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 
 from abproxy.analysis import analyze_experiment, run_query
 from abproxy.config import parse_config
+from abproxy.stats import at_level
 from abproxy.warehouse import connect
 
 RTOL = 1e-6
@@ -182,27 +185,45 @@ def arms(u: pd.DataFrame, metric: str, variant: str):
     return c[metric].to_numpy(), t[metric].to_numpy(), xc, xt
 
 
+def ref_fieller(a, b, va, vb, cov, q):
+    """Fieller's interval for (A − B)/|B| by root finding on |A − ρB|/√(va − 2ρ·cov + ρ²vb) = q
+    (independent of the closed form in abproxy.stats.effects; METHODS §19)."""
+    def excess(rho):
+        return abs(a - rho * b) / math.sqrt(va - 2 * rho * cov + rho * rho * vb) - q
+
+    hat = a / b
+    span = 1.0
+    while excess(hat - span) < 0 or excess(hat + span) < 0:
+        span *= 2
+    lo = optimize.brentq(excess, hat - span, hat, xtol=1e-15, rtol=1e-14)
+    hi = optimize.brentq(excess, hat, hat + span, xtol=1e-15, rtol=1e-14)
+    lo, hi = lo - 1, hi - 1
+    return (lo, hi) if b > 0 else (-hi, -lo)
+
+
 def ref_mean(yc, yt):
     test = sps.ttest_ind(yt, yc, equal_var=False)
     lo, hi = CompareMeans(DescrStatsW(yt), DescrStatsW(yc)).tconfint_diff(alpha=ALPHA, usevar="unequal")
     mc, mt = yc.mean(), yt.mean()
     vc, vt = yc.var(ddof=1) / len(yc), yt.var(ddof=1) / len(yt)
-    rel, rel_se = (mt - mc) / mc, math.sqrt(vt / mc**2 + mt**2 * vc / mc**4)       # METHODS §2
+    rel, rel_se = (mt - mc) / abs(mc), math.sqrt(vt / mc**2 + mt**2 * vc / mc**4)       # METHODS §2, §19
     q = sps.t.ppf(1 - ALPHA / 2, test.df)
     return {"abs": mt - mc, "se": math.sqrt(vc + vt), "abs_ci": (lo, hi), "p": test.pvalue,
-            "rel": rel, "rel_se": rel_se, "rel_ci": (rel - q * rel_se, rel + q * rel_se), "n": len(yc) + len(yt)}
+            "rel": rel, "rel_se": rel_se, "rel_ci": ref_fieller(mt, mc, vt, vc, 0.0, q), "n": len(yc) + len(yt),
+            "parts": (mt, mc, vt, vc, 0.0)}
 
 
 def ref_proportion(yc, yt):
     sc, st, nc, nt = yc.sum(), yt.sum(), len(yc), len(yt)
-    _, p = proportions_ztest([st, sc], [nt, nc])
+    p = sm_proportion.test_proportions_2indep(st, nt, sc, nc, method="wald", compare="diff").pvalue   # §19
     lo, hi = confint_proportions_2indep(st, nt, sc, nc, method="wald", compare="diff", alpha=ALPHA)
     pc, pt = sc / nc, st / nt
     vc, vt = pc * (1 - pc) / nc, pt * (1 - pt) / nt
     rel, rel_se = (pt - pc) / pc, math.sqrt(vt / pc**2 + pt**2 * vc / pc**4)
     z = sps.norm.ppf(1 - ALPHA / 2)
     return {"abs": pt - pc, "se": math.sqrt(vc + vt), "abs_ci": (lo, hi), "p": p,
-            "rel": rel, "rel_se": rel_se, "rel_ci": (rel - z * rel_se, rel + z * rel_se), "n": nc + nt}
+            "rel": rel, "rel_se": rel_se, "rel_ci": ref_fieller(pt, pc, vt, vc, 0.0, z), "n": nc + nt,
+            "parts": (pt, pc, vt, vc, 0.0)}
 
 
 def ref_ratio(yc, yt, xc, xt):
@@ -214,10 +235,11 @@ def ref_ratio(yc, yt, xc, xt):
     (rc, vc), (rt, vt) = arm(yc, xc), arm(yt, xt)
     se = math.sqrt(vc + vt)
     z = sps.norm.ppf(1 - ALPHA / 2)
-    rel, rel_se = (rt - rc) / rc, math.sqrt(vt / rc**2 + rt**2 * vc / rc**4)
+    rel, rel_se = (rt - rc) / abs(rc), math.sqrt(vt / rc**2 + rt**2 * vc / rc**4)
     return {"abs": rt - rc, "se": se, "abs_ci": (rt - rc - z * se, rt - rc + z * se),
             "p": 2 * sps.norm.sf(abs(rt - rc) / se), "rel": rel, "rel_se": rel_se,
-            "rel_ci": (rel - z * rel_se, rel + z * rel_se), "n": len(yc) + len(yt), "rc": rc, "rt": rt}
+            "rel_ci": ref_fieller(rt, rc, vt, vc, 0.0, z), "n": len(yc) + len(yt), "rc": rc, "rt": rt,
+            "parts": (rt, rc, vt, vc, 0.0)}
 
 
 def ref_cuped(yc, yt, xc, xt):
@@ -238,10 +260,14 @@ def ref_cuped(yc, yt, xc, xt):
     gc = np.array([-(ybt - theta * xbt + theta * xbc) / ybc**2, theta / ybc])
     var_rel = gt @ np.cov(yt, xt, ddof=1) @ gt / len(yt) + gc @ np.cov(yc, xc, ddof=1) @ gc / len(yc)
     rel_se = math.sqrt(var_rel)
+    # Fieller on A = ȳT − θ(x̄T − x̄C), B = ȳC (METHODS §19), θ held fixed as in §5
+    cov_c = np.cov(yc, xc, ddof=1)
+    var_a = np.var(yt - theta * xt, ddof=1) / len(yt) + theta ** 2 * cov_c[1, 1] / len(yc)
+    parts = (ybt - theta * (xbt - xbc), ybc, var_a, cov_c[0, 0] / len(yc), theta * cov_c[0, 1] / len(yc))
     # the textbook regression y ~ treatment + (x − x̄) with a free slope (θ estimated within arms)
     free = sm.OLS(y, sm.add_constant(np.column_stack([treat, x - x.mean()]))).fit(cov_type="HC2")
     return {"abs": est, "se": se, "abs_ci": (est - q * se, est + q * se), "p": welch.pvalue,
-            "rel": rel, "rel_se": rel_se, "rel_ci": (rel - q * rel_se, rel + q * rel_se), "n": len(y),
+            "rel": rel, "rel_se": rel_se, "rel_ci": ref_fieller(*parts, q), "n": len(y), "parts": parts,
             "free_est": free.params[1], "free_se": free.bse[1], "theta": theta,
             "unadj_se": math.sqrt(yc.var(ddof=1) / len(yc) + yt.var(ddof=1) / len(yt))}
 
@@ -314,7 +340,7 @@ CASES = [(m, v) for m in MEANS + PROPORTIONS + RATIOS + CUPEDS for v in TREATMEN
 def test_fixed_horizon_equals_reference(world, metric, variant):
     r = overall(world["fixed"], metric, variant)
     ref = reference(world["units"], metric, variant)
-    e = r.effect
+    e = at_level(r.effect, ALPHA)           # the statistics at α; the run shows them at the adjusted level
     assert r.control_units + r.variant_units == ref["n"]
     close(e.abs_effect, ref["abs"])
     close(e.abs_se, ref["se"])
@@ -360,9 +386,10 @@ def test_sequential_intervals_are_wider_and_follow_methods_7(world):
         rho_h = tuning / (math.log(1 - 2 * math.log(ALPHA)) - 2 * math.log(ALPHA))
         h_eppo = ef.abs_se * math.sqrt((n + rho_h) * math.log((n + rho_h) / (rho_h * ALPHA**2)) / n)
         assert h == pytest.approx(h_eppo, rel=1e-9)
+        ef, es = at_level(ef, ALPHA), at_level(es, ALPHA)
         close(es.abs_ci, (ef.abs_effect - h, ef.abs_effect + h))
-        hr = h / ef.abs_se * ef.rel_se
-        close(es.rel_ci, (ef.rel_effect - hr, ef.rel_effect + hr))
+        ref = reference(world["units"], metric, variant)
+        close(es.rel_ci, ref_fieller(*ref["parts"], h / ef.abs_se))        # Fieller at the CS multiplier
         assert es.abs_ci[1] - es.abs_ci[0] > ef.abs_ci[1] - ef.abs_ci[0]
         assert es.rel_ci[1] - es.rel_ci[0] > ef.rel_ci[1] - ef.rel_ci[0]
         # always-valid p (GrowthBook) and its duality with the confidence sequence
@@ -411,6 +438,11 @@ def test_the_planted_effect_is_found(world):
     """b has a +6% purchase rate, c none: sanity of the data, not of the statistics."""
     b, c = overall(world["fixed"], "revenue_cuped", "b"), overall(world["fixed"], "revenue_cuped", "c")
     assert b.effect.rel_ci[0] < 0.06 < b.effect.rel_ci[1]
+    # every interval shown agrees with the decision: it excludes 0 exactly when the result is significant
+    for r in world["fixed"].results + world["seq"].results:
+        lo, hi = r.effect.abs_ci
+        if np.isfinite(lo) and abs(r.p_value_adjusted - ALPHA) > 1e-9:
+            assert r.significant == (lo > 0 or hi < 0), (r.metric, r.variant, r.segment)
     assert c.effect.rel_ci[0] < 0 < c.effect.rel_ci[1]
 
 
@@ -424,7 +456,7 @@ def test_segment_effects_equal_reference_on_the_subset(world):
                     and r.metric == metric and r.variant == "b"]
             ref = reference(sub, metric, "b")
             close(r.effect.abs_effect, ref["abs"])
-            close(r.effect.abs_ci, ref["abs_ci"])
+            close(at_level(r.effect, ALPHA).abs_ci, ref["abs_ci"])
             close(r.effect.p_value, ref["p"])
 
 

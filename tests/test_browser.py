@@ -170,3 +170,91 @@ def test_other_pages_in_a_real_browser(server, browser, path, heading, expected,
         screenshot(page, shot)
     finally:
         page.close()
+
+
+# --------------------------------------------------------------------------- every page, read as a reader (issue 11)
+
+import contextlib  # noqa: E402
+import re  # noqa: E402
+
+from handmade import HAND, TITLES, handmade_ws  # noqa: E402,F401
+
+BAD_TOKENS = re.compile(r"(?<![\w-])(nan|NaN|None|inf|-inf|\+inf)(?![\w-])")
+VEGA_WARNING = re.compile(r"infinite extent|WARN|Vega|vega", re.I)
+
+
+@contextlib.contextmanager
+def serving(workspace: Path, log: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--", "--workspace", str(workspace)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def experiment_keys(workspace: Path) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(workspace / "data" / "report.duckdb"), read_only=True)
+    try:
+        return [k for (k,) in con.execute("SELECT experiment FROM experiments ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+
+
+def read_every_page(browser, url: str, keys: list[str], shots: dict[str, str] | None = None) -> dict[str, str]:
+    """Open every page (each experiment's too) and fail on nan/None/inf in the text, a Vega warning in
+    the console, or Streamlit's Deploy button; returns the text of each page."""
+    shots = shots or {}
+    pages = [("/", "Rollout overview"), ("/metrics", "Metrics catalog"), ("/models", "Model leaderboard"),
+             ("/data-health", "Data health")] + [(f"/experiment?experiment={k}", None) for k in keys]
+    texts = {}
+    for path, heading in pages:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(url + path)
+            main = page.locator('[data-testid="stMain"]')
+            if heading:
+                main.get_by_text(heading, exact=True).first.wait_for()
+            page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+            page.wait_for_function("document.querySelector('[data-testid=\"stMain\"]').innerText.length > 200")
+            fit_viewport(page)
+            page.wait_for_timeout(1500)
+            text = main.inner_text().replace("\u2060", "")
+            texts[path] = text
+            assert not BAD_TOKENS.findall(text), (path, sorted(set(BAD_TOKENS.findall(text))))
+            vega = [m for m in console if VEGA_WARNING.search(m) and m.split(":")[0] in ("warning", "error")]
+            assert not vega, (path, vega)
+            assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, "the Deploy button is shown"
+            assert "Deploy" not in page.locator("header").inner_text() if page.locator("header").count() else True
+            assert page.locator('img[src*="example.invalid"]').count() == 0, "a remote image in user text was fetched"
+            if path in shots:
+                screenshot(page, shots[path])
+        finally:
+            page.close()
+    return texts
+
+
+def test_every_page_of_the_simulated_workspace_reads_cleanly(server, browser, report_ws):
+    read_every_page(browser, server, experiment_keys(report_ws))
+
+
+def test_every_page_of_a_handmade_workspace_reads_cleanly(browser, handmade_ws, tmp_path):
+    with serving(handmade_ws, tmp_path / "streamlit.log") as url:
+        texts = read_every_page(browser, url, experiment_keys(handmade_ws))
+    title = texts[f"/experiment?experiment={HAND}"]
+    assert "root:x:0" in title and "![logo](http://example.invalid/x.png)" in title and "*stars*" in title

@@ -303,15 +303,16 @@ def test_print_diff(ledger, capsys):
 def test_leaderboard_lists_every_model_version_including_rolled_back(ledger):
     root, runs = ledger
     rows = models(Workspace.open(root))
+    # sorted by each arm's own outcome (best first), then the primary lift; baselines last
     assert [(r["model"], r["version"], r["experiment"], r["variant"]) for r in rows] == [
-        ("ranker", "2.9.0", "bad", "control"), ("ranker", "3.0.0", "bad", "treatment"),
-        ("recsys", "1.4.0", "win", "control"), ("recsys", "2.0.0", "win", "treatment")]
+        ("recsys", "2.0.0", "win", "treatment"), ("ranker", "3.0.0", "bad", "treatment"),
+        ("ranker", "2.9.0", "bad", "control"), ("recsys", "1.4.0", "win", "control")]
     by = {(r["experiment"], r["variant"]): r for r in rows}
 
     bad = by["bad", "treatment"]
     assert bad["experiment_status"] == "rolled_back" and bad["role"] == "treatment"
     assert bad["run_id"] == runs[3]["bad"].run_id              # its latest run (not analysed in run 5)
-    assert bad["decision"] == "ROLLBACK" and bad["variant_status"] == "roll back" and not bad["shipped"]
+    assert bad["decision"] == "ROLLBACK" and bad["variant_status"] == "rolled back" and not bad["shipped"]
     spend = next(e for e in bad["effects"] if e["metric"] == "spend_per_user")
     expected = next(r for r in runs[3]["bad"].results if r.segment == "" and r.metric == "spend_per_user")
     assert spend["role"] == "primary" and spend["significant"] and spend["rel_effect"] < 0
@@ -320,7 +321,9 @@ def test_leaderboard_lists_every_model_version_including_rolled_back(ledger):
 
     win = by["win", "treatment"]
     assert win["run_id"] == runs[4]["win"].run_id and win["experiment_status"] == "running"
-    assert win["shipped"] == (win["decision"] == "SHIP" and win["ship_variant"] == "treatment")
+    assert not win["shipped"]                                   # a running experiment has shipped nothing yet
+    assert win["variant_status"] == ("ship recommended" if win["decision"] == "SHIP" else win["variant_status"])
+    assert win["variant_status"] != "shipped"
     assert win["effects"] and all(e["control"] == "control" for e in win["effects"])
 
     for key in (("bad", "control"), ("win", "control")):
@@ -352,7 +355,10 @@ def test_leaderboard_keeps_removed_and_failed_experiments(ledger, tmp_path):
     ghost = by["ghost", "treatment"]
     assert ghost["run_status"] == "failed" and ghost["variant_status"] == "analysis failed"
     assert "loyalty_tier" in ghost["error"] and ghost["effects"] == [] and ghost["decision"] is None
-    assert [r["model"] for r in rows] == sorted(r["model"] for r in rows)
+    from abproxy.history import outcome_rank
+
+    ranks = [outcome_rank(r["variant_status"]) for r in rows]
+    assert ranks == sorted(ranks)
 
 
 def test_print_models(ledger, capsys):

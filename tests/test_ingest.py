@@ -335,6 +335,19 @@ def test_bad_event_rows_are_rejected_with_reason_and_row_number(con, inbox):
     assert ledger(con) == [("events/a.csv", "loaded", 2, 8, 0)]
 
 
+def test_values_that_would_overflow_a_sum_of_squares_are_rejected(con, inbox):
+    """1e200 used to load, and every later analysis of the experiment failed (issue 11, item 2)."""
+    write(inbox / "events" / "big.csv", EVENTS_HEADER +
+          "u1,purchase,2026-01-05 10:00:00,1e200,e1\n"
+          "u2,purchase,2026-01-05 10:00:00,-2e160,e2\n"
+          "u3,purchase,2026-01-05 10:00:00,1e150,e3\n")
+    summary = run(con, inbox)
+    assert (summary.rows_loaded, summary.rows_rejected) == (1, 2)
+    reasons = [r[2] for r in rejected(con)]
+    assert len(reasons) == 2 and all(r.startswith("value too large") and "1e+154" in r for r in reasons)
+    assert rows(con, "SELECT unit_id FROM events") == [("u3",)]
+
+
 def test_bad_exposure_rows_are_rejected_and_unknown_experiments_stored(con, inbox):
     config = parse_config({"metrics": {"m": {"type": "mean", "event": "purchase"}},
                            "experiments": {"recsys-v2": {"control": "v1", "variants": {"v1": {}, "v2": {}},

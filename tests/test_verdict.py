@@ -357,7 +357,7 @@ class TestNoEffectOrKeepRunning:
         v = run([primary(extra=2500, **self.FLAT)], policy=policy)
         assert v.decision == "KEEP_RUNNING"
         assert v.reasons[0] == ("Keep running: Needs about 2,500 more units per variant for the power to detect "
-                                "the target effect (~5 more day(s) at the current rate)")
+                                "the target effect (~5 more day(s) at the recent enrollment rate)")
         assert "Spend per user +0.4% (95% CI -1.1% to +1.9%), not significant" in v.reasons
 
     def test_power_uses_the_hungriest_primary(self):

@@ -12,6 +12,8 @@ def main() -> None:
     from abproxy.report import gates, login, navigation
     from abproxy.report.data import workspace_root
 
+    # a product manager must not read Streamlit's "Deploy" button as "deploy the model": no developer toolbar
+    st.set_option("client.toolbarMode", "minimal")
     st.set_page_config(page_title="abproxy report", page_icon="🧪", layout="wide")
     login.gate(workspace_root())   # with 'auth:' in abproxy.yaml: only allowed, logged-in users go on
     pages = navigation()

@@ -35,7 +35,9 @@ JOB_STATUS: dict[str, tuple[str, str]] = {"ok": ("green", "✔"), "running": ("b
 
 _MD_ALWAYS = re.compile(r"([\\`*\[\]<>|$~])")          # code, emphasis, links/directives, HTML, tables, LaTeX
 _MD_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # emphasis can only start/end at a word edge
-_MD_COLON = re.compile(r":(?=[A-Za-z])")                   # :shortcode: emoji and :red[...] directives
+_MD_COLON = re.compile(r":(?=[A-Za-z])")                   # :red[...] directives
+_MD_EMOJI = re.compile(r":(?=[\w-]+:)")                     # :x: shortcodes (matched on the text, after escapes)
+WORD_JOINER = "\u2060"                                      # invisible; breaks the shortcode pattern
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")                     # &lt; would render as <
 _MD_LINE_START = re.compile(r"^(\s*)([#>+\-=]|\d+(?=[.)]))")  # headings, quotes, lists at the start
 
@@ -49,6 +51,7 @@ def md(value: Any) -> str:
     text = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
     text = _MD_ALWAYS.sub(r"\\\1", text)
     text = _MD_UNDERSCORE.sub(r"\\_", text)
+    text = _MD_EMOJI.sub(":" + WORD_JOINER, text)
     text = _MD_COLON.sub(r"\\:", text)
     text = _MD_ENTITY.sub(r"\\&", text)
     match = _MD_LINE_START.match(text)
@@ -121,7 +124,15 @@ def verdict_badge(decision: str | None) -> str:
     return f":{colour}-badge[{symbol} {md(code)}]"
 
 
-def verdict_meaning(decision: str | None) -> str:
+SHIPPED_MEANING = {"SHIP": "keep the shipped model", "ROLLBACK": "revert the shipped model",
+                   "NO_DETECTABLE_EFFECT": "the shipped model's lift has faded",
+                   "KEEP_RUNNING": "keep monitoring against the holdback"}
+
+
+def verdict_meaning(decision: str | None, shipped: bool = False) -> str:
+    """Plain words for a decision; a shipped model (holdback monitoring) is kept or reverted."""
+    if shipped and decision in SHIPPED_MEANING:
+        return SHIPPED_MEANING[decision]
     return VERDICTS.get(decision or "NOT_ANALYSED", ("", "", ""))[2]
 
 
@@ -169,18 +180,19 @@ def guardrail_margins(view) -> dict[str, dict[str, Any]]:
     return {g.get("metric"): g for g in view.meta.get("guardrails") or [] if isinstance(g, dict)}
 
 
-def margin_position(view, row: dict[str, Any]) -> float | None:
-    """Where a guardrail's tolerated harm sits on the relative-lift axis (None: not a guardrail).
-    An absolute margin is converted with the control mean."""
+def margin_position(view, row: dict[str, Any], unit: str = "rel") -> float | None:
+    """Where a guardrail's tolerated harm sits on the axis of its unit (None: not a guardrail, or
+    no margin). An absolute margin shown on a relative axis is converted with the control mean."""
     g = guardrail_margins(view).get(row["metric"])
     if g is None or row.get("role") != "guardrail":
         return None
     margin = float(g.get("margin") or 0.0)
-    if not g.get("relative", True):
+    relative = bool(g.get("relative", True))
+    if relative != (unit == "rel"):
         base = row.get("control_mean")
         if not finite(base) or float(base) == 0:
             return None
-        margin = margin / abs(float(base))
+        margin = margin / abs(float(base)) if unit == "rel" else margin * abs(float(base))
     return -margin if view.higher_is_better(row["metric"]) else margin
 
 
@@ -192,22 +204,114 @@ def forest_rows(view) -> list[dict[str, Any]]:
     rows = []
     for r in overall.to_dict("records"):
         label = f"{view.metric_label(r['metric'])} ({r['role']})" + (f" · {r['variant']}" if multi else "")
+        unit, est, lo, hi = shown_effect(view, r)
         rows.append({"label": label, "metric": r["metric"], "role": r["role"], "variant": r["variant"],
-                     "rel": r["rel_effect"], "lo": r["rel_ci_lo"], "hi": r["rel_ci_hi"],
-                     "significant": bool(r["significant"]) if finite(r["rel_effect"]) else False,
+                     "unit": unit, "rel": est, "lo": lo, "hi": hi,
+                     "significant": bool(r["significant"]) if finite(est) else False,
                      "assessment": assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"])),
-                     "margin": margin_position(view, r)})
+                     "margin": margin_position(view, r, unit)})
     return rows
 
 
+def metric_unit(view, metric: str) -> str:
+    """The one unit a metric's effects read in on every page and in the export (format.unit_of)."""
+    g = guardrail_margins(view).get(metric)
+    types = dict(zip(view.metrics["metric"], view.metrics["type"])) if len(view.metrics) else {}
+    relative = True if g is None or view.meta.get("roles", {}).get(metric) != "guardrail" else g.get("relative", True)
+    return fmt.unit_of(types.get(metric), bool(relative))
+
+
+def shown_effect(view, row: dict[str, Any]) -> tuple[str, Any, Any, Any]:
+    """(unit, estimate, lower, upper) as a reader sees a result: the metric's unit; the absolute
+    effect when the lift has no interval (control mean not clearly away from 0)."""
+    unit = metric_unit(view, row["metric"])
+    if unit == "rel" and finite(row.get("rel_effect")) and finite(row.get("rel_ci_lo")) and finite(row.get("rel_ci_hi")):
+        return unit, row["rel_effect"], row["rel_ci_lo"], row["rel_ci_hi"]
+    if unit == "rel":
+        types = dict(zip(view.metrics["metric"], view.metrics["type"])) if len(view.metrics) else {}
+        unit = "pt" if types.get(row["metric"]) == "proportion" else "abs"
+    return unit, row.get("abs_effect"), row.get("abs_ci_lo"), row.get("abs_ci_hi")
+
+
+def effect_text(view, row: dict[str, Any], level: float | None = None) -> str:
+    """A result's effect with its decision interval, in the metric's unit."""
+    unit, est, lo, hi = shown_effect(view, row)
+    return fmt.effect(est, lo, hi, 1 - view.alpha if level is None else level, unit)
+
+
+# plain titles for the health checks (the snake_case names stay in the ledger and the JSON)
+CHECK_TITLES = {
+    "srm": "Traffic split (sample-ratio mismatch)", "multiple_exposures": "Units that saw several variants",
+    "early_exposures": "Exposures long before the experiment", "invalid_sums": "Impossible metric sums",
+    "unknown_variants": "Exposures to unknown variants", "unknown_experiments": "Exposures to unknown experiments",
+    "future_timestamps": "Timestamps in the future", "event_profile": "Event profile", "null_values": "Missing values",
+    "event_missing": "Events that stopped arriving", "event_volume": "Daily event volume",
+    "duplicate_events": "Duplicated events", "late_data": "Late data", "segment_harm": "Harmed segments",
+    "segment_heterogeneity": "Effect differs between segments", "novelty": "Fading lift (novelty)",
+    "launch_decay": "Effect since launch", "distribution_drift": "Metric distribution drift",
+    "decision_robustness": "Decision robustness (capping, CUPED, window)",
+    "verdict_stability": "Verdict stability across runs",
+}
+
+
+def check_title(name: Any) -> str:
+    return CHECK_TITLES.get(str(name), fmt.words(name))
+
+
+def cautions(view) -> list[str]:
+    """The warnings the latest verdict carries (the same rule as the verdict's `cautions`)."""
+    from abproxy.verdict import Flag, cautions_of
+
+    h, run = view.health, view.run
+    if run is None or h.empty or run.get("status") != "ok" or run.get("decision") == "INVALID":
+        return []
+    roles = view.meta.get("roles") or {}
+    flags = [Flag(r["check_name"], r["status"], r.get("detail") or "", _text(r.get("segment")),
+                  _text(r.get("metric")), _text(r.get("variant"))) for r in h.to_dict("records")]
+    return cautions_of(flags, {m for m, role in roles.items() if role in ("primary", "guardrail")})
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def harmed_segments(view) -> list[dict[str, Any]]:
-    """Segments the health checks flagged as harmed (segment_harm warnings), with their detail."""
+    """Segments the health checks flagged as harmed (segment_harm warnings), with their detail (the
+    'no segment harmed' OK row is not a harmed segment)."""
     h = view.health
     if h.empty:
         return []
-    rows = h[h["check_name"] == "segment_harm"]
+    rows = h[(h["check_name"] == "segment_harm") & (h["status"] != "ok")]
     return [{"segment": r["segment"], "metric": r["metric"], "variant": r["variant"], "detail": r["detail"],
              "status": r["status"]} for r in rows.to_dict("records")]
+
+
+def harmed_text(h: dict[str, Any]) -> str:
+    """'country=DE (spend_per_user, treatment): -12.8% …' without repeating the segment."""
+    detail = str(h.get("detail") or "")
+    seg = h.get("segment") if isinstance(h.get("segment"), str) else ""
+    if seg and detail.startswith(seg + ":"):
+        detail = detail[len(seg) + 1:].strip()
+    return detail
+
+
+def pooled_note(part: pd.DataFrame, minimum: Any) -> str | None:
+    """What was pooled into 'other' and why."""
+    other = part[part["segment_value"] == "other"]
+    if other.empty:
+        return None
+    details = _loads(other.iloc[0].get("details"), {}) or {}
+    values = details.get("pooled") or []
+    shown = ", ".join(str(v) for v in values[:12]) + (f" and {len(values) - 12} more" if len(values) > 12 else "")
+    return (f"'other' pools {len(values)} value(s) ({shown}) that had fewer than {c.count(minimum)} units in some "
+            "arm (or no units in one), so that each row compares enough units." if values else
+            f"'other' pools the values with fewer than {c.count(minimum)} units in some arm.")
+
+
+def _loads(value: Any, default: Any) -> Any:
+    from abproxy.ledger import loads
+
+    return loads(value, default)
 
 
 def needs_text(reasons: list[str]) -> str | None:
@@ -294,6 +398,22 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def time_scale(values: Any) -> Any:
+    """A time axis that never collapses to one instant (a single run would read '.500 .500 …'): the
+    domain spans the values, padded by an hour, at least a day wide."""
+    import altair as alt
+
+    stamps = [pd.Timestamp(v) for v in values if v is not None and not pd.isna(v)]
+    if not stamps:
+        return alt.Scale()
+    lo, hi = min(stamps), max(stamps)
+    pad = max(pd.Timedelta(hours=1), (pd.Timedelta(days=1) - (hi - lo)) / 2)
+    def stamp(t: pd.Timestamp) -> Any:   # local-time fields, like the ISO strings of chart_data
+        return alt.DateTime(year=t.year, month=t.month, date=t.day, hours=t.hour, minutes=t.minute)
+
+    return alt.Scale(domain=[stamp(lo - pad), stamp(hi + pad)])
 
 
 def chart_data(rows: Any) -> Any:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
 from abproxy.errors import UnknownExperimentError
-from abproxy.history import arm_status
+from abproxy.history import arm_outcome, arm_status
 from abproxy import ledger
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
 from abproxy.offline import latest_lineage, offline_vs_online, registry_fields
@@ -188,17 +188,19 @@ def primary_results(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None = 
     where = "" if run_ids is None else "AND r.run_id IN (SELECT unnest(?::VARCHAR[]))"
     named = "metrics" in tables(con)
     label = "coalesce(m.name, r.metric)" if named else "r.metric"
+    mtype = "m.type" if named else "NULL"
     join = "LEFT JOIN metrics m ON m.metric = r.metric" if named else ""
     sql = """
         WITH firsts AS (
             SELECT run_id, arg_min(metric, ord) AS metric FROM (
                 SELECT run_id, metric, min(rowid) AS ord FROM results
                 WHERE segment = '' AND role = 'primary' GROUP BY run_id, metric) GROUP BY run_id)
-        SELECT r.run_id, r.experiment, r.metric, {label} AS label, r.variant, r.control, r.rel_effect, r.rel_ci_lo, r.rel_ci_hi,
+        SELECT r.run_id, r.experiment, r.metric, {label} AS label, {mtype} AS type, r.variant, r.control, r.rel_effect,
+               r.rel_ci_lo, r.rel_ci_hi,
                r.abs_effect, r.abs_ci_lo, r.abs_ci_hi, r.p_value_adjusted, r.significant
         FROM results r JOIN firsts f USING (run_id, metric) {join}
         WHERE r.segment = '' {where}
-        ORDER BY r.run_id, r.variant""".format(label=label, join=join, where=where)
+        ORDER BY r.run_id, r.variant""".format(label=label, mtype=mtype, join=join, where=where)
     return _df(con, sql, [run_ids] if run_ids is not None else None)
 
 
@@ -210,7 +212,7 @@ def overview(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     by_key = {r["experiment"]: r for r in _records(latest)}
     ids = [r["run_id"] for r in by_key.values()]
     prim = primary_results(con, ids) if by_key else pd.DataFrame()
-    problems = _df(con, """SELECT run_id, check_name, status, segment FROM health
+    problems = _df(con, """SELECT run_id, check_name, status, segment, metric, variant, detail FROM health
                            WHERE status <> 'ok' AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""",
                    [ids]) if ids and "health" in have else pd.DataFrame(columns=["run_id"])
     out = []
@@ -218,8 +220,20 @@ def overview(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         run = by_key.get(exp["experiment"])
         lifts = _records(prim[prim["run_id"] == run["run_id"]]) if run is not None and len(prim) else []
         issues = _records(problems[problems["run_id"] == run["run_id"]]) if run is not None else []
-        out.append({**exp, "run": run, "primary": lifts, "issues": issues})
+        out.append({**exp, "run": run, "primary": lifts, "issues": issues, "cautions": _cautions(exp, run, issues)})
     return out
+
+
+def _cautions(exp: dict[str, Any], run: dict[str, Any] | None, issues: list[dict[str, Any]]) -> list[str]:
+    """The latest verdict's cautions, by the verdict's own rule (`verdict.cautions_of`)."""
+    from abproxy.verdict import Flag, cautions_of
+
+    if run is None or run.get("status") != "ok" or run.get("decision") == "INVALID":
+        return []
+    roles = loads(exp.get("roles"), {}) or {}
+    flags = [Flag(i["check_name"], i["status"], i.get("detail") or "", i.get("segment"), i.get("metric"),
+                  i.get("variant")) for i in issues]
+    return cautions_of(flags, {m for m, r in roles.items() if r in ("primary", "guardrail")})
 
 
 def portfolio(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -390,7 +404,9 @@ def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             if run is not None and len(effects) else pd.DataFrame()
         measured = [{**e, "label": names.get(e["metric"], e["metric"])} for e in _records(mine)]
         out.append({**v, "experiment_name": exp.get("name") or v["experiment"], "experiment_status": exp.get("status"),
-                    "run": run, "effects": measured, "verdict": arm_verdict(v, run), **registry_fields(lin)})
+                    "run": run, "effects": measured, "verdict": arm_verdict(v, run),
+                    "outcome": arm_outcome(v["variant"], bool(v.get("is_control")), exp.get("status"), run),
+                    **registry_fields(lin)})
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from abproxy import format as fmt
 from abproxy.report import components as c
 from abproxy.report import gates
 from abproxy.report import data
@@ -44,8 +45,20 @@ def files(frame) -> None:
         st.markdown("**Skipped files**\n" + "\n".join(
             f"- {c.md(r['path'])}: {c.md(r['status'])}" + (f" — {c.md(r['message'])}" if r.get("message") else "")
             for r in other.head(20).to_dict("records")))
-    st.dataframe(frame, hide_index=True, width="stretch",
-                 column_config={"loaded_at": st.column_config.DatetimeColumn("loaded at (UTC)")})
+    st.dataframe(display_files(frame), hide_index=True, width="stretch")
+
+
+def display_files(frame):
+    """The ingest ledger as a reader sees it: sizes in KB/MB, times to the minute, no empty markers."""
+    import pandas as pd
+
+    rows = [{"file": r["path"], "kind": r["kind"], "status": r["status"], "size": fmt.size(r.get("size")),
+             "rows loaded": fmt.count(r.get("rows_loaded")), "rejected": fmt.count(r.get("rows_rejected")),
+             "duplicates": fmt.count(r.get("rows_duplicate")), "loaded at (UTC)": fmt.when(r.get("loaded_at")),
+             "message": r.get("message") if isinstance(r.get("message"), str) else "",
+             "sha256": (r.get("sha256") or "")[:12] if isinstance(r.get("sha256"), str) else ""}
+            for r in frame.to_dict("records")]
+    return pd.DataFrame(rows)
 
 
 def rejected(frame) -> None:
@@ -56,9 +69,9 @@ def rejected(frame) -> None:
     st.markdown(c.md_table(["Reason", "Rows", "Files"],
                            [[c.md(r["reason"]), c.count(r["rows"]), c.count(r["files"])] for r in frame.to_dict("records")]))
     for r in frame.to_dict("records"):
-        with st.expander(f"Examples: {r['reason']} ({r['rows']:,} rows)"):
+        with st.expander(f"Examples: {c.md(r['reason'])} ({fmt.count(r['rows'])} rows)"):
             for ex in list(r["examples"]):
-                st.text(f"{ex['path']} row {ex['row']}: {ex['raw']}")
+                st.text(f"{ex['path']} row {fmt.count(ex['row'])}: {ex['raw']}")
 
 
 def jobs(frame) -> None:

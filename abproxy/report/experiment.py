@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from abproxy import format as fmt
 from abproxy.report import components as c
 from abproxy.report import export  # noqa: F401  (registers the review_html query)
 from abproxy.report import gates
@@ -40,7 +41,7 @@ def choose(exps: pd.DataFrame) -> str:
 
 def header(view: data.ExperimentView) -> None:
     meta = view.meta
-    st.title(view.name)
+    st.title(c.md(view.name))
     bits = [f"key **{c.md(view.key)}**", f"status **{c.md(meta.get('status') or 'unknown')}**"]
     if meta.get("owner"):
         bits.append(f"owner {c.md(meta['owner'])}")
@@ -55,16 +56,25 @@ def verdict_banner(view: data.ExperimentView) -> None:
     run = view.run
     decision = run.get("decision") if run.get("status") == "ok" else "FAILED"
     reasons = data.loads(run.get("reasons"), [])
-    ship = f" → ship **{c.md(run['ship_variant'])}**" if run.get("ship_variant") else ""
-    body = [f"### {c.md(c.verdict_text(decision))}{ship}", f"Verdict: {c.verdict_meaning(decision)}."]
+    shipped = view.meta.get("status") == "shipped"
+    cautions = c.cautions(view)
+    target = "keep the shipped" if shipped else "ship"
+    ship = f" → {target} **{c.md(run['ship_variant'])}**" if run.get("ship_variant") else ""
+    caution = f" — with {len(cautions)} caution{'s' if len(cautions) > 1 else ''}" if cautions else ""
+    body = [f"### {c.md(c.verdict_text(decision))}{ship}{caution}",
+            f"Verdict: {c.verdict_meaning(decision, shipped)}."]
+    if cautions:
+        body.append("**Before acting, read:** " + " ".join(f"⚠ {c.md(x)}" for x in cautions))
     if run.get("status") != "ok":
         body.append(f"The latest analysis failed: {c.md(run.get('error') or 'unknown error')}")
     body += [f"- {c.md(r)}" for r in reasons]
-    CALLOUT.get(decision, st.info)("\n".join(body))
+    callout = st.warning if cautions and decision in ("SHIP", "KEEP_RUNNING", "NO_DETECTABLE_EFFECT") else \
+        CALLOUT.get(decision, st.info)
+    callout("\n".join(body), icon=":material/warning:" if cautions else None)
     units = data.loads(run.get("units"), {})
     st.markdown(f"{c.verdict_badge(decision)} Run **{c.md(run['run_id'])}** · data as of {c.when(run.get('as_of'))} · "
                 f"analysed {c.when(run.get('finished_at') or run.get('started_at'))} · "
-                f"{c.num(run.get('days_running'), 3)} days · units "
+                f"{fmt.days(run.get('days_running'))} · units "
                 + ", ".join(f"{c.md(v)} {c.count(n)}" for v, n in units.items())
                 + f" · method {c.md(run.get('method') or 'n/a')}")
 
@@ -82,7 +92,7 @@ def scorecard(view: data.ExperimentView) -> None:
     detailed = st.toggle("Show statistical details", help="method, sample sizes, variances, CUPED, MDE")
     level = 1 - view.alpha
     types = dict(zip(view.metrics["metric"], view.metrics["type"])) if len(view.metrics) else {}
-    headers = ["Metric", "Role", "Arm", "Control", "Variant", f"Lift ({level:.0%} CI)", "Adj. p", "Result"]
+    headers = ["Metric", "Role", "Arm", "Control", "Variant", f"Change ({level:.0%} CI)", "Adj. p", "Result"]
     if detailed:
         headers += ["Method", "n (control / variant)", "Variance (control / variant)", "CUPED variance cut",
                     "MDE (relative)", "MDE (absolute)", "Raw p", "Warning"]
@@ -92,60 +102,96 @@ def scorecard(view: data.ExperimentView) -> None:
         mark = {"better": ":green[▲ better, significant]", "worse": ":red[▼ worse, significant]",
                 "none": "○ not significant"}[verdict]
         mtype = types.get(r["metric"])
+        control, variant = fmt.values([r["control_mean"], r["variant_mean"]], mtype)
         row = [f"**{c.md(view.metric_label(r['metric']))}** ({c.md(r['metric'])})", c.md(r["role"]), c.md(r["variant"]),
-               c.value_text(r["control_mean"], mtype), c.value_text(r["variant_mean"], mtype),
-               c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level), c.pvalue(r["p_value_adjusted"]), mark]
+               control, variant, c.effect_text(view, r, level), c.pvalue(r["p_value_adjusted"]), mark]
         if detailed:
             d = _details(r)
+            cv, vv = fmt.numbers([d.get("control_var"), d.get("variant_var")])
             row += [c.md(r.get("method") or "n/a"), f"{c.count(r['control_units'])} / {c.count(r['variant_units'])}",
-                    f"{c.num(d.get('control_var'))} / {c.num(d.get('variant_var'))}",
+                    f"{cv} / {vv}",
                     c.pct(r.get("cuped_variance_reduction"), signed=False) if c.finite(r.get("cuped_variance_reduction")) else "—",
                     c.pct(r.get("mde_rel"), signed=False), c.num(r.get("mde")), c.pvalue(r.get("p_value")),
-                    c.md(r.get("warning") or "")]
+                    c.md(r.get("warning") or "—")]
         rows.append(row)
     st.markdown(c.md_table(headers, rows))
-    st.caption("Lifts are relative to the control arm. Adjusted p: Holm within primary and within guardrail "
+    st.caption("Changes are relative to the control arm (guardrails with an absolute margin: in their own unit, "
+               "proportions in percentage points). Each interval is the one the decision uses (sequential "
+               "intervals in sequential mode), widened to the multiple-testing level of its family, so it excludes "
+               "0 exactly when the result is significant. Adjusted p: Holm within primary and within guardrail "
                "metrics, Benjamini–Hochberg within secondary metrics. ▲/▼ mark significant effects in the good/bad "
                "direction of each metric.")
 
 
-def forest_chart(rows: list[dict[str, Any]], title: str) -> alt.LayerChart | None:
-    """Relative lifts (%) with CIs; marker colour and shape by assessment; guardrail margins as ticks."""
+AXIS_TITLES = {"rel": "change vs control (%)", "pt": "change vs control (percentage points)",
+               "abs": "change vs control (metric units)"}
+
+
+def view_domain(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The x range of a forest plot: every estimate and interval and 0, padded; guardrail margins do
+    not stretch it (a margin outside is drawn at the edge with a marker instead)."""
+    values = [0.0] + [float(r[k]) for r in rows for k in ("rel", "lo", "hi") if c.finite(r.get(k))]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or 1.0
+    return lo - pad, hi + pad
+
+
+def forest_chart(rows: list[dict[str, Any]], title: str, unit: str = "rel") -> alt.LayerChart | None:
+    """Effects with their decision intervals; marker colour and shape by assessment; guardrail margins
+    as red ticks, clipped to the view (a '◀'/'▶' tick marks a margin beyond the edge)."""
+    scale = 1 if unit == "abs" else 100
     records = []
     for r in rows:
-        if not c.finite(r.get("rel")):
+        if not (c.finite(r.get("rel")) and c.finite(r.get("lo")) and c.finite(r.get("hi"))):
             continue
-        scaled = {k: float(r[k]) * 100 if c.finite(r.get(k)) else None for k in ("rel", "lo", "hi", "margin")}
         records.append({"label": r["label"], "assessment": r.get("assessment", "none"),
-                        "lift": c.lift(r["rel"], r.get("lo"), r.get("hi")), **scaled})
+                        "lift": fmt.effect(r["rel"], r.get("lo"), r.get("hi"), unit=unit),
+                        **{k: float(r[k]) * scale for k in ("rel", "lo", "hi")},
+                        "margin": float(r["margin"]) * scale if c.finite(r.get("margin")) else None})
     if not records:
         return None
+    lo, hi = view_domain(records)
+    x_scale = alt.Scale(domain=[lo, hi], nice=False, zero=False)
     y = alt.Y("label:N", sort=[r["label"] for r in records], title=None, axis=alt.Axis(labelLimit=320))
     colour = alt.Color("assessment:N", title="significant", scale=alt.Scale(domain=list(COLOURS), range=list(COLOURS.values())))
     shape = alt.Shape("assessment:N", title="significant", scale=alt.Scale(domain=list(SHAPES), range=list(SHAPES.values())))
-    zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="#444").encode(x=alt.datum(0))
-    bars = alt.Chart().mark_rule(strokeWidth=2).encode(
-        x=alt.X("lo:Q", title="relative lift vs control (%)"), x2=alt.X2("hi"), y=y, color=colour)
-    points = alt.Chart().mark_point(filled=True, size=110).encode(
-        x=alt.X("rel:Q"), y=y, color=colour, shape=shape,
+    data = c.chart_data([{k: v for k, v in r.items() if k != "margin"} for r in records])
+    zero = alt.Chart(c.chart_data([{"x": 0.0}])).mark_rule(strokeDash=[4, 4], color="#444").encode(
+        x=alt.X("x:Q", scale=x_scale))
+    bars = alt.Chart(data).mark_rule(strokeWidth=2).encode(
+        x=alt.X("lo:Q", title=AXIS_TITLES[unit], scale=x_scale), x2=alt.X2("hi"), y=y, color=colour)
+    points = alt.Chart(data).mark_point(filled=True, size=110).encode(
+        x=alt.X("rel:Q", scale=x_scale), y=y, color=colour, shape=shape,
         tooltip=[alt.Tooltip("label:N"), alt.Tooltip("lift:N"), alt.Tooltip("assessment:N")])
     layers = [zero, bars, points]
-    if any(r["margin"] is not None for r in records):
-        layers.append(alt.Chart().mark_tick(color="#d73027", thickness=3, size=22, opacity=0.8)
-                      .transform_filter("isValid(datum.margin)").encode(
-            x=alt.X("margin:Q"), y=y, tooltip=[alt.Tooltip("margin:Q", title="guardrail margin (%)", format="+.1f")]))
-    return alt.layer(*layers, data=c.chart_data(records)).properties(height=max(90, 34 * len(records)), title=title)
+    margins = [{"label": r["label"], "margin": r["margin"], "at": min(max(r["margin"], lo), hi),
+                "mark": "◀" if r["margin"] < lo else "▶" if r["margin"] > hi else "",
+                "text": fmt.change(r["margin"] / scale, unit)} for r in records if r["margin"] is not None]
+    if margins:
+        mdata = c.chart_data(margins)
+        layers.append(alt.Chart(mdata).mark_tick(color="#d73027", thickness=3, size=22, opacity=0.8).encode(
+            x=alt.X("at:Q", scale=x_scale), y=y, tooltip=[alt.Tooltip("text:N", title="guardrail margin")]))
+        outside = [m for m in margins if m["mark"]]
+        if outside:
+            layers.append(alt.Chart(c.chart_data(outside)).mark_text(color="#d73027", fontSize=14, dy=-14).encode(
+                x=alt.X("at:Q", scale=x_scale), y=y, text="mark:N",
+                tooltip=[alt.Tooltip("text:N", title="guardrail margin (beyond the view)")]))
+    return alt.layer(*layers).properties(height=max(90, 34 * len(records)), title=title)
 
 
 def forest(view: data.ExperimentView) -> None:
     rows = c.forest_rows(view)
-    chart = forest_chart(rows, "Relative lift with confidence intervals")
-    if chart is None:
-        return
-    c.show_chart(chart, "Forest plot of relative lifts with confidence intervals; red ticks are guardrail margins")
-    if any(r["margin"] is not None for r in rows):
-        st.caption("Red ticks: the worst tolerated change of each guardrail (its margin). A guardrail is harmed when "
-                   "its whole interval lies beyond the tick.")
+    shown = False
+    for unit, title in (("rel", "Change with its decision interval"),
+                        ("pt", "Change in percentage points (guardrails with an absolute margin)"),
+                        ("abs", "Change in the metric's units")):
+        chart = forest_chart([r for r in rows if r["unit"] == unit], title, unit)
+        if chart is not None:
+            c.show_chart(chart, f"Forest plot: {title}; red ticks are guardrail margins")
+            shown = True
+    if shown and any(r["margin"] is not None for r in rows):
+        st.caption("Red ticks: the worst tolerated change of each guardrail (its margin); ◀ or ▶ marks a margin "
+                   "beyond the edge of the plot. A guardrail is harmed when its whole interval lies beyond the tick.")
 
 
 def over_time(view: data.ExperimentView) -> None:
@@ -165,30 +211,47 @@ def over_time(view: data.ExperimentView) -> None:
     for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi"):
         pick[col] = pick[col] * 100
     pick["lift"] = [c.pct(x / 100) for x in pick["rel_effect"]]
+    sequential = "sequential" in str(view.run.get("method") or "")
+    decision = metric in (view.meta.get("roles") or {}) and (view.meta.get("roles") or {}).get(metric) != "secondary"
+    band_name = ("always-valid confidence sequence" if sequential else "confidence interval")
     charts = []
-    for kind, title in (("cumulative", "Cumulative effect (all units exposed up to the day)"),
-                        ("daily", "Daily effect (units exposed that day)")):
-        part = pick[pick["kind"] == kind]
+    for kind, title in (("cumulative", f"Cumulative effect (all units exposed up to the day), {band_name}"),
+                        ("daily", "Daily effect (units exposed that day; per-cohort interval, for the trend)")):
+        part = pick[(pick["kind"] == kind) & pick["rel_effect"].notna()]
         if part.empty:
             continue
-        base = alt.Chart().encode(x=alt.X("day:T", title="exposure day"))
-        band = (base.mark_rule() if kind == "daily" else base.mark_area(opacity=0.2)).encode(
-            y=alt.Y("rel_ci_lo:Q", title="relative lift (%)"), y2=alt.Y2("rel_ci_hi"))
-        line = base.mark_line(point=True).encode(
-            y=alt.Y("rel_effect:Q"),
-            tooltip=[alt.Tooltip("day:T"), alt.Tooltip("lift:N"), alt.Tooltip("control_units:Q"),
-                     alt.Tooltip("variant_units:Q")])
-        zero = alt.Chart().mark_rule(strokeDash=[4, 4]).encode(y=alt.datum(0))
-        cols = ["day", "rel_effect", "rel_ci_lo", "rel_ci_hi", "lift", "control_units", "variant_units"]
-        charts.append(alt.layer(band, line, zero, data=c.chart_data(part[cols])).properties(title=title, height=260))
+        x = alt.X("day:T", title="exposure day", axis=alt.Axis(format="%Y-%m-%d"))
+        bounded = part[part["rel_ci_lo"].notna() & part["rel_ci_hi"].notna()]
+        layers = []
+        if len(bounded):
+            band = alt.Chart(c.chart_data(bounded[COLS]))
+            layers.append((band.mark_rule() if kind == "daily" else band.mark_area(opacity=0.2)).encode(
+                x=x, y=alt.Y("rel_ci_lo:Q", title="relative lift (%)"), y2=alt.Y2("rel_ci_hi")))
+        layers.append(alt.Chart(c.chart_data(part[COLS])).mark_line(point=True).encode(
+            x=x, y=alt.Y("rel_effect:Q", title="relative lift (%)"),
+            tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), alt.Tooltip("lift:N"),
+                     alt.Tooltip("control_units:Q", format=","), alt.Tooltip("variant_units:Q", format=",")]))
+        layers.append(alt.Chart(c.chart_data([{"y": 0.0}])).mark_rule(strokeDash=[4, 4]).encode(y="y:Q"))
+        charts.append(alt.layer(*layers).properties(title=title, height=260))
     for col, chart in zip(st.columns(len(charts)), charts):
         c.show_chart(chart, f"{view.metric_label(metric)} effect by exposure day", col)
-    last = pick[pick["kind"] == "cumulative"].tail(1)
-    if len(last):
-        r = last.iloc[0]
-        st.markdown(f"Cumulative {c.md(view.metric_label(metric))} lift on the last day: "
-                    f"**{c.lift(r['rel_effect'] / 100, r['rel_ci_lo'] / 100, r['rel_ci_hi'] / 100)}** "
-                    "(fixed-horizon interval). A daily effect that shrinks over time points to a novelty effect (drift).")
+    result = view.overall[(view.overall["metric"] == metric) & (view.overall["variant"] == arm)]
+    if len(result):
+        r = result.iloc[0].to_dict()
+        st.markdown(f"{c.md(view.metric_label(metric))} on the last day, as the verdict reads it: "
+                    f"**{c.effect_text(view, r)}**"
+                    + (" — the band of the cumulative chart is the same always-valid interval, day by day."
+                       if sequential and decision else ".")
+                    + " A daily effect that shrinks over time points to a novelty effect (drift).")
+
+
+COLS = ["day", "rel_effect", "rel_ci_lo", "rel_ci_hi", "lift", "control_units", "variant_units"]
+
+
+def _check_line(r: dict[str, Any]) -> str:
+    where = " · ".join(c.md(x) for x in (r.get("metric"), r.get("segment"), r.get("variant")) if isinstance(x, str) and x)
+    return (f"{c.health_badge(r['status'])} **{c.md(c.check_title(r['check_name']))}**"
+            + (f" ({where})" if where else "") + f" — {c.md(r.get('detail') or '')}")
 
 
 def health_panel(view: data.ExperimentView) -> None:
@@ -197,26 +260,38 @@ def health_panel(view: data.ExperimentView) -> None:
     if h.empty:
         st.info("No health checks recorded for the latest run.")
         return
-    counts = h["status"].value_counts()
-    st.markdown(" ".join(f"{c.health_badge(s)} {counts.get(s, 0)}" for s in ("fail", "warn", "ok")))
-    order = {"fail": 0, "warn": 1, "ok": 2}
-    for r in sorted(h.to_dict("records"), key=lambda r: order.get(r["status"], 3)):
-        where = " · ".join(c.md(x) for x in (r.get("metric"), r.get("segment"), r.get("variant")) if isinstance(x, str) and x)
-        st.markdown(f"{c.health_badge(r['status'])} **{c.md(r['check_name'])}**"
-                    + (f" ({where})" if where else "") + f" — {c.md(r.get('detail') or '')}")
+    rows = h.to_dict("records")
+    problems = [r for r in rows if r["status"] in ("fail", "warn")]
+    problems.sort(key=lambda r: 0 if r["status"] == "fail" else 1)
+    ok = [r for r in rows if r["status"] not in ("fail", "warn")]
+    fails = sum(r["status"] == "fail" for r in problems)
+    summary = [f"{fails} failed" if fails else "", f"{len(problems) - fails} warning(s)" if len(problems) > fails else "",
+               f"{len(ok)} passed"]
+    st.markdown(", ".join(x for x in summary if x) + ".")
+    for r in problems:
+        st.markdown(_check_line(r))
+    if not problems:
+        st.success("Every check passed.", icon=":material/check_circle:")
+    with st.expander(f"Passed checks ({len(ok)})"):
+        st.markdown("\n\n".join(_check_line(r) for r in ok) or "None.")
 
 
 def segments_panel(view: data.ExperimentView) -> None:
     st.header("Segments")
     seg = view.segments
+    configured = list(view.meta.get("segments") or [])
+    minimum = (view.meta.get("decision") or {}).get("min_segment_units", 500)
     if seg.empty:
-        st.info("No segment results (no `segments:` configured for this experiment, or too few units).")
+        st.info("No segment results: " + ("no `segments:` configured for this experiment." if not configured else
+                f"every value of {', '.join(c.md(d) for d in configured)} had fewer than {c.count(minimum)} units "
+                "per arm, so no segment row would differ from the whole population."))
         return
     harmed = c.harmed_segments(view)
     harmed_keys = {(h["segment"], h["metric"], h["variant"]) for h in harmed}
     if harmed:
         st.error("**Harmed segments** (significantly worse while the overall effect is not):\n"
-                 + "\n".join(f"- **{c.md(h['segment'])}**: {c.md(h['detail'])}" for h in harmed), icon=":material/warning:")
+                 + "\n".join(f"- **{c.md(h['segment'])}** ({c.md(view.metric_label(h['metric']))}, {c.md(h['variant'])}): "
+                             f"{c.md(c.harmed_text(h))}" for h in harmed), icon=":material/warning:")
     else:
         st.success("No segment is significantly harmed.", icon=":material/check_circle:")
     het = view.health[view.health["check_name"] == "segment_heterogeneity"] if len(view.health) else pd.DataFrame()
@@ -227,6 +302,9 @@ def segments_panel(view: data.ExperimentView) -> None:
     for dim in list(dict.fromkeys(seg["segment"])):
         part = seg[seg["segment"] == dim]
         st.subheader(f"By {c.md(dim)}")
+        note = c.pooled_note(part, minimum)
+        if note:
+            st.caption(c.md(note))
         rows, chart_rows = [], []
         for r in part.to_dict("records"):
             name = f"{dim}={r['segment_value']}"
@@ -237,18 +315,24 @@ def segments_panel(view: data.ExperimentView) -> None:
             label = f"**{c.md(name)}**" if hit else c.md(name)
             rows.append([label, c.md(view.metric_label(r["metric"])), c.md(r["variant"]),
                          f"{c.count(r['control_units'])} / {c.count(r['variant_units'])}",
-                         c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level), c.pvalue(r["p_value_adjusted"]), mark])
+                         c.effect_text(view, r, level), c.pvalue(r["p_value_adjusted"]), mark])
             if r["role"] == "primary":
+                unit, est, lo, hi = c.shown_effect(view, r)
                 chart_rows.append({"label": f"{name} · {view.metric_label(r['metric'])}" + (" · " + r["variant"] if part["variant"].nunique() > 1 else ""),
-                                   "rel": r["rel_effect"], "lo": r["rel_ci_lo"], "hi": r["rel_ci_hi"], "margin": None,
+                                   "rel": est, "lo": lo, "hi": hi, "margin": None, "unit": unit,
                                    "assessment": "worse" if hit else verdict})
-        chart = forest_chart(chart_rows, f"Primary metric by {dim}")
+        units = {r["unit"] for r in chart_rows}
+        chart = forest_chart(chart_rows, f"Primary metric by {dim}", units.pop()) if len(units) == 1 else None
         if chart is not None:
             c.show_chart(chart, f"Primary metric lift by {dim}")
         with st.expander(f"All {dim} results ({len(rows)})", expanded=bool(harmed)):
-            st.markdown(c.md_table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Lift ({level:.0%} CI)",
+            st.markdown(c.md_table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Change ({level:.0%} CI)",
                                     "Adj. p", "Result"], rows))
-    st.caption("Adjusted p: Benjamini–Hochberg within each segment dimension. Small segments are pooled into 'other'.")
+    missing = [d for d in configured if d not in set(seg["segment"])]
+    if missing:
+        st.caption(f"Not shown: {', '.join(c.md(d) for d in missing)} — every value had fewer than {c.count(minimum)} "
+                   "units per arm, so a row would be the whole population.")
+    st.caption("Adjusted p: Benjamini–Hochberg within each segment dimension; intervals at the matching level.")
 
 
 def power_panel(view: data.ExperimentView) -> None:
@@ -259,17 +343,17 @@ def power_panel(view: data.ExperimentView) -> None:
     if needs:
         st.info(c.md(needs), icon=":material/hourglass_top:")
     units = data.loads(run.get("units"), {})
-    st.markdown(f"Policy: at least **{c.num(policy.get('min_days'), 3)}** days and **{c.count(policy.get('min_units_per_variant'))}** "
+    st.markdown(f"Policy: at least **{fmt.number(policy.get('min_days'), decimals=0)}** days and **{c.count(policy.get('min_units_per_variant'))}** "
                 f"units per arm; target effect {c.pct(policy.get('target_mde'), signed=False)} at "
                 f"{c.pct(policy.get('power'), 0, signed=False)} power. "
-                f"So far: {c.num(run.get('days_running'), 3)} days, smallest arm "
+                f"So far: {fmt.days(run.get('days_running'))}, smallest arm "
                 f"{c.count(min(units.values()) if units else None)} units.")
     overall = view.overall
     if overall.empty:
         return
     rows = [[c.md(view.metric_label(r["metric"])), c.md(r["role"]), c.md(r["variant"]),
-             "±" + c.pct(r["mde_rel"], signed=False), c.num(r["mde"]),
-             c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], 1 - view.alpha)]
+             ("±" + c.pct(r["mde_rel"], signed=False)) if c.finite(r["mde_rel"]) else "n/a", c.num(r["mde"]),
+             c.effect_text(view, r)]
             for r in overall.to_dict("records")]
     st.markdown(c.md_table(["Metric", "Role", "Arm", "MDE (relative)", "MDE (absolute)", "Observed lift"], rows))
     st.caption("MDE: the smallest true effect the current sample detects with the planned power; smaller effects "
@@ -306,17 +390,22 @@ def history(view: data.ExperimentView) -> None:
             frame[col] = frame[col] * 100
         frame["lift"] = [c.pct(x / 100) for x in frame["rel_effect"]]
         colour, shape = c.decision_encodings()
-        base = alt.Chart().encode(x=alt.X("as_of:T", title="data as of", scale=alt.Scale(padding=24)))
-        chart = alt.layer(
-            base.mark_rule().encode(y=alt.Y("rel_ci_lo:Q", title=f"{view.metric_label(primary)} lift (%)"),
-                                    y2=alt.Y2("rel_ci_hi")),
-            base.mark_point(filled=True, size=110).encode(
-                y=alt.Y("rel_effect:Q"), color=colour, shape=shape,
-                tooltip=[alt.Tooltip(f) for f in ("run_id:N", "as_of:T", "decision:N", "lift:N", "variant:N")]),
-            data=c.chart_data(frame[["run_id", "as_of", "decision", "lift", "variant", "rel_effect", "rel_ci_lo",
-                                     "rel_ci_hi"]]),
-        ).properties(height=240, title="Verdict timeline")
-        c.show_chart(chart, "Primary lift and verdict of every run")
+        frame = frame[frame["rel_effect"].notna()]
+        frame["when"] = [c.when(t) for t in frame["as_of"]]
+        x = alt.X("as_of:T", title="data as of", scale=c.time_scale(frame["as_of"]),
+                  axis=alt.Axis(format="%Y-%m-%d %H:%M", labelAngle=-30, tickCount=6))
+        cols = ["run_id", "as_of", "when", "decision", "lift", "variant", "rel_effect", "rel_ci_lo", "rel_ci_hi"]
+        bounded = frame[frame["rel_ci_lo"].notna() & frame["rel_ci_hi"].notna()]
+        layers = []
+        if len(bounded):
+            layers.append(alt.Chart(c.chart_data(bounded[cols])).mark_rule().encode(
+                x=x, y=alt.Y("rel_ci_lo:Q", title=f"{view.metric_label(primary)} lift (%)"), y2=alt.Y2("rel_ci_hi")))
+        layers.append(alt.Chart(c.chart_data(frame[cols])).mark_point(filled=True, size=110).encode(
+            x=x, y=alt.Y("rel_effect:Q", title=f"{view.metric_label(primary)} lift (%)"), color=colour, shape=shape,
+            tooltip=[alt.Tooltip(f) for f in ("run_id:N", "when:N", "decision:N", "lift:N", "variant:N")]))
+        if len(frame):
+            c.show_chart(alt.layer(*layers).properties(height=240, title="Verdict timeline"),
+                         "Primary lift and verdict of every run")
     by_run = {r: g for r, g in prim.groupby("run_id")} if len(prim) else {}
     rows = []
     for r in runs.iloc[::-1].head(30).to_dict("records"):
@@ -324,7 +413,7 @@ def history(view: data.ExperimentView) -> None:
         lifts = "; ".join(c.lift(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"], 1 - view.alpha)
                           for x in p.to_dict("records")) if p is not None else "n/a"
         rows.append([c.when(r["as_of"]), c.md(r["run_id"]), c.md(c.verdict_text(r.get("decision") or "FAILED")), lifts,
-                     c.md(r.get("definition_hash") or ""), c.num(r.get("days_running"), 3)])
+                     c.md(r.get("definition_hash") or ""), fmt.days(r.get("days_running"))])
     st.markdown(c.md_table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash", "Days"], rows))
     st.subheader("What changed since the previous run")
     changes = c.compare_runs(view)
@@ -358,14 +447,29 @@ def render() -> None:
         return
     download(snap, view)
     verdict_banner(view)
-    scorecard(view)
-    forest(view)
-    over_time(view)
-    health_panel(view)
-    segments_panel(view)
-    power_panel(view)
+    if view.run.get("decision") == "INVALID" or view.run.get("status") != "ok":
+        health_panel(view)
+        st.header("Results (not trustworthy)")
+        st.error("The verdict is INVALID (or the analysis failed): the numbers below cannot be trusted until the "
+                 "failed checks above are fixed. They are kept for diagnosis only.", icon=":material/block:")
+        with st.expander("Show the untrusted scorecard and charts", expanded=False):
+            untrusted(view)
+    else:
+        scorecard(view)
+        forest(view)
+        over_time(view)
+        health_panel(view)
+        segments_panel(view)
+        power_panel(view)
     lineage(view)
     history(view)
+
+
+def untrusted(view: data.ExperimentView) -> None:
+    st.markdown("**⚠ NOT TRUSTWORTHY — for diagnosis only**")
+    scorecard(view)
+    forest(view)
+    segments_panel(view)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 import pandas as pd
 
+from abproxy import format as fmt
 from abproxy.report import components as c
 from abproxy.report.data import ExperimentView, experiment_view, loads, register_query
 from abproxy.warehouse import open_snapshot
@@ -39,6 +40,7 @@ tr.harmed td{background:#fdecea;font-weight:600}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px;word-break:break-all}
 svg{max-width:100%;height:auto;font-family:inherit}
 footer{margin-top:32px;color:#57606a;font-size:12px}
+.untrusted{color:#b45309}details.untrusted{opacity:.75;border:2px dashed #b45309;padding:6px 10px}
 @media print{body{max-width:none}h2{page-break-after:avoid}table,svg{page-break-inside:avoid}}
 """
 MARK = {"better": "▲ better, significant", "worse": "▼ worse, significant", "none": "○ not significant"}
@@ -87,17 +89,18 @@ def _marker(kind: str, x: float, y: float, colour: str) -> str:
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{colour}"/>'
 
 
-def forest_svg(rows: list[dict[str, Any]], title: str, width: int = 960) -> str:
-    """A forest plot: one row per comparison, relative lift (%) with its CI, marker shape by
-    assessment (▲ better, ▼ worse, ● not significant), red dashed ticks at guardrail margins."""
+def forest_svg(rows: list[dict[str, Any]], title: str, width: int = 960, unit: str = "rel") -> str:
+    """A forest plot: one row per comparison, the change (in `unit`) with its decision interval, marker
+    shape by assessment (▲ better, ▼ worse, ● not significant), red dashed ticks at guardrail margins,
+    clipped to the view (a margin beyond the edge is drawn at the edge with an arrow)."""
     rows = [r for r in rows if c.finite(r.get("rel"))]
     if not rows:
         return ""
+    scale = 1 if unit == "abs" else 100
+    suffix = {"rel": "%", "pt": " pt", "abs": ""}[unit]
     values = [0.0]
     for r in rows:
-        values += [float(r[k]) * 100 for k in ("rel", "lo", "hi") if c.finite(r.get(k))]
-        if c.finite(r.get("margin")):
-            values.append(float(r["margin"]) * 100)
+        values += [float(r[k]) * scale for k in ("rel", "lo", "hi") if c.finite(r.get(k))]
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.08 or 1.0
     lo, hi = lo - pad, hi + pad
@@ -114,29 +117,39 @@ def forest_svg(rows: list[dict[str, Any]], title: str, width: int = 960) -> str:
     for t in nice_ticks(lo, hi):
         x = sx(t)
         parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{axis_y}" stroke="#eaeef2"/>')
-        parts.append(f'<text x="{x:.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">{t:+g}%</text>')
+        parts.append(f'<text x="{x:.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">{t:+g}{suffix}</text>')
     parts.append(f'<line x1="{sx(0):.1f}" y1="{top - 6}" x2="{sx(0):.1f}" y2="{axis_y}" stroke="#333" '
                  'stroke-dasharray="4 3"/>')
     parts.append(f'<text x="{(left + right) / 2:.0f}" y="{axis_y + 32}" font-size="12" text-anchor="middle">'
-                 "relative lift vs control (%)</text>")
+                 f"{e(AXIS[unit])}</text>")
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
         kind = r.get("assessment", "none")
         colour = COLOURS.get(kind, COLOURS["none"])
         label = str(r["label"])
         label = label if len(label) <= 46 else label[:45] + "…"
-        text = c.lift(r["rel"], r.get("lo"), r.get("hi"))
+        text = fmt.effect(r["rel"], r.get("lo"), r.get("hi"), unit=unit)
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" text-anchor="end">{e(label)}</text>')
         if c.finite(r.get("lo")) and c.finite(r.get("hi")):
-            parts.append(f'<line x1="{sx(float(r["lo"]) * 100):.1f}" y1="{y:.1f}" x2="{sx(float(r["hi"]) * 100):.1f}" '
+            parts.append(f'<line x1="{sx(float(r["lo"]) * scale):.1f}" y1="{y:.1f}" x2="{sx(float(r["hi"]) * scale):.1f}" '
                          f'y2="{y:.1f}" stroke="{colour}" stroke-width="2.5"/>')
         if c.finite(r.get("margin")):
-            x = sx(float(r["margin"]) * 100)
+            m = float(r["margin"]) * scale
+            x = sx(min(max(m, lo), hi))
+            arrow = "◀" if m < lo else "▶" if m > hi else ""
+            tip = f"guardrail margin {fmt.change(r['margin'], unit)}" + (" (beyond the view)" if arrow else "")
             parts.append(f'<line x1="{x:.1f}" y1="{y - 11:.1f}" x2="{x:.1f}" y2="{y + 11:.1f}" stroke="#c62828" '
-                         f'stroke-width="3" stroke-dasharray="3 2"><title>guardrail margin {c.pct(r["margin"])}</title></line>')
-        parts.append(f'<g><title>{e(label)}: {e(text)}</title>{_marker(kind, sx(float(r["rel"]) * 100), y, colour)}</g>')
+                         f'stroke-width="3" stroke-dasharray="3 2"><title>{e(tip)}</title></line>')
+            if arrow:
+                parts.append(f'<text x="{x:.1f}" y="{y - 13:.1f}" font-size="12" fill="#c62828" text-anchor="middle">'
+                             f'{arrow}<title>{e(tip)}</title></text>')
+        parts.append(f'<g><title>{e(label)}: {e(text)}</title>{_marker(kind, sx(float(r["rel"]) * scale), y, colour)}</g>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+AXIS = {"rel": "change vs control (%)", "pt": "change vs control (percentage points)",
+        "abs": "change vs control (metric units)"}
 
 
 def series_svg(points: pd.DataFrame, title: str, width: int = 960, height: int = 260) -> str:
@@ -144,6 +157,9 @@ def series_svg(points: pd.DataFrame, title: str, width: int = 960, height: int =
     if points.empty:
         return ""
     pts = points.sort_values("day")
+    pts = pts[[c.finite(v) for v in pts["rel_effect"]]]
+    if pts.empty:
+        return ""
     ys = [float(v) * 100 for col in ("rel_effect", "rel_ci_lo", "rel_ci_hi") for v in pts[col] if c.finite(v)] + [0.0]
     lo, hi = min(ys), max(ys)
     pad = (hi - lo) * 0.08 or 1.0
@@ -176,7 +192,7 @@ def series_svg(points: pd.DataFrame, title: str, width: int = 960, height: int =
                      + " ".join(f"{x:.1f},{y:.1f}" for x, y in line) + '"/>')
         for (x, y), r in zip(line, [r for r in rows if c.finite(r["rel_effect"])]):
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1a56b0"><title>{e(str(r["day"])[:10])}: '
-                         f'{e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"]))}</title></circle>')
+                         f'{e(fmt.effect(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"]))}</title></circle>')
     for i in sorted({0, n // 2, n - 1}):
         anchor = "start" if i == 0 else "end" if i == n - 1 else "middle"
         parts.append(f'<text x="{sx(i):.1f}" y="{bottom + 16}" font-size="11" text-anchor="{anchor}">'
@@ -204,14 +220,21 @@ def _header(view: ExperimentView) -> str:
 def _verdict(view: ExperimentView) -> str:
     run = view.run
     decision = run.get("decision") if run.get("status") == "ok" else "FAILED"
-    colour = c.VERDICTS.get(decision or "NOT_ANALYSED", ("gray", "", ""))[0]
+    shipped = view.meta.get("status") == "shipped"
+    cautions = c.cautions(view)
+    colour = "orange" if cautions else c.VERDICTS.get(decision or "NOT_ANALYSED", ("gray", "", ""))[0]
     bg, fg = VERDICT_COLOURS.get(colour, VERDICT_COLOURS["gray"])
-    ship = f" → ship <b>{e(run['ship_variant'])}</b>" if run.get("ship_variant") else ""
+    target = "keep the shipped" if shipped else "ship"
+    ship = f" → {target} <b>{e(run['ship_variant'])}</b>" if run.get("ship_variant") else ""
+    caution = (f" — with {len(cautions)} caution{'s' if len(cautions) > 1 else ''}" if cautions else "")
+    warn = ("<p><b>Before acting, read:</b></p><ul class=\"cautions\">"
+            + "".join(f"<li>⚠ {e(x)}</li>" for x in cautions) + "</ul>") if cautions else ""
     reasons = "".join(f"<li>{e(r)}</li>" for r in loads(run.get("reasons"), []) or [])
     error = f"<p>The latest analysis failed: {e(run.get('error'))}</p>" if run.get("status") != "ok" else ""
     return (f'<section class="verdict" style="background:{bg};border-color:{fg}" aria-label="verdict">'
-            f"<h2 style=\"border:0;margin:4px 0\">{badge(decision)}{ship} <small>({e(c.verdict_meaning(decision))})</small></h2>"
-            f"{error}<ul>{reasons}</ul></section>")
+            f"<h2 style=\"border:0;margin:4px 0\">{badge(decision)}{ship}{e(caution)} "
+            f"<small>({e(c.verdict_meaning(decision, shipped))})</small></h2>"
+            f"{warn}{error}<ul>{reasons}</ul></section>")
 
 
 def _run_facts(view: ExperimentView) -> str:
@@ -219,7 +242,7 @@ def _run_facts(view: ExperimentView) -> str:
     units = loads(run.get("units"), {}) or {}
     rows = [["Run id", f"<code>{e(run['run_id'])}</code>"], ["Data as of", e(c.when(run.get("as_of")))],
             ["Analysed", e(c.when(run.get("finished_at") or run.get("started_at")))],
-            ["Method", e(run.get("method"))], ["Days running", e(c.num(run.get("days_running"), 3))],
+            ["Method", e(run.get("method"))], ["Days running", e(fmt.days(run.get("days_running")))],
             ["Units", e(", ".join(f"{v} {c.count(n)}" for v, n in units.items()))],
             ["Sample-ratio p", e(c.pvalue(run.get("srm_p")))],
             ["Definition hash", f"<code>{e(run.get('definition_hash'))}</code>"],
@@ -238,24 +261,31 @@ def _scorecard(view: ExperimentView) -> str:
     for r in overall.to_dict("records"):
         kind = c.assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"]))
         d = loads(r.get("details"), {}) or {}
+        control, variant = fmt.values([r["control_mean"], r["variant_mean"]], types.get(r["metric"]))
+        cv, vv = fmt.numbers([d.get("control_var"), d.get("variant_var")])
+        mde = f", MDE ±{c.pct(r.get('mde_rel'), signed=False)}" if c.finite(r.get("mde_rel")) else ""
         rows.append([f"<b>{e(view.metric_label(r['metric']))}</b><br><code>{e(r['metric'])}</code>", e(r["role"]),
-                     e(r["variant"]), e(c.value_text(r["control_mean"], types.get(r["metric"]))),
-                     e(c.value_text(r["variant_mean"], types.get(r["metric"]))),
-                     e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level)), e(c.pvalue(r["p_value_adjusted"])),
+                     e(r["variant"]), e(control), e(variant),
+                     e(c.effect_text(view, r, level)), e(c.pvalue(r["p_value_adjusted"])),
                      f'<span class="{kind}">{e(MARK[kind])}</span>',
                      e(f"{r.get('method') or ''}, n {c.count(r['control_units'])} / {c.count(r['variant_units'])}, "
-                       f"var {c.num(d.get('control_var'))} / {c.num(d.get('variant_var'))}"
+                       f"var {cv} / {vv}"
                        + (f", CUPED cut the variance by {c.pct(r['cuped_variance_reduction'], signed=False)}"
                           if c.finite(r.get("cuped_variance_reduction")) else "")
-                       + f", MDE ±{c.pct(r.get('mde_rel'), signed=False)}"
-                       + (f", warning: {r['warning']}" if r.get("warning") else ""))])
+                       + mde + (f", warning: {r['warning']}" if r.get("warning") else ""))])
         classes.append("")
-    forest = forest_svg(c.forest_rows(view), f"Relative lift with {level:.0%} confidence intervals")
-    return ("<h2>Scorecard</h2>" + table(["Metric", "Role", "Arm", "Control", "Variant", f"Lift ({level:.0%} CI)",
+    rows_by_unit = c.forest_rows(view)
+    forests = "".join(forest_svg([x for x in rows_by_unit if x["unit"] == unit], title, unit=unit)
+                      for unit, title in (("rel", f"Change with its {level:.0%} decision interval"),
+                                          ("pt", "Change in percentage points (guardrails with an absolute margin)"),
+                                          ("abs", "Change in the metric's units")))
+    return ("<h2>Scorecard</h2>" + table(["Metric", "Role", "Arm", "Control", "Variant", f"Change ({level:.0%} CI)",
                                           "Adj. p", "Result", "Statistical details"], rows, classes, numeric=(3, 4, 6))
-            + "<p class=\"meta\">Adjusted p: Holm within primary and within guardrail metrics, Benjamini–Hochberg "
-              "within secondary. ▲/▼: significant in the good/bad direction; red dashed ticks: guardrail margins.</p>"
-            + forest)
+            + "<p class=\"meta\">Each interval is the one the decision uses (sequential in sequential mode), at the "
+              "multiple-testing level of its family, so it excludes 0 exactly when the result is significant. "
+              "Adjusted p: Holm within primary and within guardrail metrics, Benjamini–Hochberg within secondary. "
+              "▲/▼: significant in the good/bad direction; red dashed ticks: guardrail margins.</p>"
+            + forests)
 
 
 def _series(view: ExperimentView) -> str:
@@ -279,7 +309,8 @@ def _segments(view: ExperimentView) -> str:
     out = ["<h2>Segments</h2>"]
     if harmed:
         out.append("<p><b>⚠ Harmed segments</b> (significantly worse while the overall effect is not):</p><ul>"
-                   + "".join(f"<li><b>{e(h['segment'])}</b>: {e(h['detail'])}</li>" for h in harmed) + "</ul>")
+                   + "".join(f"<li><b>{e(h['segment'])}</b> ({e(view.metric_label(h['metric']))}, {e(h['variant'])}): "
+                             f"{e(c.harmed_text(h))}</li>" for h in harmed) + "</ul>")
     else:
         out.append("<p>✔ No segment is significantly harmed.</p>")
     het = view.health[view.health["check_name"] == "segment_heterogeneity"] if len(view.health) else pd.DataFrame()
@@ -287,6 +318,9 @@ def _segments(view: ExperimentView) -> str:
         out.append("<p>Heterogeneity:</p><ul>" + "".join(
             f'<li class="status-{e(r["status"])}">{e(r["status"].upper())}: {e(r["detail"])}</li>'
             for r in het.to_dict("records")) + "</ul>")
+    minimum = (view.meta.get("decision") or {}).get("min_segment_units", 500)
+    notes = [c.pooled_note(seg[seg["segment"] == d], minimum) for d in dict.fromkeys(seg["segment"])]
+    out += [f"<p class=\"meta\">{e(d)}: {e(n)}</p>" for d, n in zip(dict.fromkeys(seg["segment"]), notes) if n]
     level = 1 - view.alpha
     rows, classes = [], []
     for r in seg.to_dict("records"):
@@ -295,26 +329,37 @@ def _segments(view: ExperimentView) -> str:
         kind = c.assessment(r["significant"], r["abs_effect"], view.higher_is_better(r["metric"]))
         rows.append([e(name), e(view.metric_label(r["metric"])), e(r["variant"]),
                      e(f"{c.count(r['control_units'])} / {c.count(r['variant_units'])}"),
-                     e(c.lift(r["rel_effect"], r["rel_ci_lo"], r["rel_ci_hi"], level)), e(c.pvalue(r["p_value_adjusted"])),
+                     e(c.effect_text(view, r, level)), e(c.pvalue(r["p_value_adjusted"])),
                      "⚠ HARMED" if hit else f'<span class="{kind}">{e(MARK[kind])}</span>'])
         classes.append("harmed" if hit else "")
-    out.append(table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Lift ({level:.0%} CI)", "Adj. p",
+    out.append(table(["Segment", "Metric", "Arm", "Units (control / variant)", f"Change ({level:.0%} CI)", "Adj. p",
                       "Result"], rows, classes))
     return "".join(out)
 
 
 def _health(view: ExperimentView) -> str:
+    """Failures and warnings first with plain titles; the passed checks folded."""
     h = view.health
     if h.empty:
         return "<h2>Health checks</h2><p>No health checks recorded.</p>"
-    order = {"fail": 0, "warn": 1, "ok": 2}
-    rows = []
-    for r in sorted(h.to_dict("records"), key=lambda r: order.get(r["status"], 3)):
+    order = {"fail": 0, "warn": 1}
+
+    def row(r: dict[str, Any]) -> list[str]:
         symbol = c.HEALTH.get(r["status"], ("", "•"))[1]
         where = " · ".join(str(x) for x in (r.get("metric"), r.get("segment"), r.get("variant")) if isinstance(x, str) and x)
-        rows.append([f'<span class="status-{e(r["status"])}">{e(symbol)} {e(str(r["status"]).upper())}</span>',
-                     e(r["check_name"]), e(where), e(r.get("detail"))])
-    return "<h2>Health checks</h2>" + table(["Status", "Check", "Where", "Explanation"], rows)
+        return [f'<span class="status-{e(r["status"])}">{e(symbol)} {e(str(r["status"]).upper())}</span>',
+                e(c.check_title(r["check_name"])), e(where), e(r.get("detail"))]
+
+    records = h.to_dict("records")
+    problems = sorted((r for r in records if r["status"] in order), key=lambda r: order[r["status"]])
+    ok = [r for r in records if r["status"] not in order]
+    headers = ["Status", "Check", "Where", "Explanation"]
+    out = "<h2>Health checks</h2>"
+    out += table(headers, [row(r) for r in problems]) if problems else "<p>✔ Every check passed.</p>"
+    if ok:
+        out += (f"<details><summary>Passed checks ({len(ok)})</summary>" + table(headers, [row(r) for r in ok])
+                + "</details>")
+    return out
 
 
 def _power(view: ExperimentView) -> str:
@@ -323,13 +368,14 @@ def _power(view: ExperimentView) -> str:
     out = ["<h2>Power and sample size</h2>"]
     if needs:
         out.append(f"<p>↻ {e(needs)}</p>")
-    out.append(f"<p>Policy: at least {e(c.num(policy.get('min_days'), 3))} days and "
+    out.append(f"<p>Policy: at least {e(fmt.number(policy.get('min_days'), decimals=0))} days and "
                f"{e(c.count(policy.get('min_units_per_variant')))} units per arm; target effect "
                f"{e(c.pct(policy.get('target_mde'), signed=False))} at {e(c.pct(policy.get('power'), 0, signed=False))} power.</p>")
     overall = view.overall
     if len(overall):
         out.append(table(["Metric", "Arm", "MDE (relative)", "MDE (absolute)"],
-                         [[e(view.metric_label(r["metric"])), e(r["variant"]), e("±" + c.pct(r["mde_rel"], signed=False)),
+                         [[e(view.metric_label(r["metric"])), e(r["variant"]),
+                           e("±" + c.pct(r["mde_rel"], signed=False) if c.finite(r["mde_rel"]) else "n/a"),
                            e(c.num(r["mde"]))] for r in overall.to_dict("records")], numeric=(2, 3)))
     return "".join(out)
 
@@ -368,7 +414,7 @@ def _history(view: ExperimentView) -> str:
     rows = []
     for r in runs.iloc[::-1].head(30).to_dict("records"):
         p = prim[prim["run_id"] == r["run_id"]] if len(prim) else pd.DataFrame()
-        lifts = "; ".join(c.lift(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"]) for x in p.to_dict("records")) or "n/a"
+        lifts = "; ".join(fmt.effect(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"]) for x in p.to_dict("records")) or "n/a"
         rows.append([e(c.when(r["as_of"])), f"<code>{e(r['run_id'])}</code>", e(c.verdict_text(r.get("decision") or "FAILED")),
                      e(lifts), f"<code>{e(r.get('definition_hash'))}</code>"])
     out = "<h2>Run history</h2>" + table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash"], rows)
@@ -393,8 +439,17 @@ def review_html(con: duckdb.DuckDBPyConnection, key: str) -> str:
                     "snapshot; run <code>abproxy run</code> first.</p></section>")
         body.append(_lineage(view))
     else:
-        body += [_verdict(view), _run_facts(view), _scorecard(view), _series(view), _segments(view), _health(view),
-                 _power(view), _lineage(view), _watermark(view), _history(view)]
+        trusted = view.run.get("status") == "ok" and view.run.get("decision") != "INVALID"
+        numbers = [_scorecard(view), _series(view), _segments(view)]
+        if trusted:
+            body += [_verdict(view), _run_facts(view), *numbers, _health(view), _power(view)]
+        else:
+            body += [_verdict(view), _run_facts(view), _health(view),
+                     "<h2>Results (not trustworthy)</h2><p class=\"untrusted\"><b>⚠ The verdict is INVALID (or the "
+                     "analysis failed): the numbers below cannot be trusted until the failed checks above are fixed. "
+                     "They are kept for diagnosis only.</b></p><details class=\"untrusted\"><summary>Show the "
+                     "untrusted scorecard and charts</summary>" + "".join(numbers) + "</details>"]
+        body += [_lineage(view), _watermark(view), _history(view)]
     body.append(f"<footer>Generated by abproxy {e(version)} on {e(generated)} from the report snapshot published "
                 f"{e(c.when(view.published_at))}. This file is self-contained and makes no network requests.</footer>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

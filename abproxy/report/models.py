@@ -1,5 +1,5 @@
-"""Models page: a leaderboard of every model version with its latest measured effects and verdict,
-rolled-back ones included."""
+"""Models page: a leaderboard of every model version with its own outcome and latest measured effects,
+best outcome first (then the largest primary lift), rolled-back ones included."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,14 +7,26 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from abproxy import format as fmt
+from abproxy.history import outcome_rank
 from abproxy.report import components as c
 from abproxy.report import gates
 
+OUTCOME_STYLE = {"shipped": "green", "ship recommended": "green", "roll back recommended": "red",
+                 "revert recommended": "red", "rolled back": "red", "invalid data": "orange",
+                 "analysis failed": "red", "collecting data": "blue"}
+
 
 def effects_text(row: dict[str, Any], role: str) -> str:
-    parts = [f"{c.md(e['label'])} {c.lift(e['rel_effect'], e['rel_ci_lo'], e['rel_ci_hi'])}"
-             + (" ✱" if e.get("significant") else "")
-             for e in row["effects"] if e["role"] == role]
+    """Primary: the lift with its decision interval; guardrails: the change only, one per line."""
+    parts = []
+    for e in row["effects"]:
+        if e["role"] != role:
+            continue
+        star = " ✱" if e.get("significant") else ""
+        value = (fmt.effect(e["rel_effect"], e["rel_ci_lo"], e["rel_ci_hi"]) if role == "primary"
+                 else fmt.pct(e["rel_effect"]))
+        parts.append(f"{c.md(e['label'])} {value}{star}")
     return "; ".join(parts) or "—"
 
 
@@ -29,6 +41,10 @@ def _primary_lift(row: dict[str, Any]) -> float:
     return vals[0] if vals else float("-inf")
 
 
+def outcome_badge(outcome: str) -> str:
+    return f":{OUTCOME_STYLE.get(outcome, 'gray')}-badge[{c.md(outcome)}]"
+
+
 def render() -> None:
     snap = gates.require_snapshot()
     st.title("Model leaderboard")
@@ -36,33 +52,36 @@ def render() -> None:
     if not rows:
         st.info("No model versions in the snapshot: describe each variant's model and version in abproxy.yaml.")
         return
-    include_controls = st.toggle("Show control arms (baselines)", value=True)
+    include_controls = st.toggle("Show control arms (baselines)", value=False)
     models = sorted({r.get("model") or "(unnamed)" for r in rows})
     pick = st.multiselect("Model", models, placeholder="All models")
     shown = [r for r in rows if (include_controls or not r.get("is_control"))
              and (not pick or (r.get("model") or "(unnamed)") in pick)]
-    shown.sort(key=lambda r: (str(r.get("model") or ""), r.get("is_control", False), -_primary_lift(r)))
+    shown.sort(key=lambda r: (outcome_rank(r["outcome"]), -_primary_lift(r), str(r.get("model") or "")))
     st.caption("Each row is one model version in one experiment, measured against that experiment's control in "
-               "its latest analysis. ✱ marks significant effects. Rolled-back and stopped experiments keep their "
-               "last measurement.")
+               "its latest analysis, best outcome first, then the largest primary lift. ✱ marks significant "
+               "effects. Rolled-back and stopped experiments keep their last measurement.")
     table = []
     for r in shown:
         run = r["run"] or {}
-        table.append([f"**{c.md(r.get('model') or '(unnamed)')}**", f"**{c.md(r.get('version') or '')}**",
-                      f"{c.md(r['experiment_name'])} ({c.md(r['experiment'])})", c.md(r["variant"]),
-                      c.md(r.get("experiment_status") or "unknown"), c.md(c.verdict_text(r["verdict"])),
+        table.append([f"**{c.md(r.get('model') or '(unnamed)')} {c.md(r.get('version') or '')}**",
+                      f"{c.md(r['experiment_name'])} · {c.md(r['experiment'])} · {c.md(r['variant'])} · "
+                      f"{c.md(r.get('experiment_status') or 'unknown')}",
+                      outcome_badge(r["outcome"]),
                       effects_text(r, "primary") if not r.get("is_control") else "baseline",
                       effects_text(r, "guardrail") if not r.get("is_control") else "baseline",
-                      offline_text(r), c.when(run.get("as_of")) if run else "never"])
-    st.markdown(c.md_table(["Model", "Version", "Experiment", "Arm", "Experiment status", "Verdict",
-                            "Primary lift", "Guardrails", "Offline metrics", "Data as of"], table))
+                      offline_text(r), fmt.day(run.get("as_of")) if run else "never"])
+    st.markdown(c.md_table(["Model", "Experiment · arm · status", "Outcome", "Primary lift (95% CI)",
+                            "Guardrails", "Offline metrics", "Data as of"], table))
     render_offline_online(snap.load("offline_online"))
     frame = pd.DataFrame([{"model": r.get("model"), "version": r.get("version"), "experiment": r["experiment"],
-                           "variant": r["variant"], "control": bool(r.get("is_control")), "verdict": r["verdict"],
+                           "variant": r["variant"], "control": bool(r.get("is_control")), "outcome": r["outcome"],
+                           "verdict": r["verdict"],
                            "primary_lift": _primary_lift(r) if not r.get("is_control") else None,
                            "params": r.get("params"), "training_data": r.get("training_data"),
                            "run_id": (r["run"] or {}).get("run_id")} for r in shown])
-    frame["primary_lift"] = frame["primary_lift"].replace(float("-inf"), None)
+    if len(frame):
+        frame["primary_lift"] = frame["primary_lift"].replace(float("-inf"), None)
     st.download_button("Download leaderboard (CSV)", frame.to_csv(index=False).encode(), file_name="abproxy-models.csv",
                        mime="text/csv", on_click="ignore", icon=":material/download:")
 

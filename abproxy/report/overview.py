@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from abproxy import format as fmt
 from abproxy.report import components as c
 from abproxy.report import gates
 from abproxy.report import data
@@ -39,9 +40,19 @@ def _primary_lines(item: dict[str, Any]) -> list[str]:
     lines = []
     for p in item["primary"]:
         arm = f"{c.md(p['variant'])}: " if multi else ""
-        lines.append(f"{arm}**{c.md(p.get('label') or p['metric'])}** {c.lift(p['rel_effect'], p['rel_ci_lo'], p['rel_ci_hi'], 1 - exp_alpha)}"
+        unit, est, lo, hi = _shown(p, item)
+        lines.append(f"{arm}**{c.md(p.get('label') or p['metric'])}** {fmt.effect(est, lo, hi, 1 - exp_alpha, unit)}"
                      + (" (significant)" if p.get("significant") else ""))
     return lines or ["No primary result"]
+
+
+def _shown(p: dict[str, Any], item: dict[str, Any]) -> tuple[str, Any, Any, Any]:
+    """The primary result as the experiment page shows it: the lift, or the absolute effect when the
+    lift has no interval."""
+    if all(c.finite(p.get(k)) for k in ("rel_effect", "rel_ci_lo", "rel_ci_hi")):
+        return "rel", p["rel_effect"], p["rel_ci_lo"], p["rel_ci_hi"]
+    unit = "pt" if p.get("type") == "proportion" else "abs"
+    return unit, p.get("abs_effect"), p.get("abs_ci_lo"), p.get("abs_ci_hi")
 
 
 def _card(item: dict[str, Any]) -> None:
@@ -54,19 +65,25 @@ def _card(item: dict[str, Any]) -> None:
             st.markdown(f"{c.md(item['experiment'])} · status: **{c.md(item.get('status') or 'unknown')}**")
             experiment_link(item["experiment"])
         with mid:
-            st.markdown(f"{c.verdict_badge(decision)} — {c.verdict_meaning(decision)}")
+            shipped = item.get("status") == "shipped"
+            cautions = item.get("cautions") or []
+            caution = f" — :orange-badge[⚠ with caution]" if cautions else ""
+            st.markdown(f"{c.verdict_badge(decision)}{caution} — {c.verdict_meaning(decision, shipped)}")
             st.markdown("Primary: " + "; ".join(_primary_lines(item)))
+            for text in cautions[:3]:
+                st.markdown(f"⚠ {c.md(text)}")
+            if len(cautions) > 3:
+                st.caption(f"… and {len(cautions) - 3} more caution(s) on the experiment page")
             issues = item.get("issues") or []
             if issues:
                 fails = sum(i["status"] == "fail" for i in issues)
-                harmed = [i["segment"] for i in issues if i["check_name"] == "segment_harm" and i.get("segment")]
                 text = ", ".join(part for part in (f"{fails} failed" if fails else "",
                                                    f"{len(issues) - fails} warning(s)" if len(issues) > fails else "") if part)
-                st.markdown(f"{c.health_badge('fail' if fails else 'warn')} Health: {text}"
-                            + (f" — harmed segment {', '.join(c.md(h) for h in dict.fromkeys(harmed))}" if harmed else ""))
+                titles = ", ".join(dict.fromkeys(c.check_title(i["check_name"]) for i in issues))
+                st.markdown(f"{c.health_badge('fail' if fails else 'warn')} Health: {text} ({c.md(titles)})")
         with right:
-            days = c.num(run.get("days_running"), 3) if run else "n/a"
-            st.markdown(f"**{days}** days running · units: {_units(run)}")
+            days = fmt.days(run.get("days_running")) if run else "n/a"
+            st.markdown(f"**{days} running** · units: {_units(run)}")
             latest_event = data.loads(run.get("watermark"), {}).get("max_occurred_at") if run else None
             st.caption(f"Last analysed {c.when(run.get('finished_at') or run.get('started_at')) if run else 'never'}"
                        + (f" · data as of {c.when(run.get('as_of'))}" if run else "")
@@ -78,13 +95,15 @@ def _timeline(portfolio: pd.DataFrame) -> alt.Chart | None:
         return None
     frame = portfolio.drop_duplicates("run_id").copy()
     frame["lift"] = frame["primary_lift"].map(lambda x: c.pct(x))
-    frame = frame[["experiment", "as_of", "decision", "lift", "run_id"]]
+    frame["when"] = [c.when(t) for t in frame["as_of"]]
+    frame = frame[["experiment", "as_of", "when", "decision", "lift", "run_id"]]
     colour, shape = c.decision_encodings()
     return alt.Chart(c.chart_data(frame)).mark_point(size=120, filled=True).encode(
-        x=alt.X("as_of:T", title="data as of", scale=alt.Scale(padding=24)),
+        x=alt.X("as_of:T", title="data as of", scale=c.time_scale(frame["as_of"]),
+                axis=alt.Axis(format="%Y-%m-%d %H:%M", labelAngle=-30, tickCount=6)),
         y=alt.Y("experiment:N", title=None),
         color=colour, shape=shape,
-        tooltip=[alt.Tooltip(f) for f in ("experiment:N", "as_of:T", "decision:N", "lift:N", "run_id:N")],
+        tooltip=[alt.Tooltip(f) for f in ("experiment:N", "when:N", "decision:N", "lift:N", "run_id:N")],
     ).properties(height=max(120, 40 * frame["experiment"].nunique()), title="Verdict timeline")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
-from abproxy.stats.effects import Effect
+from abproxy.stats.effects import Effect, with_critical
 
 GRID = 201          # points of the continuation-region grid at each look (Simpson; 801 agrees to 1e-5)
 TAIL = 9.0          # |z| beyond which the density is negligible: grid limit when c_k = inf
@@ -149,9 +149,11 @@ def group_sequential(effect: Effect, look: int, looks: int) -> Effect:
         return replace(effect, abs_ci=(math.nan, math.nan), rel_ci=(math.nan, math.nan), p_value=math.nan,
                        df=math.inf, method=method, warning=effect.warning or "no_standard_error")
     p = repeated_p_value(effect.abs_effect / effect.abs_se, k, looks, effect.alpha)
+    rcs = replace(effect, p_value=p, df=math.inf, method=method, looks=(k, looks))
+    if effect.parts is not None:      # the lift's repeated interval is Fieller's at c_k (METHODS §19)
+        return with_critical(rcs, c, effect.alpha)
     return replace(
-        effect,
+        rcs,
         abs_ci=(effect.abs_effect - c * effect.abs_se, effect.abs_effect + c * effect.abs_se),
         rel_ci=(effect.rel_effect - c * effect.rel_se, effect.rel_effect + c * effect.rel_se),
-        p_value=p, df=math.inf, method=method,
     )

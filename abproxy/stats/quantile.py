@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from scipy.special import ndtr, ndtri
 
-from abproxy.stats.effects import Effect
+from abproxy.stats.effects import Effect, RatioParts, with_critical
 
 RANK_Z = 1.959963984540054   # ranks of the 95% order-statistic bounds, whatever the test's α
 METHOD = "quantile-order-stat"
@@ -55,7 +55,7 @@ def quantile_ranks(n: int, q: float, z: float = RANK_Z) -> tuple[int, int, int]:
 
 
 def _degenerate(mc: float, mt: float, alpha: float, warning: str) -> Effect:
-    rel = (mt - mc) / mc if mc != 0 and math.isfinite(mc) else math.nan
+    rel = (mt - mc) / abs(mc) if mc != 0 and math.isfinite(mc) else math.nan
     nan2 = (math.nan, math.nan)
     return Effect(mc, mt, mt - mc, math.nan, nan2, rel, math.nan, nan2, math.nan, math.inf, METHOD,
                   alpha, None, warning)
@@ -75,12 +75,13 @@ def quantile_effect(control: QuantileSummary, variant: QuantileSummary, alpha: f
     se = math.sqrt(var_c + var_t)
     zq = float(ndtri(1 - alpha / 2))
     delta = mt - mc
+    parts = RatioParts(mt, mc, var_t, var_c)
     if mc == 0 or not math.isfinite(mc):
-        rel, rel_se, rel_ci, warning = math.nan, math.nan, (math.nan, math.nan), "control_mean_zero"
-    else:
-        rel, warning = delta / mc, None
-        rel_se = math.sqrt(var_t / mc**2 + mt**2 * var_c / mc**4)
-        rel_ci = (rel - zq * rel_se, rel + zq * rel_se)
+        rel, rel_se, warning = math.nan, math.nan, "control_mean_zero"
+    else:   # the lift over |x̂C| with Fieller's interval from the same z test (METHODS §19)
+        rel, warning = delta / abs(mc), None
+        rel_se = math.sqrt((var_t / mc) / mc + (mt / mc) ** 2 * ((var_c / mc) / mc))
     p = float(2 * ndtr(-abs(delta) / se))
-    return Effect(mc, mt, delta, se, (delta - zq * se, delta + zq * se), rel, rel_se, rel_ci, p,
-                  math.inf, METHOD, alpha, None, warning)
+    e = Effect(mc, mt, delta, se, (math.nan, math.nan), rel, rel_se, (math.nan, math.nan), p,
+               math.inf, METHOD, alpha, None, warning, parts)
+    return with_critical(e, zq, alpha)

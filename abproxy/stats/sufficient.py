@@ -25,6 +25,15 @@ def _var(n: int, s: float, q: float) -> float:
     return ss / (n - 1) if ss > REL_NOISE * abs(q) else 0.0
 
 
+def _valid(n: int, s: float, q: float) -> bool:
+    if not (math.isfinite(s) and math.isfinite(q)) or n < 0:
+        return False
+    if n == 0:
+        return s == 0 and q == 0
+    ss = q - s * s / n
+    return math.isfinite(ss) and ss >= -REL_NOISE * abs(q)
+
+
 @dataclass(frozen=True)
 class Moments:
     """Sums of one per-unit value x over the n units of one variant."""
@@ -42,6 +51,12 @@ class Moments:
     def var(self) -> float:
         """Sample variance with Bessel's correction; NaN for n < 2 (§1)."""
         return _var(self.n, self.sum, self.sum_sq)
+
+    @property
+    def valid(self) -> bool:
+        """Sums that some set of real numbers could have: finite, and Σx² ≥ (Σx)²/n up to rounding
+        (a clearly negative variance is a broken aggregate, never 'zero variance')."""
+        return _valid(self.n, self.sum, self.sum_sq)
 
     def __add__(self, other: "Moments") -> "Moments":
         """Pool two disjoint groups of units (sums are additive)."""
@@ -69,6 +84,17 @@ class JointMoments:
     @property
     def x(self) -> Moments:
         return Moments(self.n, self.sum_x, self.sum_sq_x)
+
+    @property
+    def valid(self) -> bool:
+        """Both values' sums valid, Σxy finite, and |cov| ≤ sx·sy up to rounding (Cauchy–Schwarz)."""
+        if not (self.y.valid and self.x.valid and math.isfinite(self.sum_xy)):
+            return False
+        if self.n < 2:
+            return True
+        cov, vy, vx = self.cov, self.y.var, self.x.var
+        noise = REL_NOISE * 1e3 * (abs(self.sum_xy) + abs(self.sum_x * self.sum_y / self.n)) / (self.n - 1)
+        return math.isfinite(cov) and cov * cov <= vx * vy * (1 + 1e-9) + noise * noise
 
     @property
     def cov(self) -> float:

@@ -6,10 +6,13 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.proportion import test_proportions_2indep as proportions_2indep_test
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from abproxy.stats.effects import (
     Effect,
+    RatioParts,
+    fieller,
     cuped_effect,
     mean_effect,
     proportion_effect,
@@ -59,7 +62,9 @@ def test_mean_relative_lift_delta_method():
     q = stats.t.ppf(0.975, e.df)
     assert e.rel_effect == pytest.approx(mt / mc - 1, rel=1e-9)
     assert e.rel_se == pytest.approx(se, rel=1e-9)
-    assert e.rel_ci == pytest.approx((mt / mc - 1 - q * se, mt / mc - 1 + q * se), rel=1e-9)
+    # the interval is Fieller's (METHODS §12), close to the delta method's at this precision
+    assert e.rel_ci == pytest.approx(fieller(RatioParts(mt, mc, vt, vc), q), rel=1e-9)
+    assert e.rel_ci == pytest.approx((mt / mc - 1 - q * se, mt / mc - 1 + q * se), rel=0.05)
     # dropping the control-mean term would be too narrow (METHODS pitfalls)
     assert e.rel_se > math.sqrt(vt) / mc
 
@@ -69,7 +74,9 @@ def test_mean_relative_lift_delta_method():
 def test_proportion_effect_matches_statsmodels():
     nc, nt, sc, st = 4000, 4200, 410, 480
     e = proportion_effect(Moments(nc, sc, sc), Moments(nt, st, st))
-    _, p = proportions_ztest([st, sc], [nt, nc])
+    # the unpooled Wald test, so that the test and its interval share one SE (METHODS §12)
+    p = proportions_2indep_test(st, nt, sc, nc, method="wald", compare="diff").pvalue
+    assert proportions_ztest([st, sc], [nt, nc])[1] == pytest.approx(p, rel=0.05)   # the pooled test: close
     lo, hi = confint_proportions_2indep(st, nt, sc, nc, method="wald", compare="diff")
     assert e.p_value == pytest.approx(p, rel=1e-9)
     assert e.abs_ci == pytest.approx((lo, hi), rel=1e-9)
@@ -79,7 +86,7 @@ def test_proportion_effect_matches_statsmodels():
     assert e.rel_se == pytest.approx(math.sqrt(vt / pc**2 + pt**2 * vc / pc**4), rel=1e-9)
     assert e.df == math.inf and e.method == "z-proportion"
     z = stats.norm.ppf(0.975)
-    assert e.rel_ci[1] - e.rel_effect == pytest.approx(z * e.rel_se, rel=1e-9)
+    assert e.rel_ci == pytest.approx(fieller(RatioParts(pt, pc, vt, vc), z), rel=1e-9)
 
 
 # ------------------------------------------------------------------ ratio (§4)
@@ -187,9 +194,12 @@ def test_cuped_without_covariate_equals_welch():
 
 # ------------------------------------------------------------------ sequential (§7)
 
+PARTS = RatioParts(1.3, 1.0, 0.005, 0.005)   # Var(A − B) = 0.01 = abs_se²
+
+
 def _fixed(abs_effect=0.3, abs_se=0.1, alpha=0.05):
     return Effect(1.0, 1.3, abs_effect, abs_se, (0.1, 0.5), 0.3, 0.12, (0.06, 0.54),
-                  0.01, 100.0, "welch", alpha)
+                  0.01, 100.0, "welch", alpha, parts=PARTS)
 
 
 @pytest.mark.parametrize("n", [10, 5000, 123456])
@@ -200,8 +210,8 @@ def test_sequential_halfwidth_equals_eppo_form(n, alpha):
     rho_h = tuning / (math.log(1 - 2 * math.log(alpha)) - 2 * math.log(alpha))
     h = 0.1 * math.sqrt((n + rho_h) * math.log((n + rho_h) / (rho_h * alpha**2)) / n)
     assert (s.abs_ci[1] - s.abs_ci[0]) / 2 == pytest.approx(h, rel=1e-10)
-    h_rel = (s.rel_ci[1] - s.rel_ci[0]) / 2
-    assert h_rel == pytest.approx(h * 0.12 / 0.1, rel=1e-10)
+    # the lift's interval is Fieller's at the same multiplier (METHODS §12)
+    assert s.rel_ci == pytest.approx(fieller(PARTS, h / 0.1), rel=1e-10, nan_ok=True)
     assert s.method == "welch+sequential" and s.df == math.inf
     assert s.abs_se == 0.1 and s.rel_se == 0.12
 

@@ -1,0 +1,97 @@
+"""When an experiment enrolled its units: a robust start (so one exposure dated 1970 cannot make an
+experiment look years old), exposures far before the rest, and the recent enrollment rate (so a
+stopped enrollment is not mistaken for a slow one).
+
+One grouped query over the experiment's first exposures; the rules are plain Python.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from .config import Config, Experiment
+
+BULK_QUANTILE = 0.001       # the bulk of exposures starts at this quantile of first exposures
+RECENT_DAYS = 3.0           # the enrollment rate is measured over this many days before the analysis time
+STOPPED_SHARE = 0.02        # a recent rate below this share of the average rate means enrollment stopped
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """The experiment's enrollment up to the analysis time."""
+
+    start: dt.datetime | None            # configured start, else the first exposure of the bulk
+    end: dt.datetime                     # the analysis time, or the configured end if earlier
+    cutoff: dt.datetime | None           # exposures before this are far before the rest
+    early: int = 0                       # units first exposed before the cutoff
+    early_first: dt.datetime | None = None
+    early_last: dt.datetime | None = None
+    last_exposure: dt.datetime | None = None
+    recent_per_variant_per_day: float | None = None   # smallest arm, over the last RECENT_DAYS
+    average_per_variant_per_day: float | None = None
+
+    @property
+    def days_running(self) -> float:
+        if self.start is None:
+            return 0.0
+        return max(0.0, (self.end - self.start).total_seconds() / 86400)
+
+    @property
+    def stopped(self) -> bool:
+        """No (or almost no) new units over the last RECENT_DAYS of an experiment older than that."""
+        if self.recent_per_variant_per_day is None or self.days_running < 2 * RECENT_DAYS:
+            return False
+        average = self.average_per_variant_per_day or 0.0
+        return self.recent_per_variant_per_day <= STOPPED_SHARE * average
+
+    @property
+    def stopped_since(self) -> str | None:
+        """The last enrollment day when enrollment has stopped."""
+        if not self.stopped or self.last_exposure is None:
+            return None
+        return f"{self.last_exposure:%Y-%m-%d}"
+
+
+def tolerance_days(config: Config, exp: Experiment) -> float:
+    """How far before the bulk (or the configured start) an exposure may be: the longest metric window."""
+    windows = [config.metrics[m].window_days for m in exp.roles() if m in config.metrics]
+    return max([1.0, *windows])
+
+
+FIRST_EXPOSURES = """WITH u AS (SELECT unit_id, min(exposed_at) AS t, arg_min(variant, exposed_at) AS variant
+    FROM exposures WHERE experiment = $key AND exposed_at <= $as_of GROUP BY unit_id)"""
+
+
+def enrollment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> Enrollment:
+    """Two grouped queries over the units' first exposures: the bulk's start, then per arm the early
+    exposures, the units and the recent ones."""
+    exp = config.experiments[key]
+    end = min(as_of, dt.datetime.combine(exp.end, dt.time()) + dt.timedelta(days=1)) if exp.end else as_of
+    configured = dt.datetime.combine(exp.start, dt.time()) if exp.start else None
+    params = {"key": key, "as_of": as_of}
+    bulk, last = con.execute(f"{FIRST_EXPOSURES} SELECT quantile_disc(t, {BULK_QUANTILE}), max(t) FROM u",
+                             params).fetchone()
+    if bulk is None:
+        return Enrollment(configured, end, None)
+    cutoff = (configured or bulk) - dt.timedelta(days=tolerance_days(config, exp))
+    recent_from = end - dt.timedelta(days=RECENT_DAYS)
+    rows = con.execute(f"""{FIRST_EXPOSURES}
+        SELECT variant, count(*) FILTER (WHERE t < $cutoff), min(t) FILTER (WHERE t < $cutoff),
+               max(t) FILTER (WHERE t < $cutoff), min(t) FILTER (WHERE t >= $cutoff),
+               count(*) FILTER (WHERE t >= $cutoff), count(*) FILTER (WHERE t >= $cutoff AND t > $recent)
+        FROM u GROUP BY variant""", {**params, "cutoff": cutoff, "recent": recent_from}).fetchall()
+    early = sum(r[1] for r in rows)
+    firsts = [r[2] for r in rows if r[2] is not None]
+    lasts = [r[3] for r in rows if r[3] is not None]
+    bulk_firsts = [r[4] for r in rows if r[4] is not None]
+    start = configured or (min(bulk_firsts) if bulk_firsts else None)
+    info = Enrollment(start, end, cutoff, int(early), min(firsts, default=None), max(lasts, default=None), last)
+    by_arm = {r[0]: (r[5], r[6]) for r in rows}
+    arms = [by_arm.get(v, (0, 0)) for v in exp.variants]
+    days = info.days_running
+    if days <= 0 or not arms:
+        return info
+    return Enrollment(start, end, cutoff, int(early), info.early_first, info.early_last, last,
+                      min(a[1] for a in arms) / min(RECENT_DAYS, days), min(a[0] for a in arms) / days)
