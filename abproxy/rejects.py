@@ -48,7 +48,7 @@ class FileRejects:
         """`path: N of M rows (x%) rejected` and one line per top reason."""
         out = [f"{self.path}: {self.rows_rejected:,} of {self.rows_total:,} rows ({self.fraction:.1%}) rejected"]
         for r in self.reasons:
-            example = f" (e.g. row {r.row_number}: {r.column} = {r.example!r})" if r.column else \
+            example = f" (e.g. row {r.row_number}: {r.column} {_shown(r.example)})" if r.column else \
                 f" (e.g. row {r.row_number})"
             out.append(f"{r.rows:,} × {r.reason}{example}" + (f"; {r.fix}" if r.fix else ""))
         return out
@@ -58,7 +58,7 @@ class FileRejects:
         top = self.reasons[0] if self.reasons else None
         why = ""
         if top is not None:
-            example = f", e.g. row {top.row_number}: {top.column} = {top.example!r}" if top.column else ""
+            example = f", e.g. row {top.row_number}: {top.column} {_shown(top.example)}" if top.column else ""
             why = f"; mostly {top.reason} ({top.rows:,} rows{example})" + (f": {top.fix}" if top.fix else "")
         return (f"{self.path}: not loaded: {self.rows_rejected:,} of {self.rows_total:,} rows "
                 f"({self.fraction:.1%}) were rejected, more than ingest.max_rejected_fraction = {limit:g}{why}. "
@@ -129,3 +129,8 @@ def delimiter_hint(detected: str | None, configured: str, rel: str, opts: ReadOp
         text += (f" The file looks '{show_delimiter(detected)}'-separated: set delimiter: "
                  f"'{show_delimiter(detected)}' under ingest.formats.'{opts.where(rel)}' in abproxy.yaml")
     return text
+
+
+def _shown(value) -> str:
+    """'= 'abc'' for a value; 'empty' for a missing one (never 'None' to a reader)."""
+    return "empty" if value is None or value == "" else f"= {value!r}"

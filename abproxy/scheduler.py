@@ -314,7 +314,8 @@ def streamlit_command(ws: Workspace, port: int, address: str, app: Path = APP,
     command = [sys.executable, "-m", "abproxy.childguard", str(os.getpid()),
                sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
                "--server.address", address, "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none"]
+               "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
+               "--client.toolbarMode", "minimal"]
     if secrets is not None:
         command += ["--secrets.files", str(secrets)]
     return command + ["--", "--workspace", str(ws.root)]

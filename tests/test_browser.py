@@ -53,7 +53,7 @@ def server(report_ws, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
            "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--", "--workspace", str(report_ws)]
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace", str(report_ws)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -157,7 +157,7 @@ def test_harmed_segment_in_a_real_browser(server, browser):
 @pytest.mark.parametrize("path, heading, expected, shot", [
     ("/metrics", "Metrics catalog", ["Spend per user (spend_per_user)", "growth-analytics", "Generated SQL", NASTY],
      "metrics.png"),
-    ("/models", "Model leaderboard", ["recsys", "2.0.0", "SHIP", "ROLLBACK", "rolled_back"], "models.png"),
+    ("/models", "Model leaderboard", ["recsys", "2.0.0", "rolled back", "invalid data", "rolled_back"], "models.png"),
     ("/data-health", "Data health", ["events/broken.csv", "missing required columns", "unparseable timestamp"],
      "data-health.png"),
 ])
@@ -189,7 +189,7 @@ def serving(workspace: Path, log: Path):
     env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
            "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--", "--workspace", str(workspace)]
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace", str(workspace)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

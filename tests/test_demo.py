@@ -94,7 +94,7 @@ def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
            "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--", "--workspace", str(ws.root)]
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace", str(ws.root)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
