@@ -83,7 +83,8 @@ def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_pa
     import subprocess
     import sys
 
-    from test_browser import CHROMIUM, ROOT, free_port, open_page, screenshot, wait_healthy
+    from test_browser import (CHROMIUM, ROOT, experiment_keys, free_port, open_page, read_every_page, screenshot,
+                              wait_healthy)
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
@@ -112,11 +113,17 @@ def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_pa
                 page.close()
                 page, text = open_page(browser, f"{url}/experiment?experiment=pricing-nn",
                                        "Price suggestion network", charts=3)
-                assert "SHIP" in text and "country=DE" in text
+                assert "SHIP" in text and "country=DE" in text and "caution" in text
                 screenshot(page, "experiment.png")
                 page.close()
+                # every page of the demo, read as a reader: no nan/None/inf, no Vega warning, no Deploy button
+                read_every_page(browser, url, experiment_keys(ws.root))
             finally:
                 browser.close()
+        # the review export in docs/ is the demo's SHIP-with-caution experiment
+        from abproxy.report.export import write_review
+
+        write_review(ws, "pricing-nn", ROOT / "docs" / "review-example.html")
     finally:
         proc.terminate()
         proc.wait(timeout=15)
