@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import socket
 import threading
 import time
@@ -219,6 +220,11 @@ def test_hanging_webhook_does_not_hold_the_job(hooks):
 
 
 def test_broken_command_is_logged_not_raised(tmp_path: Path, caplog):
+    # other tests in the same worker may leave the logging tree changed (a CLI run's root level, a
+    # library's dictConfig disabling loggers): capture this module's logger explicitly
+    logger = logging.getLogger("abproxy.notify")
+    logger.disabled, logger.propagate = False, True
+    caplog.set_level(logging.INFO, logger="abproxy.notify")
     cfg = config(command="exit 3")
     send(Workspace(tmp_path, cfg), [a_run("SHIP")], {"exp": ("KEEP_RUNNING", ())}, wait_seconds=10)
     assert "exit code 3" in caplog.text

@@ -201,7 +201,7 @@ def test_models_show_offline_metrics_beside_online_effects(ran):
     ship = rows[("recsys-v2", "v2")]
     assert (ship["model"], ship["version"]) == ("recsys", "2")
     assert ship["offline_metrics"] == {"val_auc": VAL_AUC[1]} and ship["effects"]
-    assert rows[("ranker-v3", "v2")]["variant_status"] == "roll back"      # failed models included
+    assert rows[("ranker-v3", "v2")]["variant_status"] == "roll back recommended"    # failed models included
     assert ship["registry"]["datasets"][0]["digest"] == "digest3"
     entry = next(e for e in report["offline_vs_online"] if e["offline_metric"] == "val_auc")
     assert entry["n"] == 3 and entry["status"] == "not enough experiments yet" and entry["rho"] is None
@@ -261,7 +261,7 @@ def test_the_models_page_shows_offline_metrics_and_offline_vs_online(ran, monkey
     at.switch_page("abproxy/report/models.py").run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.markdown[0].value.replace("\\", "")
-    row = next(line for line in table.splitlines() if "**recsys** | **2**" in line or "**recsys** | **2** " in line)
+    row = next(line for line in table.splitlines() if line.startswith("| **recsys 2** |"))
     assert f"val_auc {VAL_AUC[1]:.4g}" in row
     assert "Offline vs online" in [s.value for s in at.subheader]
     shown = "\n".join(m.value for m in at.markdown).replace("\\", "")

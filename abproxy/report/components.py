@@ -303,9 +303,9 @@ def pooled_note(part: pd.DataFrame, minimum: Any) -> str | None:
     details = _loads(other.iloc[0].get("details"), {}) or {}
     values = details.get("pooled") or []
     shown = ", ".join(str(v) for v in values[:12]) + (f" and {len(values) - 12} more" if len(values) > 12 else "")
-    return (f"'other' pools {len(values)} value(s) ({shown}) that had fewer than {c.count(minimum)} units in some "
+    return (f"'other' pools {len(values)} value(s) ({shown}) that had fewer than {fmt.count(minimum)} units in some "
             "arm (or no units in one), so that each row compares enough units." if values else
-            f"'other' pools the values with fewer than {c.count(minimum)} units in some arm.")
+            f"'other' pools the values with fewer than {fmt.count(minimum)} units in some arm.")
 
 
 def _loads(value: Any, default: Any) -> Any:
