@@ -35,7 +35,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 9
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+            raise AssertionError(f"the server exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

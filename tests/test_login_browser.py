@@ -6,43 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-gpu"]
-TIMEOUT_MS = 120_000
+from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, free_port, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not healthy after {seconds} s:\n{log.read_text()}")
 
 
 @pytest.fixture()
@@ -72,7 +44,7 @@ def served(report_ws, provider, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "abproxy.cli", "serve", "--workspace", str(root),
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log, seconds=120)
         yield f"http://localhost:{port}", log
     finally:
         proc.terminate()
