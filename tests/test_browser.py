@@ -48,23 +48,8 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 9
 
 @pytest.fixture(scope="module")
 def server(report_ws, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace", str(report_ws)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serving(report_ws, tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
