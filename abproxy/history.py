@@ -16,8 +16,10 @@ import duckdb
 
 from . import format as fmt
 from .errors import HistoryError
-from .ledger import RUN_SELECT, latest_runs_sql, loads
-from .offline import latest_lineage, offline_vs_online, registry_fields
+from . import ledger
+from .ledger import loads
+from .lineage import arm_status_of_run
+from .offline import offline_vs_online, registry_fields
 from .warehouse import open_snapshot
 
 MISSING = "(absent)"
@@ -29,14 +31,8 @@ def _connect(ws) -> duckdb.DuckDBPyConnection:
     return open_snapshot(ws.snapshot)
 
 
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-
-
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    cur = con.execute(sql, params or [])
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+_tables = ledger.tables
+_rows = ledger.rows
 
 
 def _iso(value: Any) -> str | None:
@@ -56,32 +52,12 @@ def _num(value: Any) -> float | None:
 
 
 def _known_experiments(con: duckdb.DuckDBPyConnection, ws=None) -> list[str]:
-    keys = {r[0] for r in con.execute("SELECT DISTINCT experiment FROM runs").fetchall()}
+    keys = set(ledger.run_experiments(con))
     if "experiments" in _tables(con):
         keys |= {r[0] for r in con.execute("SELECT experiment FROM experiments").fetchall()}
     if ws is not None and getattr(ws, "config", None) is not None:
         keys |= set(ws.config.experiments)
     return sorted(keys)
-
-
-RUN_COLUMNS = RUN_SELECT
-
-
-def _overall(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Overall (unsegmented) results of the given runs, grouped by run id, in a stable order."""
-    if not run_ids:
-        return {}
-    rows = _rows(con, """
-        SELECT run_id, metric, role, variant, control, control_units, variant_units, control_mean, variant_mean,
-               abs_effect, abs_ci_lo, abs_ci_hi, rel_effect, rel_ci_lo, rel_ci_hi, p_value, p_value_adjusted,
-               significant, method
-        FROM results WHERE segment = '' AND list_contains(?, run_id)
-        ORDER BY run_id, CASE role WHEN 'primary' THEN 0 WHEN 'guardrail' THEN 1 ELSE 2 END, metric, variant""",
-                 [run_ids])
-    out: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(r["run_id"], []).append(r)
-    return out
 
 
 def _effect(r: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +81,8 @@ def history(ws, key: str) -> list[dict[str, Any]]:
         known = _known_experiments(con, ws)
         if key not in known:
             raise HistoryError(f"unknown experiment '{key}' (known: {', '.join(known) or 'none yet'})")
-        runs = _rows(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment = ? ORDER BY started_at, run_id", [key])
-        results = _overall(con, [r["run_id"] for r in runs])
+        runs = ledger.runs_of(con, key)
+        results = ledger.overall_results(con, [r["run_id"] for r in runs])
     finally:
         con.close()
     out = []
@@ -133,8 +109,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, ref: str) -> str:
     ref = (ref or "").strip()
     if not ref:
         raise HistoryError("empty run id; see 'abproxy history KEY' for run ids")
-    matches = [r[0] for r in con.execute(
-        "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at", [ref]).fetchall()]
+    matches = ledger.run_ids_starting(con, ref)
     if not matches:
         raise HistoryError(f"no run '{ref}' in the ledger; see 'abproxy history KEY' for run ids")
     if ref in matches:
@@ -337,10 +312,11 @@ def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
     con = _connect(ws)
     try:
         ida, idb = resolve_run(con, run_a), resolve_run(con, run_b)
-        a, b = (_rows(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [i])[0] for i in (ida, idb))
-        results = _overall(con, [ida, idb])
+        found = ledger.run_rows(con, [ida, idb])
+        a, b = found[ida], found[idb]
+        results = ledger.overall_results(con, [ida, idb])
         files = _files_by_path(con)
-        lineage = _lineage_diff(*(_run_lineage(con, i) for i in (ida, idb)))
+        lineage = _lineage_diff(*(ledger.run_lineage(con, i) for i in (ida, idb)))
     finally:
         con.close()
     data = _data_diff(a, b, files)
@@ -367,16 +343,6 @@ def diff(ws, run_a: str, run_b: str) -> dict[str, Any]:
     summary[1:1] = [m["text"] for m in lineage if m["changed"]]
     return {"run_a": runs["a"], "run_b": runs["b"], "data": data, "definitions": definitions, "code": code,
             "lineage": lineage, "metrics": metrics, "verdict": verdict, "summary": summary}
-
-
-LINEAGE_KEYS = ("source", "ref", "model", "version", "alias", "model_run_id", "arm_status")
-
-
-def _run_lineage(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
-    if "lineage" not in _tables(con):
-        return {}
-    rows = _rows(con, f"SELECT variant, {', '.join(LINEAGE_KEYS)} FROM lineage WHERE run_id = ?", [run_id])
-    return {r["variant"]: {k: r[k] for k in LINEAGE_KEYS} for r in rows}
 
 
 def _lineage_diff(la: dict[str, dict[str, Any]], lb: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -422,7 +388,7 @@ def _lineage(con: duckdb.DuckDBPyConnection, tables: set[str]) -> list[dict[str,
             rows.append({**r, "params": loads(r["params"], {}), "experiment_name": e.get("name") or r["experiment"],
                          "experiment_status": e.get("status"), "source": "config"})
     seen = {r["experiment"] for r in rows}
-    for run in _rows(con, latest_runs_sql("experiment, definitions")):
+    for run in ledger.latest_runs(con, "experiment, definitions").values():
         if run["experiment"] in seen:
             continue
         exp = (loads(run["definitions"], {}) or {}).get("experiment") or {}
@@ -442,11 +408,10 @@ def models(ws) -> list[dict[str, Any]]:
     try:
         tables = _tables(con)
         lineage = _lineage(con, tables)
-        latest = {r["experiment"]: r for r in _rows(con, latest_runs_sql())}
-        latest_ok = {r["experiment"]: r for r in _rows(con, latest_runs_sql("run_id, experiment, started_at",
-                                                                            "status = 'ok'"))}
-        results = _overall(con, [r["run_id"] for r in latest_ok.values()])
-        recorded = latest_lineage(con)
+        latest = ledger.latest_runs(con)
+        latest_ok = ledger.latest_runs(con, "run_id, experiment, started_at", "status = 'ok'")
+        results = ledger.overall_results(con, [r["run_id"] for r in latest_ok.values()])
+        recorded = ledger.latest_lineage(con)
     finally:
         con.close()
     out = []
@@ -477,7 +442,7 @@ def models(ws) -> list[dict[str, Any]]:
             "as_of": _iso(run["as_of"]) if run else None, "run_status": run["status"] if run else None,
             "error": run["error"] if run else None,
             "decision": decision, "ship_variant": ship,
-            "status": arm_status(v["variant"], bool(v["is_control"]), run),
+            "status": _arm(v, run, lin),
             "variant_status": _variant_status(decision, ship, v, run),
             "shipped": bool(treatment and decision == "SHIP" and ship == v["variant"]
                             and v["experiment_status"] == "shipped"),
@@ -490,25 +455,12 @@ def models(ws) -> list[dict[str, Any]]:
     return out
 
 
-# one status vocabulary for an arm in its experiment's latest run, shared by the CLI, the report and the
-# export: the code (what the report's badges key on) → the words the CLI prints
-ARM_STATUS = {"SHIP": "shipped", "NOT_SHIPPED": "not shipped", "ROLLBACK": "roll back", "KEEP_RUNNING": "keep running",
-              "INVALID": "invalid", "NO_DETECTABLE_EFFECT": "no effect", "CONTROL": "baseline",
-              "FAILED": "analysis failed", "NOT_ANALYSED": "not analysed"}
-
-
-def arm_status(variant: str, is_control: bool, run: dict[str, Any] | None) -> str:
-    """What the latest verdict means for one arm: a key of ARM_STATUS."""
-    if run is None:
-        return "NOT_ANALYSED"
-    if run.get("status") != "ok" or not run.get("decision"):
-        return "FAILED"
-    if is_control:
-        return "CONTROL"
-    decision = run["decision"]
-    if decision == "SHIP" and run.get("ship_variant") not in (None, variant):
-        return "NOT_SHIPPED"
-    return decision
+def _arm(v: dict[str, Any], run: dict[str, Any] | None, lin: dict[str, Any] | None) -> str:
+    """The arm's status as its latest run recorded it (lineage.arm_status, with the verdict's own word
+    per arm), else by the same rule from the run row."""
+    if run is not None and lin and lin.get("run_id") == run["run_id"] and lin.get("arm_status"):
+        return lin["arm_status"]
+    return arm_status_of_run(v["variant"], bool(v["is_control"]), run)
 
 
 def _lift_of(row: dict[str, Any]) -> float:
@@ -725,17 +677,12 @@ def latest_verdict(ws, key: str) -> tuple[dict[str, Any] | None, list[str], dict
         if key not in _known_experiments(con, ws):
             return None
         tables = _tables(con)
-        found = _rows(con, "SELECT * FROM runs WHERE experiment = ? ORDER BY started_at DESC, run_id DESC LIMIT 1",
-                      [key])
-        run = found[0] if found else None
+        run = ledger.latest_run(con, key)
         variants = _variant_names(con, ws, key, run, tables)
         arms, health = {}, []
         if run is not None:
-            if "lineage" in tables:
-                arms = {r["variant"]: r["arm_status"] for r in _rows(
-                    con, "SELECT variant, arm_status FROM lineage WHERE run_id = ?", [run["run_id"]])}
-            health = _rows(con, "SELECT check_name AS check, status, metric, segment, variant, detail FROM health "
-                                "WHERE run_id = ?", [run["run_id"]])
+            arms = {v: lin["arm_status"] for v, lin in ledger.run_lineage(con, run["run_id"]).items()}
+            health = ledger.run_health(con, run["run_id"])
     finally:
         con.close()
     return run, variants, arms, health

@@ -10,12 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import MODEL_REF, Experiment
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -110,20 +107,41 @@ def with_move(current: ModelLineage, previous: ModelLineage | None) -> ModelLine
     return current
 
 
-def arm_status(variant: str, is_control: bool, verdict: "Verdict | None", status: str = "ok") -> str:
-    """What the run's verdict means for one arm: SHIP, NOT_SHIPPED, ROLLBACK, CONTROL, the
-    experiment's decision (KEEP_RUNNING, NO_DETECTABLE_EFFECT, INVALID) or FAILED."""
-    if status != "ok" or verdict is None:
+# one status vocabulary for an arm in a run: the code (what the ledger's `lineage.arm_status`, the gate,
+# the registry tags and the report's badges key on) → the words a reader sees (CLI, report and export)
+ARM_STATUS = {"SHIP": "shipped", "NOT_SHIPPED": "not shipped", "ROLLBACK": "roll back",
+              "KEEP_RUNNING": "keep running", "INVALID": "invalid", "NO_DETECTABLE_EFFECT": "no effect",
+              "CONTROL": "baseline", "FAILED": "analysis failed", "NOT_ANALYSED": "not analysed"}
+
+
+def arm_status(variant: str, is_control: bool, decision: str | None, ship_variant: str | None = None,
+               status: str | None = "ok", per_variant: dict[str, str] | None = None) -> str:
+    """What a run's verdict means for one arm, a key of ARM_STATUS: SHIP, NOT_SHIPPED, ROLLBACK,
+    CONTROL, the experiment's decision (KEEP_RUNNING, NO_DETECTABLE_EFFECT, INVALID), FAILED, or
+    NOT_ANALYSED (`status` None: no run). `per_variant` is the verdict's own word per arm when known
+    (at analysis time); without it a SHIP of another arm reads NOT_SHIPPED and a ROLLBACK reads
+    ROLLBACK for every treatment. The one rule for the ledger, the gate, the registry and the reads."""
+    if status is None:
+        return "NOT_ANALYSED"
+    if status != "ok" or not decision:
         return "FAILED"
     if is_control:
         return "CONTROL"
-    if verdict.decision == "SHIP":
-        if verdict.ship_variant == variant:
+    own = (per_variant or {}).get(variant)
+    if decision == "SHIP":
+        if ship_variant in (None, variant):
             return "SHIP"
-        return "ROLLBACK" if verdict.per_variant.get(variant) == "ROLLBACK" else "NOT_SHIPPED"
-    if verdict.decision == "ROLLBACK" and verdict.per_variant.get(variant) not in (None, "ROLLBACK"):
+        return "ROLLBACK" if own == "ROLLBACK" else "NOT_SHIPPED"
+    if decision == "ROLLBACK" and own not in (None, "ROLLBACK"):
         return "NOT_SHIPPED"
-    return verdict.decision
+    return decision
+
+
+def arm_status_of_run(variant: str, is_control: bool, run: dict[str, Any] | None) -> str:
+    """arm_status from a `runs` row (None: never analysed)."""
+    if run is None:
+        return "NOT_ANALYSED"
+    return arm_status(variant, is_control, run.get("decision"), run.get("ship_variant"), run.get("status"))
 
 
 def move_text(variant: str, lineage: ModelLineage) -> str:

@@ -11,31 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import duckdb
 
 from .ledger import loads
 from .stats.rank import rank_correlation
 
 MIN_EXPERIMENTS = 5
 NOT_ENOUGH = "not enough experiments yet"
-
-
-def latest_lineage(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], dict[str, Any]]:
-    """(experiment, variant) → the lineage recorded with the experiment's latest run."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "lineage" not in tables:
-        return {}
-    cur = con.execute("""
-        SELECT l.* FROM lineage l JOIN runs r USING (run_id)
-        QUALIFY dense_rank() OVER (PARTITION BY l.experiment ORDER BY r.started_at DESC, r.run_id DESC) = 1""")
-    names = [d[0] for d in cur.description]
-    out = {}
-    for row in (dict(zip(names, t)) for t in cur.fetchall()):
-        for k in ("params", "metrics", "tags"):
-            row[k] = loads(row[k], {})
-        row["datasets"] = loads(row["datasets"], [])
-        out[(row["experiment"], row["variant"])] = row
-    return out
 
 
 def registry_fields(lin: dict[str, Any] | None) -> dict[str, Any]:

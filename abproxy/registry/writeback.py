@@ -115,6 +115,12 @@ def _skip(run, lin: ModelLineage | None, action: str, alias: str | None, why: st
                        lin.version if lin else None, action, alias, None, "skipped", why, 0, _now())
 
 
+def _arm(run: Any, lin: ModelLineage) -> str:
+    v = run.verdict
+    return arm_status(lin.variant, lin.is_control, v.decision if v else None, v.ship_variant if v else None,
+                      getattr(run, "status", "ok"), v.per_variant if v else None)
+
+
 def write_run(registry: Registry, config: Config, run: Any, link: str) -> list[WriteRecord]:
     settings = config.mlflow or MlflowSettings()
     lineage: dict[str, ModelLineage] = getattr(run, "lineage", {}) or {}
@@ -123,7 +129,7 @@ def write_run(registry: Registry, config: Config, run: Any, link: str) -> list[W
         for lin in lineage.values():
             if lin.in_registry:
                 out.append(_guarded(_tag_version, run, lin, "tags", None, registry, run, lin,
-                                    verdict_tags(run, lin, arm_status(lin.variant, lin.is_control, run.verdict), link)))
+                                    verdict_tags(run, lin, _arm(run, lin), link)))
     promote = settings.promote
     if promote and run.verdict.decision == promote.on:
         lin = lineage.get(run.verdict.ship_variant or "")

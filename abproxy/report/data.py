@@ -20,10 +20,12 @@ import pandas as pd
 
 from abproxy.config import ConfigError, resolve_workspace
 from abproxy.errors import UnknownExperimentError
-from abproxy.history import arm_outcome, arm_status
+from abproxy.history import arm_outcome
 from abproxy import ledger
+from abproxy.ledger import frames
 from abproxy.ledger import loads  # noqa: F401  (pages use data.loads)
-from abproxy.offline import latest_lineage, offline_vs_online, registry_fields
+from abproxy.lineage import arm_status_of_run
+from abproxy.offline import offline_vs_online, registry_fields
 from abproxy.warehouse import WarehouseError, open_snapshot
 from abproxy.workspace import Workspace
 
@@ -133,8 +135,7 @@ def _cached(query: str, path: str, version: tuple, args: tuple) -> Any:
 
 # --------------------------------------------------------------------------- helpers
 
-def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+tables = ledger.tables
 
 
 def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -152,11 +153,6 @@ def _missing(value: Any) -> bool:
         return False
 
 
-# the ledger's run columns without the (large) stored definitions, which the experiment view reads apart
-RUN_COLUMNS = ", ".join(c for c in ledger.RUN_COLUMNS if c != "definitions")
-LATEST_RUN = ledger.latest_runs_sql(RUN_COLUMNS)
-
-
 # --------------------------------------------------------------------------- experiments
 
 EXPERIMENT_COLUMNS = ["experiment", "name", "hypothesis", "owner", "status", "start", "end", "control",
@@ -169,13 +165,12 @@ def experiments(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     have = tables(con)
     frame = _df(con, "SELECT * FROM experiments") if "experiments" in have else pd.DataFrame(columns=EXPERIMENT_COLUMNS)
     known = set(frame["experiment"])
-    if "runs" in have:
-        extra = [k for (k,) in con.execute("SELECT DISTINCT experiment FROM runs ORDER BY 1").fetchall() if k not in known]
-        if extra:
-            rows = pd.DataFrame([{"experiment": k, "name": k, "status": "unknown", "primary_metrics": "[]",
-                                  "roles": "{}", "guardrails": "[]", "segments": "[]", "allocation": "{}",
-                                  "decision": "{}"} for k in extra])
-            frame = pd.concat([frame, rows], ignore_index=True)
+    extra = [k for k in ledger.run_experiments(con) if k not in known]
+    if extra:
+        rows = pd.DataFrame([{"experiment": k, "name": k, "status": "unknown", "primary_metrics": "[]",
+                              "roles": "{}", "guardrails": "[]", "segments": "[]", "allocation": "{}",
+                              "decision": "{}"} for k in extra])
+        frame = pd.concat([frame, rows], ignore_index=True)
     return frame.reindex(columns=EXPERIMENT_COLUMNS)
 
 
@@ -183,38 +178,16 @@ def experiment_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
     return list(experiments(con)["experiment"])
 
 
-def primary_results(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """Overall results of each run's first primary metric (one row per run × treatment arm)."""
-    where = "" if run_ids is None else "AND r.run_id IN (SELECT unnest(?::VARCHAR[]))"
-    named = "metrics" in tables(con)
-    label = "coalesce(m.name, r.metric)" if named else "r.metric"
-    mtype = "m.type" if named else "NULL"
-    join = "LEFT JOIN metrics m ON m.metric = r.metric" if named else ""
-    sql = """
-        WITH firsts AS (
-            SELECT run_id, arg_min(metric, ord) AS metric FROM (
-                SELECT run_id, metric, min(rowid) AS ord FROM results
-                WHERE segment = '' AND role = 'primary' GROUP BY run_id, metric) GROUP BY run_id)
-        SELECT r.run_id, r.experiment, r.metric, {label} AS label, {mtype} AS type, r.variant, r.control, r.rel_effect,
-               r.rel_ci_lo, r.rel_ci_hi,
-               r.abs_effect, r.abs_ci_lo, r.abs_ci_hi, r.p_value_adjusted, r.significant
-        FROM results r JOIN firsts f USING (run_id, metric) {join}
-        WHERE r.segment = '' {where}
-        ORDER BY r.run_id, r.variant""".format(label=label, mtype=mtype, join=join, where=where)
-    return _df(con, sql, [run_ids] if run_ids is not None else None)
+primary_results = frames.primary_results
 
 
 def overview(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """One record per experiment: configuration, latest run and its primary lifts."""
     exps = experiments(con)
-    have = tables(con)
-    latest = _df(con, f"SELECT {RUN_COLUMNS} FROM ({LATEST_RUN})") if "runs" in have else pd.DataFrame()
-    by_key = {r["experiment"]: r for r in _records(latest)}
+    by_key = {r["experiment"]: r for r in _records(frames.latest_runs_frame(con))}
     ids = [r["run_id"] for r in by_key.values()]
     prim = primary_results(con, ids) if by_key else pd.DataFrame()
-    problems = _df(con, """SELECT run_id, check_name, status, segment, metric, variant, detail FROM health
-                           WHERE status <> 'ok' AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""",
-                   [ids]) if ids and "health" in have else pd.DataFrame(columns=["run_id"])
+    problems = frames.problems(con, ids)
     out = []
     for exp in _records(exps):
         run = by_key.get(exp["experiment"])
@@ -238,10 +211,9 @@ def _cautions(exp: dict[str, Any], run: dict[str, Any] | None, issues: list[dict
 
 def portfolio(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every run's verdict and primary lift: the portfolio timeline (CSV download)."""
-    if "runs" not in tables(con):
+    runs = frames.portfolio_runs(con)
+    if runs is None:
         return pd.DataFrame(columns=["run_id", "experiment", "as_of", "decision"])
-    runs = _df(con, "SELECT run_id, experiment, as_of, started_at, status, decision, ship_variant, days_running "
-                    "FROM runs ORDER BY experiment, as_of, started_at")
     prim = primary_results(con)
     prim = prim.rename(columns={"metric": "primary_metric", "rel_effect": "primary_lift",
                                 "rel_ci_lo": "primary_lift_ci_lo", "rel_ci_hi": "primary_lift_ci_hi",
@@ -325,15 +297,12 @@ def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
         raise UnknownExperimentError(f"unknown experiment '{key}' (known: {known})")
     meta = _meta(_records(match)[0])
     have = tables(con)
-    runs = _df(con, f"SELECT {RUN_COLUMNS} FROM runs WHERE experiment = ? ORDER BY as_of, started_at", [key]) \
-        if "runs" in have else pd.DataFrame(columns=[c.strip() for c in RUN_COLUMNS.split(",")])
+    runs = frames.runs_frame(con, key)
     run = _records(runs.iloc[[-1]])[0] if len(runs) else None
     run_id = run["run_id"] if run else ""
-    results = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM results WHERE run_id = ? ORDER BY rowid", [run_id])
-    series = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM series WHERE run_id = ? ORDER BY metric, variant, kind, day",
-                 [run_id]) if "series" in have else pd.DataFrame()
-    health = _df(con, "SELECT * EXCLUDE (run_id, experiment) FROM health WHERE run_id = ? ORDER BY rowid", [run_id]) \
-        if "health" in have else pd.DataFrame()
+    results = frames.run_results(con, run_id)
+    series = frames.run_series(con, run_id)
+    health = frames.run_checks(con, run_id)
     variants = _df(con, "SELECT * FROM variants WHERE experiment = ? ORDER BY NOT is_control, variant", [key]) \
         if "variants" in have else pd.DataFrame()
     variants = with_registry_lineage(con, key, variants)
@@ -341,19 +310,14 @@ def experiment_view(con: duckdb.DuckDBPyConnection, key: str) -> ExperimentView:
     metrics = _df(con, "SELECT metric, name, type, description, owner, higher_is_better, window_days FROM metrics "
                        "WHERE metric IN (SELECT unnest(?::VARCHAR[]))", [used]) if "metrics" in have else pd.DataFrame(
         columns=["metric", "name", "type", "description", "owner", "higher_is_better", "window_days"])
-    history = _df(con, """SELECT r.run_id, u.as_of, u.started_at, r.metric, r.role, r.variant, r.rel_effect, r.rel_ci_lo,
-                                 r.rel_ci_hi, r.abs_effect, r.p_value_adjusted, r.significant
-                          FROM results r JOIN runs u USING (run_id)
-                          WHERE r.experiment = ? AND r.segment = '' ORDER BY u.as_of, u.started_at, r.rowid""", [key]) \
-        if "runs" in have else pd.DataFrame()
+    history = frames.results_history(con, key)
     definitions: dict[str, Any] = {}
     previous: dict[str, Any] = {}
     if len(runs):
         ids = list(runs["run_id"].iloc[-2:])
-        defs = dict(con.execute("SELECT run_id, definitions FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-                                [ids]).fetchall())
-        definitions = loads(defs.get(ids[-1]), {})
-        previous = loads(defs.get(ids[0]), {}) if len(ids) == 2 else {}
+        defs = frames.definitions(con, ids)
+        definitions = defs.get(ids[-1], {})
+        previous = defs.get(ids[0], {}) if len(ids) == 2 else {}
     published = con.execute("SELECT max(published_at) FROM snapshot_info").fetchone()[0] \
         if "snapshot_info" in have else None
     return ExperimentView(key, meta, runs, run, results, series, health, variants, metrics, history, published,
@@ -385,14 +349,11 @@ def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         return []
     variants = _records(_df(con, "SELECT * FROM variants ORDER BY model, version, experiment, variant"))
     exps = {e["experiment"]: _meta(e) for e in _records(experiments(con))}
-    latest = {r["experiment"]: r for r in _records(_df(con, f"SELECT {RUN_COLUMNS} FROM ({LATEST_RUN})"))} \
-        if "runs" in have else {}
+    latest = {r["experiment"]: r for r in _records(frames.latest_runs_frame(con))}
     ids = [r["run_id"] for r in latest.values()]
-    effects = _df(con, """SELECT run_id, metric, role, variant, rel_effect, rel_ci_lo, rel_ci_hi, significant
-                          FROM results WHERE segment = '' AND role IN ('primary', 'guardrail')
-                            AND run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid""", [ids]) if ids else pd.DataFrame()
+    effects = frames.arm_effects(con, ids)
     names = dict(con.execute("SELECT metric, coalesce(name, metric) FROM metrics").fetchall()) if "metrics" in have else {}
-    recorded = latest_lineage(con)
+    recorded = ledger.latest_lineage(con)
     out = []
     for v in variants:
         lin = recorded.get((v["experiment"], v["variant"]))
@@ -413,7 +374,7 @@ def models(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def with_registry_lineage(con: duckdb.DuckDBPyConnection, key: str, variants: pd.DataFrame) -> pd.DataFrame:
     """Variants that name MLflow references show the version their latest run resolved: model, version
     (and alias), the training run's params, its datasets as training data, the reference as link."""
-    recorded = {v: lin for (k, v), lin in latest_lineage(con).items() if k == key and lin.get("ref")}
+    recorded = {v: lin for (k, v), lin in ledger.latest_lineage(con).items() if k == key and lin.get("ref")}
     if variants.empty or not recorded:
         return variants
     frame = variants.copy()
@@ -436,8 +397,8 @@ def offline_online(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def arm_verdict(variant: dict[str, Any], run: dict[str, Any] | None) -> str:
-    """What the latest verdict means for one arm (the read layer's one vocabulary, `history.arm_status`)."""
-    return arm_status(variant["variant"], bool(variant.get("is_control")), run)
+    """What the latest verdict means for one arm (the one rule, `lineage.arm_status`)."""
+    return arm_status_of_run(variant["variant"], bool(variant.get("is_control")), run)
 
 
 def data_health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -461,11 +422,7 @@ def freshness(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         out["published_at"] = con.execute("SELECT max(published_at) FROM snapshot_info").fetchone()[0]
     if "files" in have:
         out["last_loaded_at"] = con.execute("SELECT max(loaded_at) FROM files").fetchone()[0]
-    if "runs" in have:
-        row = con.execute("""SELECT max(TRY_CAST(json_extract_string(watermark, '$.max_occurred_at') AS TIMESTAMP)),
-                                    max(TRY_CAST(json_extract_string(watermark, '$.max_exposed_at') AS TIMESTAMP))
-                             FROM runs""").fetchone()
-        out["latest_event"], out["latest_exposure"] = row
+    out["latest_event"], out["latest_exposure"] = frames.latest_data_seen(con)
     if "job_runs" in have:
         job = _records(_df(con, "SELECT kind, status, started_at, finished_at FROM job_runs "
                                 "ORDER BY started_at DESC LIMIT 1"))
