@@ -496,10 +496,10 @@ def test_a_file_failing_mid_load_leaves_nothing_behind(con, inbox):
 
 
 def test_file_written_while_being_read_is_retried_next_run(con, inbox, monkeypatch):
-    import abproxy.ingest as module
+    import abproxy.ingest.run as module  # the run calls load_file from there
 
     path = write(inbox / "events" / "growing.csv", EVENTS_HEADER + "u1,x,2026-01-05,1,e1\n")
-    real_load = module._load
+    real_load = module.load_file
 
     def load_then_append(*args, **kwargs):
         result = real_load(*args, **kwargs)
@@ -507,34 +507,34 @@ def test_file_written_while_being_read_is_retried_next_run(con, inbox, monkeypat
             handle.write("u2,x,2026-01-05,2,e2\n")
         return result
 
-    monkeypatch.setattr(module, "_load", load_then_append)
+    monkeypatch.setattr(module, "load_file", load_then_append)
     summary = run(con, inbox)
     assert (summary.files_failed, summary.rows_loaded) == (1, 0)
     assert "changed while it was being read" in summary.failures[0]["message"]
     assert (one(con, "SELECT count(*) FROM events"), ledger(con)) == (0, [])
 
-    monkeypatch.setattr(module, "_load", real_load)
+    monkeypatch.setattr(module, "load_file", real_load)
     assert run(con, inbox).rows_loaded == 2
     assert ledger(con) == [("events/growing.csv", "loaded", 2, 0, 0)]
 
 
 def test_errors_that_are_not_the_files_fault_are_retried(con, inbox, monkeypatch):
-    import abproxy.ingest as module
+    import abproxy.ingest.run as module  # the run calls load_file from there
 
     write(inbox / "events" / "a.csv", EVENTS_HEADER + "u1,x,2026-01-05,1,e1\n")
-    real_load = module._load
+    real_load = module.load_file
 
     def out_of_memory(con, *args, **kwargs):
         real_load(con, *args, **kwargs)
         raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
 
-    monkeypatch.setattr(module, "_load", out_of_memory)
+    monkeypatch.setattr(module, "load_file", out_of_memory)
     summary = run(con, inbox)
     assert (summary.files_failed, summary.ok) == (1, False)
     assert summary.failures[0]["message"].startswith("events/a.csv: could not be loaded this time (Out of Memory")
     assert (one(con, "SELECT count(*) FROM events"), ledger(con)) == (0, [])  # nothing kept, not ledgered
 
-    monkeypatch.setattr(module, "_load", real_load)
+    monkeypatch.setattr(module, "load_file", real_load)
     assert run(con, inbox).rows_loaded == 1
 
 
