@@ -1,4 +1,5 @@
-"""Model lineage of a run's variants: what model version each arm served, and the arm's outcome.
+"""Model lineage of a run's variants: what model version each arm served, the arm's status and
+outcome, and the one status vocabulary (codes → words) of the CLI, the report and the export.
 
 A variant's lineage is typed in abproxy.yaml (`model`, `version`, `params`, …) or resolved from an
 MLflow registry reference (`mlflow: models:/name/3` or `models:/name@alias`, see `registry/`).
@@ -8,6 +9,7 @@ This module is pure: records and rules, no I/O.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -107,11 +109,19 @@ def with_move(current: ModelLineage, previous: ModelLineage | None) -> ModelLine
     return current
 
 
-# one status vocabulary for an arm in a run: the code (what the ledger's `lineage.arm_status`, the gate,
-# the registry tags and the report's badges key on) → the words a reader sees (CLI, report and export)
-ARM_STATUS = {"SHIP": "shipped", "NOT_SHIPPED": "not shipped", "ROLLBACK": "roll back",
-              "KEEP_RUNNING": "keep running", "INVALID": "invalid", "NO_DETECTABLE_EFFECT": "no effect",
-              "CONTROL": "baseline", "FAILED": "analysis failed", "NOT_ANALYSED": "not analysed"}
+# one status vocabulary: a verdict or arm-status code (what the ledger's `lineage.arm_status`, the gate,
+# the registry tags and the report's badges key on) → the words every reader sees: the report's badges
+# and banners, the HTML export and the CLI (`history`, `models` and `gate` records carry them)
+STATUS_WORDS = {"SHIP": "ship the variant", "ROLLBACK": "roll the variant back",
+                "KEEP_RUNNING": "keep collecting data", "NO_DETECTABLE_EFFECT": "no effect detectable",
+                "INVALID": "numbers cannot be trusted", "FAILED": "the analysis failed",
+                "NOT_ANALYSED": "not analysed yet", "CONTROL": "baseline arm", "NOT_SHIPPED": "another arm was shipped"}
+ARM_STATUS = STATUS_WORDS
+
+
+def status_words(code: str | None) -> str:
+    """The plain words of a verdict or arm-status code (None: not analysed)."""
+    return STATUS_WORDS.get(code or "NOT_ANALYSED", (code or "").replace("_", " ").lower())
 
 
 def arm_status(variant: str, is_control: bool, decision: str | None, ship_variant: str | None = None,
@@ -142,6 +152,67 @@ def arm_status_of_run(variant: str, is_control: bool, run: dict[str, Any] | None
     if run is None:
         return "NOT_ANALYSED"
     return arm_status(variant, is_control, run.get("decision"), run.get("ship_variant"), run.get("status"))
+
+
+# outcome → sort rank on the leaderboard (best first)
+OUTCOMES = ("shipped", "ship recommended", "collecting data", "no detectable effect", "not chosen",
+            "revert recommended", "roll back recommended", "rolled back", "stopped", "invalid data",
+            "analysis failed", "not analysed", "baseline")
+
+
+def arm_outcome(variant: str, is_control: bool, experiment_status: str | None,
+                run: dict[str, Any] | None) -> str:
+    """One arm's own outcome in its experiment's latest run (the CLI and the models page share it):
+    'ship recommended' while the experiment runs, 'shipped' only once its status is shipped; in a
+    ROLLBACK only the arms the verdict names are rolled back."""
+    if is_control:
+        return "baseline"
+    if experiment_status == "rolled_back":
+        return "rolled back"
+    if run is None:
+        return "not analysed"
+    if run.get("status") != "ok" or not run.get("decision"):
+        return "analysis failed"
+    decision, ship = run["decision"], run.get("ship_variant")
+    shipped = experiment_status == "shipped"
+    if decision == "SHIP":
+        if ship != variant:
+            return "not chosen"
+        return "shipped" if shipped else "ship recommended"
+    if decision == "ROLLBACK":
+        named = _named_in_first_reason(variant, run.get("reasons"))
+        if not named:
+            return "no detectable effect"
+        return "revert recommended" if shipped else "roll back recommended"
+    if experiment_status == "stopped":
+        return "stopped"
+    return {"KEEP_RUNNING": "collecting data", "INVALID": "invalid data",
+            "NO_DETECTABLE_EFFECT": "no detectable effect"}.get(decision, decision.lower())
+
+
+def _named_in_first_reason(variant: str, reasons: Any) -> bool:
+    """Does the verdict's first reason ('Roll back a, b: …') name this arm?"""
+    first = (_json_list(reasons) or [""])[0]
+    head = str(first).split(":", 1)[0]
+    names = [n.strip() for n in head.replace("Roll back", "").replace("Revert the shipped model", "").split(",")]
+    return variant in names
+
+
+def outcome_rank(outcome: str) -> int:
+    return OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES)
+
+
+
+
+def _json_list(value: Any) -> list[Any]:
+    """The verdict's reasons as stored (JSON text) or as given (a list)."""
+    if isinstance(value, list):
+        return value
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else []
+    except ValueError:
+        return []
+    return parsed if isinstance(parsed, list) else []
 
 
 def move_text(variant: str, lineage: ModelLineage) -> str:

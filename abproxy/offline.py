@@ -12,7 +12,6 @@ import math
 from typing import Any, Iterable
 
 
-from .ledger import loads
 from .stats.rank import rank_correlation
 
 MIN_EXPERIMENTS = 5

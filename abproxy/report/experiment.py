@@ -406,13 +406,10 @@ def history(view: data.ExperimentView) -> None:
         if len(frame):
             c.show_chart(alt.layer(*layers).properties(height=240, title="Verdict timeline"),
                          "Primary lift and verdict of every run")
-    by_run = {r: g for r, g in prim.groupby("run_id")} if len(prim) else {}
     rows = []
-    for r in runs.iloc[::-1].head(30).to_dict("records"):
-        p = by_run.get(r["run_id"])
-        lifts = "; ".join(c.lift(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"], 1 - view.alpha)
-                          for x in p.to_dict("records")) if p is not None else "n/a"
-        rows.append([c.when(r["as_of"]), c.md(r["run_id"]), c.md(c.verdict_text(r.get("decision") or "FAILED")), lifts,
+    for r in c.history_rows(view):
+        lifts = "; ".join(c.lift(*x, 1 - view.alpha) for x in r["lifts"]) or "n/a"
+        rows.append([c.when(r["as_of"]), c.md(r["run_id"]), c.md(c.verdict_text(r["verdict"])), lifts,
                      c.md(r.get("definition_hash") or ""), fmt.days(r.get("days_running"))])
     st.markdown(c.md_table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash", "Days"], rows))
     st.subheader("What changed since the previous run")

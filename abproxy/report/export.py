@@ -408,14 +408,10 @@ def _watermark(view: ExperimentView) -> str:
 
 
 def _history(view: ExperimentView) -> str:
-    runs, hist = view.runs, view.history
-    primary = (view.meta.get("primary_metrics") or [None])[0]
-    prim = hist[hist["metric"] == primary] if len(hist) else pd.DataFrame()
     rows = []
-    for r in runs.iloc[::-1].head(30).to_dict("records"):
-        p = prim[prim["run_id"] == r["run_id"]] if len(prim) else pd.DataFrame()
-        lifts = "; ".join(fmt.effect(x["rel_effect"], x["rel_ci_lo"], x["rel_ci_hi"]) for x in p.to_dict("records")) or "n/a"
-        rows.append([e(c.when(r["as_of"])), f"<code>{e(r['run_id'])}</code>", e(c.verdict_text(r.get("decision") or "FAILED")),
+    for r in c.history_rows(view):
+        lifts = "; ".join(fmt.effect(*x) for x in r["lifts"]) or "n/a"
+        rows.append([e(c.when(r["as_of"])), f"<code>{e(r['run_id'])}</code>", e(c.verdict_text(r["verdict"])),
                      e(lifts), f"<code>{e(r.get('definition_hash'))}</code>"])
     out = "<h2>Run history</h2>" + table(["Data as of", "Run", "Verdict", "Primary lift", "Definition hash"], rows)
     changes = c.compare_runs(view)

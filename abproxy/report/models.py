@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from abproxy import format as fmt
-from abproxy.history import outcome_rank
+from abproxy.lineage import outcome_rank
 from abproxy.report import components as c
 from abproxy.report import gates
 
@@ -41,6 +41,13 @@ def _primary_lift(row: dict[str, Any]) -> float:
     return vals[0] if vals else float("-inf")
 
 
+def experiment_cell(row: dict[str, Any]) -> str:
+    """'Recommendation model v2 · recsys-v2 · v2 · running'; the key once when the name is the key."""
+    name, key = row.get("experiment_name") or row["experiment"], row["experiment"]
+    parts = ([name] if name == key else [name, key]) + [row["variant"], row.get("experiment_status") or "unknown"]
+    return " · ".join(c.md(p) for p in parts)
+
+
 def outcome_badge(outcome: str) -> str:
     return f":{OUTCOME_STYLE.get(outcome, 'gray')}-badge[{c.md(outcome)}]"
 
@@ -65,8 +72,7 @@ def render() -> None:
     for r in shown:
         run = r["run"] or {}
         table.append([f"**{c.md(r.get('model') or '(unnamed)')} {c.md(r.get('version') or '')}**",
-                      f"{c.md(r['experiment_name'])} · {c.md(r['experiment'])} · {c.md(r['variant'])} · "
-                      f"{c.md(r.get('experiment_status') or 'unknown')}",
+                      experiment_cell(r),
                       outcome_badge(r["outcome"]),
                       effects_text(r, "primary") if not r.get("is_control") else "baseline",
                       effects_text(r, "guardrail") if not r.get("is_control") else "baseline",
