@@ -396,6 +396,15 @@ class AgeProfile:
 
 
 def age_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> AgeProfile:
+    """With a per-unit state in place (`sources.reading`), its maintained ages table and its units:
+    no event is read."""
+    from .sources import active
+
+    source = active(scope.key, scope.as_of)
+    if source is not None and getattr(source, "ages", None) is not None:
+        return _age_profile(con.execute(f"SELECT day, age, event, n FROM {source.ages} WHERE n > 0").df(),
+                            con.execute(f"SELECT CAST(exposed_at AS DATE), count(*) FROM {source.table} "
+                                        "GROUP BY 1").fetchall(), scope)
     names = ", ".join(literal(t) for t in scope.types)
     as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
     events = con.execute(f"""WITH {scope.units_sql}
@@ -408,6 +417,10 @@ def age_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> AgeProfile:
         GROUP BY ALL""").df()
     cohorts = con.execute(f"WITH {scope.units_sql} SELECT CAST(exposed_at AS DATE), count(*) FROM units "
                           "GROUP BY 1").fetchall()
+    return _age_profile(events, cohorts, scope)
+
+
+def _age_profile(events: pd.DataFrame, cohorts: list, scope: Scope) -> AgeProfile:
     if len(events):
         events["day"] = pd.to_datetime(events["day"]).dt.date
     return AgeProfile(events, {d: int(n) for d, n in cohorts}, math.ceil(scope.window_days))

@@ -48,6 +48,9 @@ class Agg:
     side: str            # post: [exposed, exposed + days) | pre: [exposed - days, exposed)
     days: float
 
+    def __post_init__(self) -> None:   # 14 and 14.0 are one aggregate (one column of the state)
+        object.__setattr__(self, "days", float(self.days))
+
     @property
     def key(self) -> str:
         return json.dumps([self.source.model_dump(mode="json"), self.side, self.days], sort_keys=True)
@@ -133,6 +136,7 @@ class StateSource:
     segments: tuple[str, ...]
     profile: str | None = None     # the data-quality profile table (quality.daily_profile), if any
     covariates: tuple[str, ...] = ()
+    ages: str | None = None        # events per day x days since exposure x type (quality.age_profile)
 
     def covers(self, columns: tuple[MetricColumns, ...], segments: tuple[str, ...]) -> bool:
         return segments == self.segments[:len(segments)] and all(
@@ -186,6 +190,10 @@ class _Plan:
     def profile(self) -> str | None:
         return self.table.replace("unit_state_", "unit_profile_") if self.scope().types else None
 
+    @property
+    def ages(self) -> str | None:
+        return self.table.replace("unit_state_", "unit_ages_") if self.profile else None
+
     def scope(self, as_of: dt.datetime = dt.datetime(2000, 1, 1)):
         from .quality import make_scope
 
@@ -196,7 +204,7 @@ class _Plan:
         return tuple(self.exp.segments)
 
     def source(self, as_of: dt.datetime) -> StateSource:
-        return StateSource(self.table, self.names, as_of, self.segments, self.profile, self.covariates)
+        return StateSource(self.table, self.names, as_of, self.segments, self.profile, self.covariates, self.ages)
 
     def parts(self) -> list[tuple[str, str, str, str]]:
         return [p for a in self.aggs for p in a.parts(self.names[a.key])]
@@ -410,21 +418,29 @@ def _window_events(plan: _Plan, units: str, events: str, as_of: dt.datetime, onl
     """The profile's events: `events` of the metric types in the post windows of `units`."""
     scope = plan.scope(as_of)
     names = ", ".join(literal(t) for t in scope.types)
-    return f"""SELECT e.* FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+    return f"""SELECT e.*, u.exposed_at AS _exposed_at FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
     WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
       AND e.occurred_at < u.exposed_at + {interval_days(scope.window_days)}
       AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
 
 
+AGES = """SELECT CAST(occurred_at AS DATE) AS day,
+           date_diff('day', CAST(_exposed_at AS DATE), CAST(occurred_at AS DATE)) AS age, event, count(*) AS n
+    FROM {ev} GROUP BY ALL"""
+
+
 def _build_profile(con, plan: _Plan, as_of: dt.datetime) -> None:
-    """The data-quality profile (quality.daily_profile's counts) of the state's units, from the events."""
+    """The data-quality profiles of the state's units from one join of their events: the per-day
+    counts (quality.daily_profile) and the events by day x days since exposure (quality.age_profile)."""
     if not plan.profile:
         return
     from .quality import counts_sql
 
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_pev AS {_window_events(plan, plan.table, 'events', as_of)}")
     con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
-        WITH ev AS ({_window_events(plan, plan.table, 'events', as_of)})
-        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, 'ev')})""")
+        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, '__abp_pev')})""")
+    con.execute(f"CREATE OR REPLACE TABLE {plan.ages} AS {AGES.format(ev='__abp_pev')}")
+    con.execute("DROP TABLE __abp_pev")
 
 
 def _fold_profile(con, plan: _Plan, reg: dict, as_of: dt.datetime, rebuilt: str) -> None:
@@ -449,6 +465,12 @@ def _fold_profile(con, plan: _Plan, reg: dict, as_of: dt.datetime, rebuilt: str)
     con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
         SELECT day, {merged} FROM {plan.profile} p FULL JOIN __abp_pd d USING (day)""")
     con.execute("DROP TABLE __abp_pd")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pa AS WITH dv AS ({delta}), nv AS ({new})
+        {AGES.format(ev='(SELECT * FROM dv UNION ALL SELECT * FROM nv)')}""")
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.ages} AS
+        SELECT day, age, event, CAST(coalesce(p.n, 0) + coalesce(d.n, 0) AS BIGINT) AS n
+        FROM {plan.ages} p FULL JOIN __abp_pa d USING (day, age, event)""")
+    con.execute("DROP TABLE __abp_pa")
 
 
 def _frontier_moved(con, plan: _Plan, reg: dict) -> bool:
