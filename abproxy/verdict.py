@@ -191,73 +191,105 @@ def _planned_reached(primary: list[Outcome], days: float, units: dict[str, int],
 def decide(outcomes: list[Outcome], flags: list[Flag], days_running: float, units: dict[str, int],
            policy: Policy, control: str) -> Verdict:
     """The verdict for one experiment. `units` maps every variant (control included) to its units."""
-    level = 1 - policy.alpha
     failed = [f for f in flags if f.status == "fail"]
     if failed:
         reasons = ["The numbers cannot be trusted: " + "; ".join(f.detail for f in failed)]
         reasons += [f"Warning: {f.detail}" for f in flags if f.status == "warn"]
         return Verdict("INVALID", None, tuple(reasons))
 
-    arms = sorted({o.variant for o in outcomes})
-    harmed = {v: [f for f in flags if f.check == "segment_harm" and f.status == "warn" and f.variant in (v, None)] for v in arms}
-    status = {v: _arm_status([o for o in outcomes if o.variant == v], harmed[v], policy) for v in arms}
-    enough, progress = _progress(days_running, units, policy)
-    multi = len(arms) > 1
-
-    def arm_reasons(v: str) -> list[str]:
-        arm = [o for o in outcomes if o.variant == v]
-        prefix = f"{v}: " if multi else ""
-        lines = []
-        for o in (o for o in arm if o.role == "primary"):
-            word = "significantly better" if better(o) else "significantly worse" if worse(o) else "not significant"
-            lines.append(f"{prefix}{_effect_text(o, level)}, {word}")
-        lines += [prefix + _guardrail_reason(o, level) for o in arm if o.role == "guardrail"]
-        lines += [f"{prefix}Segment harmed: {f.detail}" for f in harmed[v]]
-        return lines
-
-    cautions = cautions_of(flags, {o.metric for o in outcomes if o.role in ("primary", "guardrail")})
-
-    def close(decision: Decision, lines: list[str], ship: str | None = None) -> Verdict:
-        """Every verdict ends with the progress line and the warnings."""
-        return Verdict(decision, ship, tuple(lines + [progress.capitalize()] + _warnings(flags)), status,
-                       tuple(cautions))
-
-    def reasons_of(variants: list[str]) -> list[str]:
-        return [line for v in variants for line in arm_reasons(v)]
-
+    case = _Case.of(outcomes, flags, days_running, units, policy)
     words = _SHIPPED_WORDS if policy.shipped else _WORDS
     primary_all = [o for o in outcomes if o.role == "primary"]
-    shippable = [v for v in arms if status[v] == "SHIP"]
-    if shippable and enough:
-        best = max(shippable, key=lambda v: min((o.rel_effect if o.higher_is_better else -o.rel_effect)
-                                                for o in primary_all if o.variant == v))
-        head = words["ship"].format(v=best, lift=_lift_words(primary_all, best))
-        return close("SHIP", [head] + arm_reasons(best)
-                     + [f"Not shipped: {v} ({_NOT_SHIPPED[status[v]]})" for v in arms if v != best], best)
+    shippable = [v for v in case.arms if case.status[v] == "SHIP"]
+    if shippable and case.enough:
+        return _ship(case, shippable, primary_all, words)
 
-    bad = [v for v in arms if status[v] == "ROLLBACK"]
+    bad = [v for v in case.arms if case.status[v] == "ROLLBACK"]
     if bad:
         cause = ("a primary metric or guardrail got significantly worse"
                  if any(_harmful([o for o in outcomes if o.variant == v]) for v in bad)
                  else "a segment is significantly harmed (policy: block)")
-        return close("ROLLBACK", [words["rollback"].format(v=", ".join(bad), cause=cause)] + reasons_of(bad))
+        return case.close("ROLLBACK", [words["rollback"].format(v=", ".join(bad), cause=cause)] + case.reasons_of(bad))
 
     if shippable:  # significant, but minimum duration or sample not reached
         more = _more_needed(primary_all, days_running, units, policy)
-        return close("KEEP_RUNNING", [words["early"] + more] + reasons_of(shippable))
+        return case.close("KEEP_RUNNING", [words["early"] + more] + case.reasons_of(shippable))
 
     if _planned_reached(primary_all, days_running, units, policy):
-        ruled = [f"{o.label}{' (' + o.variant + ')' if multi else ''}: effects outside {_ci_text(o)} ruled out"
-                 for o in primary_all]
-        head = words["none"]
-        if policy.enrollment_stopped and any((o.extra_units_needed or 0) > 0 for o in primary_all):
-            head += (f" (enrollment stopped: no new units since {policy.enrollment_stopped}, so the target "
-                     "sample cannot be reached)")
-        guardrails = [r for r in reasons_of(arms) if "unchanged" in r or "margin" in r]
-        return close("NO_DETECTABLE_EFFECT", [head] + ruled + guardrails)
+        return _no_detectable_effect(case, primary_all, policy, words)
 
-    return close("KEEP_RUNNING", [words["keep"] + _more_needed(primary_all, days_running, units, policy)]
-                 + reasons_of(arms))
+    return case.close("KEEP_RUNNING", [words["keep"] + _more_needed(primary_all, days_running, units, policy)]
+                      + case.reasons_of(case.arms))
+
+
+@dataclass(frozen=True)
+class _Case:
+    """What the branches of `decide` share: the treatment arms, their statuses, the progress line."""
+
+    outcomes: list[Outcome]
+    flags: list[Flag]
+    level: float
+    arms: list[str]
+    harmed: dict[str, list[Flag]]
+    status: dict[str, str]
+    enough: bool
+    progress: str
+    cautions: tuple
+
+    @classmethod
+    def of(cls, outcomes: list[Outcome], flags: list[Flag], days_running: float, units: dict[str, int],
+           policy: Policy) -> "_Case":
+        arms = sorted({o.variant for o in outcomes})
+        harmed = {v: [f for f in flags if f.check == "segment_harm" and f.status == "warn" and f.variant in (v, None)] for v in arms}
+        status = {v: _arm_status([o for o in outcomes if o.variant == v], harmed[v], policy) for v in arms}
+        enough, progress = _progress(days_running, units, policy)
+        cautions = cautions_of(flags, {o.metric for o in outcomes if o.role in ("primary", "guardrail")})
+        return cls(outcomes, flags, 1 - policy.alpha, arms, harmed, status, enough, progress, tuple(cautions))
+
+    @property
+    def multi(self) -> bool:
+        return len(self.arms) > 1
+
+    def arm_reasons(self, v: str) -> list[str]:
+        arm = [o for o in self.outcomes if o.variant == v]
+        prefix = f"{v}: " if self.multi else ""
+        lines = []
+        for o in (o for o in arm if o.role == "primary"):
+            word = "significantly better" if better(o) else "significantly worse" if worse(o) else "not significant"
+            lines.append(f"{prefix}{_effect_text(o, self.level)}, {word}")
+        lines += [prefix + _guardrail_reason(o, self.level) for o in arm if o.role == "guardrail"]
+        lines += [f"{prefix}Segment harmed: {f.detail}" for f in self.harmed[v]]
+        return lines
+
+    def reasons_of(self, variants: list[str]) -> list[str]:
+        return [line for v in variants for line in self.arm_reasons(v)]
+
+    def close(self, decision: Decision, lines: list[str], ship: str | None = None) -> Verdict:
+        """Every verdict ends with the progress line and the warnings."""
+        return Verdict(decision, ship, tuple(lines + [self.progress.capitalize()] + _warnings(self.flags)),
+                       self.status, self.cautions)
+
+
+def _ship(case: _Case, shippable: list[str], primary_all: list[Outcome], words: dict[str, str]) -> Verdict:
+    """SHIP the shippable arm whose worst primary effect is the best; name the others not shipped."""
+    best = max(shippable, key=lambda v: min((o.rel_effect if o.higher_is_better else -o.rel_effect)
+                                            for o in primary_all if o.variant == v))
+    head = words["ship"].format(v=best, lift=_lift_words(primary_all, best))
+    return case.close("SHIP", [head] + case.arm_reasons(best)
+                      + [f"Not shipped: {v} ({_NOT_SHIPPED[case.status[v]]})" for v in case.arms if v != best], best)
+
+
+def _no_detectable_effect(case: _Case, primary_all: list[Outcome], policy: Policy,
+                          words: dict[str, str]) -> Verdict:
+    """The planned sample was reached and nothing is significant: say which effects are ruled out."""
+    ruled = [f"{o.label}{' (' + o.variant + ')' if case.multi else ''}: effects outside {_ci_text(o)} ruled out"
+             for o in primary_all]
+    head = words["none"]
+    if policy.enrollment_stopped and any((o.extra_units_needed or 0) > 0 for o in primary_all):
+        head += (f" (enrollment stopped: no new units since {policy.enrollment_stopped}, so the target "
+                 "sample cannot be reached)")
+    guardrails = [r for r in case.reasons_of(case.arms) if "unchanged" in r or "margin" in r]
+    return case.close("NO_DETECTABLE_EFFECT", [head] + ruled + guardrails)
 
 
 _WORDS = {
