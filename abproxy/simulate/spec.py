@@ -1,51 +1,15 @@
-"""Synthetic workspaces with known true effects (demo, tests, benchmarks).
-
-Everything is generated inside DuckDB with SQL and written straight to Parquet, so ten million
-events take seconds. Randomness is a deterministic hash of (seed, experiment, unit, row, purpose):
-``unif(k, salt) = (hash(xor(k, salt)) >> 11 + 0.5) / 2^53``. DuckDB's ``hash`` of a single
-integer is a 64-bit finaliser, so the uniforms are independent across salts and do not depend on
-thread scheduling (``random()`` under several threads is not reproducible). With DuckDB's default
-``preserve_insertion_order`` the generated files are byte-identical for the same spec.
-
-The data model (per unit, during ``[exposed_at, exposed_at + 14 days)``):
-
-* ``session_start``: 1..8 events, uniform (mean 4.5); unaffected by the treatment.
-* ``purchase``: the unit buys with probability ``0.25 * (1 + conversion_lift)``; a buyer buys
-  ``1 + Poisson(1)`` items (truncated at 8) whose values are ``20 * a * m * LogNormal(mean 1)``,
-  where ``a`` is the unit's spend propensity (log-normal, mean 1) and
-  ``m = (1 + spend_lift) / (1 + conversion_lift)`` for treatment arms (1 for the control). So the
-  mean spend per buyer is about 40 and the expected spend per user of a treatment arm is exactly
-  ``(1 + spend_lift)`` times the control's: ``spend_lift`` is the true lift of *spend per user*.
-* ``feature_use``: ``floor(3 * (1 + usage_lift) * Exp(1) + U)`` events (mean exactly
-  ``3 * (1 + usage_lift)``).
-* ``refund``: one event with probability ``0.05 * (1 + refund_lift)``.
-* Pre-period (``[exposed_at - pre_period_days, exposed_at)``): ``purchase`` events with
-  probability ``0.25 * pre_period_days / 14`` drawn like post-period purchases without the
-  treatment. The pre and post purchase decisions share one uniform with probability 0.8 and both
-  use the unit's propensity ``a``, so pre-period spend predicts post-period spend (rho^2 ~ 0.3 for
-  14 + 14 days) and CUPED reduces variance for real.
-
-Treatment effects: every non-control arm gets the same lifts. With ``fading`` a unit exposed on
-day ``d`` (0-based) of ``days`` gets ``lift * (1 - fading * d / (days - 1))``, so the average lift
-is ``lift * (1 - fading / 2)``. With ``segment_harm`` the spend lift inside that segment is
-``segment_harm.spend_lift`` instead of ``spend_lift``; because control spend per user is the same in
-every segment, the overall true spend lift is then the mixture
-``share * segment_lift + (1 - share) * spend_lift`` (see `true_lifts`).
-"""
+"""What a simulation is (experiments, segments, injected problems), its true effects, and the
+abproxy.yaml that analyses it. The data model is described in the package docstring."""
 from __future__ import annotations
 
-import hashlib
 import math
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import yaml
 
-from .config import CONFIG_FILE, KEY
+from ..config import KEY
 
 WINDOW_DAYS = 14
 BASE_BUY_PROB = 0.25
@@ -61,8 +25,6 @@ DEFAULT_COUNTRIES = ("US", "DE", "FR", "GB", "BR")
 DEFAULT_COUNTRY_WEIGHTS = (0.40, 0.20, 0.15, 0.15, 0.10)
 DEFAULT_PLATFORMS = ("ios", "android", "web")
 DEFAULT_PLATFORM_WEIGHTS = (0.45, 0.35, 0.20)
-_US_PER_DAY = 86_400_000_000
-_TWO_53 = 9007199254740992.0
 
 
 @dataclass(frozen=True)
@@ -173,13 +135,13 @@ def demo_spec(units: int = 40_000, seed: int = 7) -> SimulationSpec:
 
 def analysis_time(spec: SimulationSpec) -> datetime:
     """start + longest exposure period + 15 days: every unit's 14-day window is complete."""
-    return _naive(spec.start) + timedelta(days=max(e.days for e in spec.experiments) + WINDOW_DAYS + 1)
+    return naive(spec.start) + timedelta(days=max(e.days for e in spec.experiments) + WINDOW_DAYS + 1)
 
 
 def data_end(spec: SimulationSpec) -> datetime:
     """The end (exclusive) of the generated event times: start + longest exposure period + 14 days.
     `Injections.drop_event` removes that event from `data_end - drop_last_days` on."""
-    return _naive(spec.start) + timedelta(days=max(e.days for e in spec.experiments) + WINDOW_DAYS)
+    return naive(spec.start) + timedelta(days=max(e.days for e in spec.experiments) + WINDOW_DAYS)
 
 
 def _weights(values: tuple[str, ...], default: tuple[str, ...], weights: tuple[float, ...]) -> list[float]:
@@ -218,7 +180,7 @@ def true_lifts(spec: SimulationSpec, key: str) -> dict[str, float]:
     }
 
 
-def _validate(spec: SimulationSpec) -> None:
+def validate_spec(spec: SimulationSpec) -> None:
     if not spec.experiments:
         raise ValueError("a simulation needs at least one experiment")
     keys = [e.key for e in spec.experiments]
@@ -301,8 +263,8 @@ def config_for(spec: SimulationSpec) -> dict[str, Any]:
         experiments[e.key] = {
             "name": e.name or e.key,
             "status": e.status,
-            "start": (_naive(spec.start) + timedelta(days=e.start_offset_days)).date(),
-            "end": (_naive(spec.start) + timedelta(days=e.start_offset_days + e.days - 1)).date(),
+            "start": (naive(spec.start) + timedelta(days=e.start_offset_days)).date(),
+            "end": (naive(spec.start) + timedelta(days=e.start_offset_days + e.days - 1)).date(),
             "control": e.variants[0],
             "variants": {v: {"model": e.model, "version": ver} for v, ver in zip(e.variants, e.model_versions)},
             "allocation": {v: float(a) for v, a in zip(e.variants, e.configured)},
@@ -316,10 +278,10 @@ def config_for(spec: SimulationSpec) -> dict[str, Any]:
             "experiments": experiments}
 
 
-def _config_text(spec: SimulationSpec) -> str:
+def config_text(spec: SimulationSpec) -> str:
     lines = [
         "# abproxy workspace generated by `abproxy simulate` (synthetic data with known true effects).",
-        f"# seed {spec.seed}; exposures from {_naive(spec.start):%Y-%m-%d}; analyse as of "
+        f"# seed {spec.seed}; exposures from {naive(spec.start):%Y-%m-%d}; analyse as of "
         f"{analysis_time(spec):%Y-%m-%d %H:%M} UTC for complete 14-day windows.",
         "# True relative lifts of the treatment arm(s):",
     ]
@@ -338,217 +300,5 @@ def _config_text(spec: SimulationSpec) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(config_for(spec), sort_keys=False, allow_unicode=True)
 
 
-# --------------------------------------------------------------------------- generation
-
-def _naive(ts: datetime) -> datetime:
+def naive(ts: datetime) -> datetime:
     return ts.astimezone(timezone.utc).replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _u64(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-def _salt(name: str) -> str:
-    """A fixed 64-bit salt per purpose (the seed enters through the unit keys)."""
-    return f"{_u64('abproxy.simulate/' + name)}::UBIGINT"
-
-
-def _u(key: str, name: str) -> str:
-    return f"unif({key}, {_salt(name)})"
-
-
-def _cases(u: str, weights: list[float] | tuple[float, ...], outputs: list[str]) -> str:
-    """CASE choosing outputs[i] when the uniform `u` falls in the i-th cumulative weight band."""
-    weights, parts, acc = list(weights), [], 0.0
-    for w, out in zip(weights[:-1], outputs[:-1]):
-        acc += w
-        parts.append(f"WHEN {u} < {acc!r} THEN {out}")
-    return f"CASE {' '.join(parts)} ELSE {outputs[-1]} END"
-
-
-def _poisson1(u: str) -> str:
-    """Inverse CDF of Poisson(1) truncated at 7."""
-    cdf, acc, k = [], 0.0, 0
-    while k < 7:
-        acc += math.exp(-1) / math.factorial(k)
-        cdf.append(acc)
-        k += 1
-    parts = " ".join(f"WHEN {u} < {c!r} THEN {i}" for i, c in enumerate(cdf))
-    return f"(CASE {parts} ELSE 7 END)"
-
-
-def _units_sql(spec: SimulationSpec, e: ExperimentSpec) -> str:
-    """SELECT of one row per unit of experiment `e` with its attributes, latent values and
-    event counts."""
-    base = _u64(f"{spec.seed}/{e.key}")
-    variants = "[" + ", ".join(_lit(v) for v in e.variants) + "]"
-    n_var = len(e.variants)
-    vidx = _cases("u_var", e.actual, [str(i) for i in range(n_var)])
-    countries = _cases("u_country", segment_shares(spec, "country").values(), [_lit(c) for c in spec.countries])
-    platforms = _cases("u_platform", segment_shares(spec, "platform").values(), [_lit(p) for p in spec.platforms])
-    fade = f"(1 - {float(e.fading)!r} * day / {max(e.days - 1, 1)})" if e.days > 1 else "1.0"
-    if e.segment_harm is not None:
-        col = e.segment_harm.dimension
-        spend = (f"CASE WHEN {col} = {_lit(e.segment_harm.value)} THEN {float(e.segment_harm.spend_lift)!r} "
-                 f"ELSE {float(e.spend_lift)!r} END")
-    else:
-        spend = repr(float(e.spend_lift))
-    begin = _naive(spec.start) + timedelta(days=e.start_offset_days)
-    start = f"TIMESTAMP '{begin:%Y-%m-%d %H:%M:%S}'"
-    pre_prob = BASE_BUY_PROB * spec.pre_period_days / WINDOW_DAYS
-    return f"""
-    WITH k AS (
-        SELECT i, hash(xor(hash(i), {base}::UBIGINT)) AS k FROM range({int(e.first_unit)}, {int(e.first_unit + e.units)}) t(i)
-    ), u AS (
-        SELECT i, k,
-            floor({_u('k', 'day')} * {int(e.days)})::INTEGER AS day,
-            {_u('k', 'time')} AS u_time, {_u('k', 'variant')} AS u_var,
-            {_u('k', 'country')} AS u_country, {_u('k', 'platform')} AS u_platform,
-            {_u('k', 'shared_buy')} AS u_shared,
-            CASE WHEN {_u('k', 'mix')} < {SHARED_BUY} THEN {_u('k', 'shared_buy')}
-                 ELSE {_u('k', 'buy_post')} END AS u_buy,
-            CASE WHEN {_u('k', 'mix')} < {SHARED_BUY} THEN {_u('k', 'shared_buy')}
-                 ELSE {_u('k', 'buy_pre')} END AS u_buy_pre,
-            sqrt(-2 * ln({_u('k', 'prop1')})) * cos(2 * pi() * {_u('k', 'prop2')}) AS z_prop,
-            {_u('k', 'items')} AS u_items, {_u('k', 'items_pre')} AS u_items_pre,
-            {_u('k', 'sessions')} AS u_sess, {_u('k', 'feat1')} AS u_feat1, {_u('k', 'feat2')} AS u_feat2,
-            {_u('k', 'refund')} AS u_refund, {_u('k', 'part')} AS u_part, {_u('k', 'multi')} AS u_multi
-        FROM k
-    ), v AS (
-        SELECT *, {vidx} AS vidx, {countries} AS country, {platforms} AS platform FROM u
-    ), l AS (
-        SELECT *, CASE WHEN vidx > 0 THEN {fade} ELSE 0.0 END AS f FROM v
-    ), c AS (
-        SELECT *, f * ({spend}) AS l_spend, f * {float(e.conversion_lift)!r} AS l_conv,
-               f * {float(e.usage_lift)!r} AS l_usage, f * {float(e.refund_lift)!r} AS l_refund
-        FROM l
-    )
-    SELECT {_lit(e.key + '-')} || i AS unit_id, {_lit(e.key)} AS experiment,
-        {variants}[vidx + 1] AS variant,
-        {start} + to_microseconds(day::BIGINT * {_US_PER_DAY} + floor(u_time * {_US_PER_DAY})::BIGINT) AS exposed_at,
-        country, platform, k,
-        floor(u_part * {int(spec.files_per_kind)})::INTEGER AS part,
-        u_multi < {float(e.multi_exposed_fraction)!r} AS multi,
-        {variants}[(vidx + 1) % {n_var} + 1] AS other_variant,
-        exp({PROPENSITY_SIGMA} * z_prop - {PROPENSITY_SIGMA ** 2 / 2!r}) AS a,
-        (1 + l_spend) / (1 + l_conv) AS m,
-        (1 + floor(u_sess * 8))::INTEGER AS n_sess,
-        CASE WHEN u_buy < {BASE_BUY_PROB} * (1 + l_conv) THEN 1 + {_poisson1('u_items')} ELSE 0 END AS n_items,
-        floor({FEATURE_MEAN} * (1 + l_usage) * -ln(u_feat1) + u_feat2)::INTEGER AS n_feat,
-        (u_refund < {REFUND_PROB} * (1 + l_refund))::INTEGER AS n_ref,
-        CASE WHEN u_buy_pre < {pre_prob!r} THEN 1 + {_poisson1('u_items_pre')} ELSE 0 END AS n_pre
-    FROM c
-    """
-
-
-def _events_sql(spec: SimulationSpec, unit_filter: str, row_filter: str = "TRUE") -> str:
-    inj = spec.injections
-    window_us = WINDOW_DAYS * _US_PER_DAY
-    pre_us = spec.pre_period_days * _US_PER_DAY
-    cats = "[" + ", ".join(_lit(c) for c in CATEGORIES) + "]"
-    z = f"sqrt(-2 * ln({_u('rk', 'val1')})) * cos(2 * pi() * {_u('rk', 'val2')})"
-    value = f"round({ITEM_MEAN} * a * CASE WHEN kind = 1 THEN m ELSE 1.0 END * exp({ITEM_SIGMA} * {z} - {ITEM_SIGMA ** 2 / 2!r}), 2)"
-    is_buy = "kind IN (1, 4)"
-    if inj.null_value_fraction > 0:
-        is_buy += f" AND {_u('rk', 'null')} >= {float(inj.null_value_fraction)!r}"
-    drop = "TRUE"
-    if inj.drop_event:
-        cutoff = data_end(spec) - timedelta(days=inj.drop_last_days)
-        drop = f"NOT (event = {_lit(inj.drop_event)} AND occurred_at >= TIMESTAMP '{cutoff:%Y-%m-%d %H:%M:%S}')"
-    b1, b2, b3 = "n_sess", "n_sess + n_items", "n_sess + n_items + n_feat"
-    b4 = "n_sess + n_items + n_feat + n_ref"
-    return f"""
-    WITH e AS (
-        SELECT unit_id, exposed_at, k, a, m, n_sess, n_items, n_feat, n_ref,
-               unnest(generate_series(0, n_sess + n_items + n_feat + n_ref + n_pre - 1)) AS j
-        FROM units WHERE {unit_filter}
-    ), r AS (
-        SELECT *, xor(k, hash(j)) AS rk,
-            CASE WHEN j < {b1} THEN 0 WHEN j < {b2} THEN 1 WHEN j < {b3} THEN 2
-                 WHEN j < {b4} THEN 3 ELSE 4 END AS kind
-        FROM e
-    ), x AS (
-        SELECT unit_id,
-            ['session_start', 'purchase', 'feature_use', 'refund', 'purchase'][kind + 1] AS event,
-            CASE WHEN kind = 4
-                 THEN exposed_at - to_microseconds({pre_us}) + to_microseconds(floor({_u('rk', 'time')} * {pre_us})::BIGINT)
-                 ELSE exposed_at + to_microseconds(floor({_u('rk', 'time')} * {window_us})::BIGINT) END AS occurred_at,
-            CASE WHEN {is_buy} THEN {value} END AS value,
-            unit_id || ':' || j AS event_id,
-            CASE WHEN kind IN (1, 4) THEN {cats}[1 + floor({_u('rk', 'category')} * {len(CATEGORIES)})::INTEGER] END AS category,
-            rk
-        FROM r
-    )
-    SELECT unit_id, event, occurred_at, value, event_id, category FROM x
-    WHERE {drop} AND {row_filter} AND {_until(spec, "occurred_at")}
-    """
-
-
-def _until(spec: SimulationSpec, column: str) -> str:
-    if spec.observed_until is None:
-        return "TRUE"
-    return f"{column} < TIMESTAMP '{_naive(spec.observed_until):%Y-%m-%d %H:%M:%S.%f}'"
-
-
-def _exposures_sql(part: int, spec: SimulationSpec | None = None) -> str:
-    return f"""
-    SELECT unit_id, experiment, variant, exposed_at, country, platform FROM (
-        SELECT unit_id, experiment, variant, exposed_at, country, platform, 0 AS o, k FROM units WHERE part = {part}
-        UNION ALL
-        SELECT unit_id, experiment, other_variant, exposed_at + to_microseconds(3600000000 +
-                   floor({_u('k', 'multi_time')} * 2 * {_US_PER_DAY})::BIGINT), country, platform, 1, k
-        FROM units WHERE part = {part} AND multi
-    ) WHERE {_until(spec, "exposed_at") if spec else "TRUE"} ORDER BY k, o
-    """
-
-
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"CREATE MACRO unif(k, s) AS ((hash(xor(k, s)) >> 11)::DOUBLE + 0.5) / {_TWO_53!r}")
-    return con
-
-
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-    tmp.replace(path)
-
-
-def simulate(out: Path, spec: SimulationSpec, *, write_config: bool = True) -> Path:
-    """Write a synthetic workspace: out/inbox/exposures/sim-exposures-NNN.parquet,
-    out/inbox/events/sim-events-NNN.parquet (plus sim-events-redelivery.parquet with
-    `Injections.duplicate_batch`), out/abproxy.yaml (if `write_config`) and an empty out/data/.
-    Files from an earlier simulation (names starting with 'sim-') are replaced; other inbox
-    files are left alone. Returns `out`."""
-    _validate(spec)
-    out = Path(out)
-    exposures_dir, events_dir = out / "inbox" / "exposures", out / "inbox" / "events"
-    for folder in (exposures_dir, events_dir, out / "data"):
-        folder.mkdir(parents=True, exist_ok=True)
-    for folder in (exposures_dir, events_dir):
-        for old in folder.glob("sim-*"):
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-    con = _connect()
-    try:
-        for i, e in enumerate(spec.experiments):
-            verb = "CREATE TABLE units AS" if i == 0 else "INSERT INTO units"
-            con.execute(f"{verb} {_units_sql(spec, e)}")
-        for part in range(spec.files_per_kind):
-            _copy(con, _exposures_sql(part, spec), exposures_dir / f"sim-exposures-{part:03d}.parquet")
-            _copy(con, _events_sql(spec, f"part = {part}"), events_dir / f"sim-events-{part:03d}.parquet")
-        if spec.injections.duplicate_batch:
-            _copy(con, _events_sql(spec, "TRUE", f"{_u('rk', 'duplicate')} < {DUPLICATE_SHARE}"),
-                  events_dir / "sim-events-redelivery.parquet")
-    finally:
-        con.close()
-    if write_config:
-        (out / CONFIG_FILE).write_text(_config_text(spec))
-    return out
