@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "abproxy"
-WRITERS = {"abproxy.ingest", "abproxy.jobs", "abproxy.analysis", "abproxy.scheduler"}
+WRITERS = {"abproxy.ingest", "abproxy.jobs", "abproxy.analysis", "abproxy.scheduler", "abproxy.service"}
 ANALYSIS = {"abproxy.analysis", "abproxy.effects", "abproxy.robustness", "abproxy.health", "abproxy.quality",
             "abproxy.metrics"}
 
