@@ -281,7 +281,17 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=f"example:\n  {EXAMPLES[name]}\n\n{EXIT_CODES}")
 
-    json_help = "print JSON instead of a table"
+    _pipeline_commands(add, base)
+    _reading_commands(add)
+    return p
+
+
+JSON_HELP = "print JSON instead of a table"
+
+
+def _pipeline_commands(add, base: argparse.ArgumentParser) -> None:
+    """init, validate, ingest, analyze, run, preview, schedule, serve."""
+    json_help = JSON_HELP
     s = add("init", "create a workspace folder with a commented abproxy.yaml", parents=(base,))
     s.add_argument("dir", help="the folder to create (it must not hold an abproxy.yaml yet)")
     s = add("validate", "check abproxy.yaml and print OK or every problem")
@@ -310,6 +320,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every "
                         "interface: configure 'auth:' or a reverse proxy first)")
+
+
+def _reading_commands(add) -> None:
+    """history, diff, models, gate, report, simulate, demo."""
+    json_help = JSON_HELP
     s = add("history", "list an experiment's runs with their verdicts")
     s.add_argument("key", help="the experiment key")
     s.add_argument("--json", action="store_true", help=json_help)
@@ -336,7 +351,6 @@ def parser() -> argparse.ArgumentParser:
     s = add("demo", "create the demo workspace (and keep feeding it with --live)")
     s.add_argument("--live", action="store_true", help="keep dropping new files into the inbox")
     s.add_argument("--every", type=float, default=60.0, help="seconds between new files with --live")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
