@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 WORKSPACE ?= demo
 PORT   ?= 8501
 
-.PHONY: install run test bench browser clean
+.PHONY: install run test bench browser java clean
 
 $(BIN)/abproxy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ browser:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 	    echo "warning: could not install Debian's chromium; browser tests will be skipped"; }
 
-test: install browser
+# engine: spark (pyspark, in the dev extra) needs a JRE: Debian's, only when no `java` is on the PATH
+java:
+	@command -v java >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq default-jre-headless) >/dev/null 2>&1 || \
+	  echo "warning: could not install Debian's default-jre-headless; Spark tests will be skipped"; }
+
+test: install browser java
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: install

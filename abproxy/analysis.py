@@ -19,6 +19,7 @@ from . import ledger
 from .config import Config, definition_hash, definitions
 from .enrollment import enrollment
 from .errors import DefinitionError, MetricSQLError
+from .engines import DuckDBEngine, Engine
 from .effects import (  # noqa: F401  (re-exported: the layer below the pipeline)
     StatsTable,
     _by_variant,
@@ -41,10 +42,14 @@ log = logging.getLogger(__name__)
 
 
 def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                       job_id: str | None = None, robustness: bool = True, resolution: Any = None) -> AnalysisRun:
+                       job_id: str | None = None, robustness: bool = True, resolution: Any = None,
+                       engine: Engine | None = None) -> AnalysisRun:
     """`resolution` (registry.Resolution): the variants' lineage resolved from a model registry and the
-    checks reporting on it; without it, lineage is what abproxy.yaml says."""
+    checks reporting on it; without it, lineage is what abproxy.yaml says. The data queries go to
+    `engine` (default: the warehouse `con` itself); the ledger reads always go to `con`."""
     exp = config.experiments[key]
+    engine = engine or DuckDBEngine(con)
+    local = engine.name == "duckdb"       # the warehouse holds the data (and the ingest's file ledger)
     run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
                       job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
     run.lineage = resolution.lineage if resolution is not None else config_lineage(exp)
@@ -56,24 +61,28 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     if exp.decision.group_sequential:
         run.parameters.update(looks=exp.decision.looks, planned_days=exp.planned_days)
     try:
-        run.watermark = ledger.watermark(con, key, as_of)
-        problems = [p for p in datacheck.experiment_checks(con, config, key, as_of) if p.check != "allocation"]
+        run.watermark = engine.watermark(key, as_of)
+        problems = [p for p in datacheck.experiment_checks(con, config, key, as_of)
+                    if p.check != "allocation"] if local else []
         broken = [p for p in problems if p.check in datacheck.BROKEN and p.status == "fail"]
         if broken:
             raise DefinitionError("; ".join(p.line() for p in broken))
         if run.watermark["exposure_rows"] == 0:
             run.units = {v: 0 for v in exp.variants}
             run.health = lineage_checks
-            run.verdict = Verdict("KEEP_RUNNING", None, _no_exposures(con, config, key, as_of))
+            if not local:
+                _check_definitions(engine, config, key, as_of)
+            run.verdict = Verdict("KEEP_RUNNING", None, _no_exposures(con, config, key, as_of) if local else (
+                f"No exposures for '{key}' up to {as_of:%Y-%m-%d %H:%M} UTC in source.exposures yet",))
             run.finished_at = _utcnow()
             return run
-        plain, covariate_checks = design_checks.covariate_refusals(con, config, key, as_of)
-        table = run_query(con, config, key, as_of, plain)
+        plain, covariate_checks = design_checks.covariate_refusals(engine, config, key, as_of)
+        table = run_query(engine, config, key, as_of, plain)
         overall = _by_variant(table.rows("overall"))
         run.units = {v: int(overall[v]["n"]) if v in overall else 0 for v in exp.variants}
         run.excluded_multi = int(table.frame["excluded_multi"].max()) if len(table.frame) else 0
         run.srm = srm_test(run.units, exp.weights)
-        run.enrollment = enrollment(con, config, key, as_of)
+        run.enrollment = enrollment(engine, config, key, as_of)
         run.days_running = run.enrollment.days_running
         look = look_of(exp, run.days_running)
         if look is not None:
@@ -82,12 +91,12 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         run.results = overall_results(table, config, exp, look) + segment_results(table, exp, look)
         levels = {(r.metric, r.variant): r.effect.ci_alpha or r.effect.alpha for r in run.results if not r.segment}
         run.series = series(table, exp, levels, look)
-        run.health = health_checks.experiment_checks(con, config, key, as_of, run)
-        run.health += covariate_checks + design_checks.design_checks(con, config, key, as_of, table)
+        run.health = health_checks.experiment_checks(con, config, key, as_of, run, engine)
+        run.health += covariate_checks + design_checks.design_checks(engine, config, key, as_of, table)
         run.health += _definition_checks(problems) + lineage_checks
         run.verdict = verdict_for(run, config, exp)
         if robustness:
-            run.health += decision_robustness(con, config, key, as_of, run)
+            run.health += decision_robustness(con, config, key, as_of, run, engine)
             run.verdict = verdict_for(run, config, exp)
     except Exception as exc:  # isolation: the failure is recorded and the caller carries on
         run.status, run.error = "failed", ledger.clip(_error_text(exc))
@@ -128,21 +137,25 @@ def _utcnow() -> dt.datetime:
 
 def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,
             job_id: str | None = None, record: bool = True, full: bool = False,
-            use_state: bool = True, lineage: dict[str, Any] | None = None) -> list[AnalysisRun]:
+            use_state: bool = True, lineage: dict[str, Any] | None = None,
+            engine: Engine | None = None) -> list[AnalysisRun]:
     """Analyse each experiment (`lineage`: registry resolutions by experiment key). The per-unit state is brought to `as_of` first, for all of them in
     one pass (`state.refresh`; `full` rebuilds it from the events); `use_state=False` reads only
-    the raw tables (the reference the state is tested against)."""
+    the raw tables (the reference the state is tested against). On Spark (`engine`) every pass is a
+    full recomputation over the source: the per-unit state lives in the local warehouse."""
     from . import state
     from .loads import refresh_load_profile
     from .sources import reading
 
+    use_state = use_state and (engine is None or engine.name == "duckdb")
     refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
     refresh_load_profile(con)   # brought up to date here: the analysis below only reads
     runs = []
     with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
         for key in keys:
             started = time.perf_counter()
-            run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key))
+            run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key),
+                                     engine=engine)
             if key in refreshes:
                 run.refresh = refreshes[key].record()
             if record:

@@ -115,6 +115,12 @@ def _job(args, kind: str) -> int:
 
 @command("ingest")
 def cmd_ingest(args) -> int:
+    ws = _workspace(args)
+    if ws.config.engine == "spark":
+        source = ws.config.source
+        print(f"engine: spark reads the exposures ({source.exposures}) and events ({source.events}) where they "
+              "live: nothing to ingest")
+        return EXIT_OK
     return _job(args, "ingest")
 
 

@@ -481,6 +481,52 @@ class MlflowSettings(Strict):
     retries: int = Field(default=2, ge=0, le=10)
 
 
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
+
+
+class SparkSettings(Strict):
+    """Where `engine: spark` computes: a Spark master (`local[2]`, `yarn`, `spark://…`) or a Spark
+    Connect endpoint (`sc://host:15002`, as `master` or `remote`), and extra Spark configuration."""
+
+    master: str | None = None
+    remote: str | None = None
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    quantiles: Literal["exact", "approximate"] = "exact"   # capping: percentile or percentile_approx
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> "SparkSettings":
+        if self.master and self.remote:
+            raise ValueError("give 'master' (e.g. local[2]) or 'remote' (sc://host:15002), not both")
+        for name in (self.master, self.remote):
+            if name is not None and not name.strip():
+                raise ValueError("'master'/'remote' is empty; e.g. master: \"local[2]\"")
+        if self.remote and not self.remote.startswith("sc://"):
+            raise ValueError(f"'remote' must be a Spark Connect address like sc://host:15002 (got {self.remote!r})")
+        return self
+
+    @property
+    def connect_url(self) -> str | None:
+        """The Spark Connect address, when the session is remote."""
+        if self.remote:
+            return self.remote
+        return self.master if self.master and self.master.startswith("sc://") else None
+
+
+class Source(Strict):
+    """External exposures and events (engine: spark): each a Parquet path or glob (relative paths are
+    under the workspace; any URI Spark reads, e.g. s3a://, abfss://, dbfs:/) or a table name
+    (`table`, `schema.table` or `catalog.schema.table`). Same columns as the inbox contract."""
+
+    exposures: str = Field(min_length=1)
+    events: str = Field(min_length=1)
+
+    @staticmethod
+    def is_table(location: str) -> bool:
+        """A bare dotted identifier names a table; anything else (a '/', a glob, '.parquet') is a path.
+        A relative folder named like a table is written './events'."""
+        return bool(TABLE_NAME.match(location)) and not location.lower().endswith(".parquet")
+
+
 class Config(Strict):
     warehouse: str = "data/warehouse.duckdb"
     inbox: Inbox = Field(default_factory=Inbox)
@@ -494,6 +540,9 @@ class Config(Strict):
     health: HealthSettings = Field(default_factory=HealthSettings)
     mlflow: MlflowSettings | None = None
     auth: Auth | None = None
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    source: Source | None = None
 
     def uses_mlflow(self) -> bool:
         return self.mlflow is not None or any(v.mlflow for e in self.experiments.values() for v in e.variants.values())
@@ -554,12 +603,24 @@ def _unknown_metrics(data: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _engine_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """`engine: spark` needs `source`; `source` means nothing to DuckDB (it loads the inbox)."""
+    engine, source = data.get("engine", "duckdb"), data.get("source")
+    if engine == "spark" and source is None:
+        return [("source", "engine: spark reads the exposures and events where they live: add "
+                           "'source: {exposures: <Parquet path/glob or table>, events: <same>}'")]
+    if engine == "duckdb" and source is not None:
+        return [("source", "read by engine: spark only (DuckDB loads the inbox): set 'engine: spark' "
+                           "or remove 'source'")]
+    return []
+
+
 def parse_config(data: Any, path: Path | str = CONFIG_FILE) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, [("(top level)", "expected a mapping of keys such as 'metrics' and 'experiments'")])
-    problems = _unknown_metrics(data)
+    problems = _unknown_metrics(data) + _engine_problems(data)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

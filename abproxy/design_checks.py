@@ -11,8 +11,11 @@ import logging
 import math
 
 import duckdb
+import pandas as pd
 
 from .config import Config, Experiment
+from .dialect import DUCKDB, Dialect
+from .engines import ENGINE_ERRORS, Engine, as_engine
 from .effects import StatsTable, compute_effect
 from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
 from .records import Check
@@ -37,18 +40,22 @@ def _ks_sql(unit_sql: str, x: str, control: str, variant: str) -> str:
      counts AS (SELECT x, count(*) FILTER (WHERE variant = {c}) AS nc, count(*) FILTER (WHERE variant = {t}) AS nt
                 FROM v GROUP BY x),
      totals AS (SELECT sum(nc) AS tc, sum(nt) AS tt FROM counts)
-SELECT max(abs(fc - ft)), any_value(tc), any_value(tt) FROM (
+SELECT max(abs(fc - ft)) AS d, max(tc) AS nc, max(tt) AS nt FROM (
     SELECT sum(nc) OVER (ORDER BY x) / (SELECT tc FROM totals) AS fc,
            sum(nt) OVER (ORDER BY x) / (SELECT tt FROM totals) AS ft, (SELECT tc FROM totals) AS tc,
            (SELECT tt FROM totals) AS tt
     FROM counts) cdf"""
 
 
-def _covariate_check(con: duckdb.DuckDBPyConnection, unit_sql: str, col: MetricColumns,
+def _row(engine: Engine, sql: str) -> tuple:
+    return tuple(None if pd.isna(v) else v for v in engine.frame(sql).iloc[0])
+
+
+def _covariate_check(engine: Engine, unit_sql: str, col: MetricColumns,
                      exp: Experiment) -> Check:
     name = col.covariate
-    changed, units = con.execute(f"SELECT count(*) FILTER (WHERE cov_{name}_values > 1), count(*) "
-                                 f"FROM ({unit_sql}) unit_rows").fetchone()
+    changed, units = (int(v) for v in _row(engine, f"SELECT count(*) FILTER (WHERE cov_{name}_values > 1) AS changed, "
+                                                   f"count(*) AS n FROM ({unit_sql}) unit_rows"))
     if changed:
         return Check("cuped_covariate", "warn",
                      f"{col.key}: covariate '{name}' changes after exposure for {changed:,} of {units:,} units "
@@ -57,7 +64,7 @@ def _covariate_check(con: duckdb.DuckDBPyConnection, unit_sql: str, col: MetricC
                      value=float(changed), threshold=0.0)
     worst = (math.inf, "", 0.0)
     for variant in exp.treatments:
-        d, nc, nt = con.execute(_ks_sql(unit_sql, col.x, exp.control, variant)).fetchone()
+        d, nc, nt = _row(engine, _ks_sql(unit_sql, col.x, exp.control, variant))
         if d is None or not nc or not nt:
             continue
         p = ks_p_value(float(d), int(nc), int(nt))
@@ -75,28 +82,30 @@ def _covariate_check(con: duckdb.DuckDBPyConnection, unit_sql: str, col: MetricC
                  metric=col.key, value=p if math.isfinite(p) else None, threshold=COVARIATE_KS_P)
 
 
-def covariate_refusals(con: duckdb.DuckDBPyConnection, config: Config, key: str,
+def covariate_refusals(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str,
                        as_of: dt.datetime) -> tuple[frozenset[str], list[Check]]:
     """(metrics whose covariate is refused, one `cuped_covariate` check per CUPAC metric)."""
     exp = config.experiments[key]
     keys = [m for m in exp.roles() if config.metrics[m].cuped_covariate]
     if not keys:
         return frozenset(), []
-    query = experiment_sql(config, key, as_of, keys=keys)
-    checks = [_covariate_check(con, query.unit_sql, col, exp) for col in query.columns]
+    engine = as_engine(engine)
+    query = experiment_sql(config, key, as_of, keys=keys, dialect=engine.dialect)
+    checks = [_covariate_check(engine, query.unit_sql, col, exp) for col in query.columns]
     refused = frozenset(c.metric for c in checks if c.status != "ok")
     return refused, checks
 
 
 # ------------------------------------------------------------------ pre-exposure imbalance (§16)
 
-def _restarts(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt.datetime) -> Check | None:
+def _restarts(engine: Engine, exp: Experiment, key: str, as_of: dt.datetime) -> Check | None:
     if exp.start is None:
         return None
     start = dt.datetime.combine(exp.start, dt.time())
-    earlier, total = con.execute(
-        "SELECT count(*) FILTER (WHERE first < ?), count(*) FROM (SELECT min(exposed_at) AS first FROM exposures "
-        "WHERE experiment = ? AND exposed_at <= ? GROUP BY unit_id)", [start, key, as_of]).fetchone()
+    earlier, total = (int(v) for v in _row(engine,
+        f"SELECT count(*) FILTER (WHERE first < {timestamp_literal(start)}) AS earlier, count(*) AS n FROM "
+        f"(SELECT min(exposed_at) AS first FROM exposures WHERE experiment = {literal(key)} "
+        f"AND exposed_at <= {timestamp_literal(as_of)} GROUP BY unit_id) firsts"))
     if not earlier:
         return Check("pre_exposure_imbalance", "ok", f"No unit was exposed to {key} before its start {exp.start} "
                                                      "(no restart carry-over)", value=0.0, threshold=0.0)
@@ -146,38 +155,40 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 
 # ------------------------------------------------------------------ concurrent experiments (§15)
 
-def _others_sql(others: list[str], as_of: dt.datetime) -> str:
+def _others_sql(others: list[str], as_of: dt.datetime, d: Dialect = DUCKDB) -> str:
     """Units of the other experiments with one variant each (their first exposure's variant)."""
     names = ", ".join(literal(o) for o in others)
-    return (f"SELECT experiment AS other, unit_id, arg_min(variant, exposed_at) AS other_variant FROM exposures "
+    return (f"SELECT experiment AS other, unit_id, {d.arg_min('variant', 'exposed_at')} AS other_variant FROM exposures "
             f"WHERE experiment IN ({names}) AND exposed_at <= {timestamp_literal(as_of)} "
             "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
 
 
-def _sharing(con, key: str, others: list[str], as_of: dt.datetime) -> list[str]:
+def _sharing(engine: Engine, key: str, others: list[str], as_of: dt.datetime) -> list[str]:
     """The other experiments with at least one unit in common with `key` (exposures only: cheap)."""
     if not others:
         return []
     names = ", ".join(literal(o) for o in others)
-    rows = con.execute(f"""SELECT DISTINCT o.experiment FROM exposures o
-        WHERE o.experiment IN ({names}) AND o.exposed_at <= ? AND o.unit_id IN (
-            SELECT unit_id FROM exposures WHERE experiment = ? AND exposed_at <= ?)""", [as_of, key, as_of]).fetchall()
-    found = {r[0] for r in rows}
+    until = timestamp_literal(as_of)
+    rows = engine.frame(f"""SELECT DISTINCT o.experiment FROM exposures o
+        WHERE o.experiment IN ({names}) AND o.exposed_at <= {until} AND o.unit_id IN (
+            SELECT unit_id FROM exposures WHERE experiment = {literal(key)} AND exposed_at <= {until})""")
+    found = set(rows["experiment"])
     return [o for o in others if o in found]   # configuration order
 
 
-def _cells(con, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
+def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
     """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's units."""
-    sums = []
+    d, sums = engine.dialect, []
     for c in cols:
-        sums += [f"fsum({c.y})", f"fsum({c.y} * {c.y})"]
+        sums += [d.sum(c.y), d.sum(f"{c.y} * {c.y}")]
         if c.x:
-            sums += [f"fsum({c.x})", f"fsum({c.x} * {c.x})", f"fsum({c.y} * {c.x})"]
-    sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n{''.join(', ' + s for s in sums)} "
-           f"FROM ({table.query.unit_sql}) u JOIN ({_others_sql(others, as_of)}) o ON o.unit_id = u.unit_id "
-           "GROUP BY ALL ORDER BY 1, 2, 3")
+            sums += [d.sum(c.x), d.sum(f"{c.x} * {c.x}"), d.sum(f"{c.y} * {c.x}")]
+    sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n"
+           f"{''.join(f', {s} AS s{i}' for i, s in enumerate(sums))} "
+           f"FROM ({table.query.unit_sql}) u JOIN ({_others_sql(others, as_of, d)}) o ON o.unit_id = u.unit_id "
+           "GROUP BY o.other, u.variant, o.other_variant ORDER BY 1, 2, 3")
     out: dict[str, list] = {}
-    for row in con.execute(sql).fetchall():
+    for row in engine.frame(sql).itertuples(index=False):
         out.setdefault(row[0], []).append(row[1:])
     return out
 
@@ -195,7 +206,7 @@ def _cell_moments(row, cols: list[MetricColumns], plain: frozenset[str]) -> dict
     return out
 
 
-def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+def interaction_checks(engine: Engine, config: Config, key: str, as_of: dt.datetime,
                        table: "StatsTable") -> list[Check]:
     """For every other running experiment sharing units: χ² of the assignments' cross-tab and the
     interaction test of each primary metric's effect across the other experiment's arms."""
@@ -203,8 +214,8 @@ def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     threshold = config.health.interaction_p
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
     running = [o for o, e in config.experiments.items() if o != key and e.status == "running"]
-    shared = _sharing(con, key, running, as_of)
-    cells_by_other = _cells(con, table, cols, shared, as_of) if shared else {}
+    shared = _sharing(engine, key, running, as_of)
+    cells_by_other = _cells(engine, table, cols, shared, as_of) if shared else {}
     out = []
     for other in shared:
         rows = cells_by_other.get(other)
@@ -240,16 +251,17 @@ def interaction_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     return out
 
 
-def design_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+def design_checks(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                   table: "StatsTable") -> list[Check]:
     exp = config.experiments[key]
+    engine = as_engine(engine)
     checks = pre_exposure_checks(table, config, exp)
-    restart = _restarts(con, exp, key, as_of)
+    restart = _restarts(engine, exp, key, as_of)
     if restart is not None:
         checks.append(restart)
     try:
-        checks += interaction_checks(con, config, key, as_of, table)
-    except (duckdb.Error, ValueError) as exc:
+        checks += interaction_checks(engine, config, key, as_of, table)
+    except ENGINE_ERRORS as exc:
         log.warning("interaction checks of %s could not run", key, exc_info=exc)
         checks.append(Check("interaction", "warn", f"The interaction checks could not run ({exc})"))
     return checks

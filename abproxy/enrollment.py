@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import duckdb
-
 from .config import Config, Experiment
 
 BULK_QUANTILE = 0.001       # the bulk of exposures starts at this quantile of first exposures
@@ -60,28 +58,40 @@ def tolerance_days(config: Config, exp: Experiment) -> float:
     return max([1.0, *windows])
 
 
-FIRST_EXPOSURES = """WITH u AS (SELECT unit_id, min(exposed_at) AS t, arg_min(variant, exposed_at) AS variant
-    FROM exposures WHERE experiment = $key AND exposed_at <= $as_of GROUP BY unit_id)"""
+def _first_exposures(d, key: str, as_of: dt.datetime) -> str:
+    return (f"WITH u AS (SELECT unit_id, min(exposed_at) AS t, {d.arg_min('variant', 'exposed_at')} AS variant "
+            f"FROM exposures WHERE experiment = {d.literal(key)} AND exposed_at <= {d.timestamp(as_of)} "
+            "GROUP BY unit_id)")
 
 
-def enrollment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> Enrollment:
-    """Two grouped queries over the units' first exposures: the bulk's start, then per arm the early
-    exposures, the units and the recent ones."""
+def enrollment(engine, config: Config, key: str, as_of: dt.datetime) -> Enrollment:
+    """Two grouped queries over the units' first exposures (on the engine that holds the data: the
+    warehouse connection or an `engines.Engine`): the bulk's start, then per arm the early exposures,
+    the units and the recent ones."""
+    from .engines import as_engine, as_datetime
+
+    engine = as_engine(engine)
+    d = engine.dialect
     exp = config.experiments[key]
     end = min(as_of, dt.datetime.combine(exp.end, dt.time()) + dt.timedelta(days=1)) if exp.end else as_of
     configured = dt.datetime.combine(exp.start, dt.time()) if exp.start else None
-    params = {"key": key, "as_of": as_of}
-    bulk, last = con.execute(f"{FIRST_EXPOSURES} SELECT quantile_disc(t, {BULK_QUANTILE}), max(t) FROM u",
-                             params).fetchone()
+    first = _first_exposures(d, key, as_of)
+    head = engine.frame(f"{first} SELECT {d.quantile_disc_time('t', BULK_QUANTILE)} AS bulk, max(t) AS last "
+                        "FROM u").iloc[0]
+    bulk, last = as_datetime(head["bulk"]), as_datetime(head["last"])
     if bulk is None:
         return Enrollment(configured, end, None)
     cutoff = (configured or bulk) - dt.timedelta(days=tolerance_days(config, exp))
     recent_from = end - dt.timedelta(days=RECENT_DAYS)
-    rows = con.execute(f"""{FIRST_EXPOSURES}
-        SELECT variant, count(*) FILTER (WHERE t < $cutoff), min(t) FILTER (WHERE t < $cutoff),
-               max(t) FILTER (WHERE t < $cutoff), min(t) FILTER (WHERE t >= $cutoff),
-               count(*) FILTER (WHERE t >= $cutoff), count(*) FILTER (WHERE t >= $cutoff AND t > $recent)
-        FROM u GROUP BY variant""", {**params, "cutoff": cutoff, "recent": recent_from}).fetchall()
+    before, since = f"t < {d.timestamp(cutoff)}", f"t >= {d.timestamp(cutoff)}"
+    frame = engine.frame(f"""{first}
+        SELECT variant, count(*) FILTER (WHERE {before}) AS early, min(t) FILTER (WHERE {before}) AS early_first,
+               max(t) FILTER (WHERE {before}) AS early_last, min(t) FILTER (WHERE {since}) AS bulk_first,
+               count(*) FILTER (WHERE {since}) AS units,
+               count(*) FILTER (WHERE {since} AND t > {d.timestamp(recent_from)}) AS recent
+        FROM u GROUP BY variant""")
+    rows = [(v, int(a), as_datetime(b), as_datetime(c), as_datetime(e), int(f), int(g))
+            for v, a, b, c, e, f, g in frame.itertuples(index=False)]
     early = sum(r[1] for r in rows)
     firsts = [r[2] for r in rows if r[2] is not None]
     lasts = [r[3] for r in rows if r[3] is not None]

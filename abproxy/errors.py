@@ -80,3 +80,15 @@ class DefinitionError(AbproxyError, ValueError):
 
 class PreviewError(UserError, ValueError):
     """A metric cannot be previewed (unknown key, no experiment); the message says what to do."""
+
+
+class SparkUnavailable(AbproxyError):
+    """engine: spark cannot run here (no pyspark, no Java, no session); the message says what to install."""
+
+
+class SourceError(AbproxyError, ValueError):
+    """The configured `source` cannot be read or lacks a column of the input contract."""
+
+
+class EngineError(AbproxyError, ValueError):
+    """A query failed on the engine (Spark's message, cut to its first line: no JVM stack)."""

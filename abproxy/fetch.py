@@ -11,40 +11,44 @@ import duckdb
 
 from .config import Config
 from .effects import StatsTable
+from .engines import Engine, as_engine
 from .metrics import ExperimentQuery, experiment_sql, quantile_sql
 from .stats.quantile import RANK_Z, QuantileSummary
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+def _query(engine: Engine, config: Config, key: str, as_of: dt.datetime) -> ExperimentQuery:
+    return experiment_sql(config, key, as_of, engine.columns("exposures"), engine.columns("events"),
+                          dialect=engine.dialect)
 
 
-def _query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> ExperimentQuery:
-    return experiment_sql(config, key, as_of, _columns(con, "exposures"), _columns(con, "events"))
-
-
-def run_query(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+def run_query(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
               plain: frozenset[str] = frozenset()) -> StatsTable:
-    """The sufficient statistics, plus one order-statistics query per quantile metric (METHODS §14)."""
-    query = _query(con, config, key, as_of)
-    return StatsTable(con.execute(query.sql).df(), query, quantile_summaries(con, query), plain)
+    """The sufficient statistics, plus one order-statistics query per quantile metric (METHODS §14),
+    computed by the engine in its dialect (a DuckDB connection is the local engine)."""
+    engine = as_engine(engine)
+    query = _query(engine, config, key, as_of)
+    return StatsTable(engine.frame(query.sql), query, quantile_summaries(engine, query), plain)
 
 
-def quantile_summaries(con: duckdb.DuckDBPyConnection, query: ExperimentQuery) -> dict[str, dict[str, QuantileSummary]]:
+def quantile_summaries(engine: Engine | duckdb.DuckDBPyConnection,
+                       query: ExperimentQuery) -> dict[str, dict[str, QuantileSummary]]:
+    engine = as_engine(engine)
     out: dict[str, dict[str, QuantileSummary]] = {}
     for col in (c for c in query.columns if not c.additive):
-        rows = con.execute(quantile_sql(query, col, RANK_Z)).fetchall()
+        rows = engine.frame(quantile_sql(query, col, RANK_Z, engine.dialect)).itertuples(index=False)
         out[col.key] = {str(v): QuantileSummary(int(n), float(col.metric.quantile), float(est), float(lo), float(hi))
                         for v, n, est, lo, hi in rows if n}
     return out
 
 
-def _check_definitions(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> None:
+def _check_definitions(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str,
+                       as_of: dt.datetime) -> None:
     """Run the metric query once, so a broken definition fails even before this experiment's data
     arrives; segment columns are only checked once the workspace holds some exposures."""
-    if con.execute("SELECT count(*) FROM (SELECT 1 FROM exposures LIMIT 1)").fetchone()[0]:
-        con.execute(_query(con, config, key, as_of).sql).fetchall()
+    engine = as_engine(engine)
+    if len(engine.frame("SELECT 1 AS one FROM exposures LIMIT 1")):
+        engine.frame(_query(engine, config, key, as_of).sql)
         return
     lean = config.model_copy(update={"experiments": {
         **config.experiments, key: config.experiments[key].model_copy(update={"segments": []})}})
-    con.execute(experiment_sql(lean, key, as_of, None, _columns(con, "events")).sql).fetchall()
+    engine.frame(experiment_sql(lean, key, as_of, None, engine.columns("events"), dialect=engine.dialect).sql)

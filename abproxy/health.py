@@ -17,6 +17,7 @@ from scipy.stats import ks_2samp, norm
 from . import format as fmt
 from . import ledger
 from .config import Config, Experiment
+from .engines import ENGINE_ERRORS, Engine, as_engine
 from .metrics import experiment_sql
 from .quality import quality_checks
 from .records import AnalysisRun, Check
@@ -227,7 +228,7 @@ def _launch(con: duckdb.DuckDBPyConnection, exp: Experiment, key: str, as_of: dt
 
 
 def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                    run: "AnalysisRun") -> list[Check]:
+                    run: "AnalysisRun", engine: Engine | None = None) -> list[Check]:
     """A shipped experiment that keeps a holdback: the effect of the recent exposure cohorts against the
     launch estimate in the ledger, and the per-unit distribution of the primary metric (KS test)."""
     exp = config.experiments[key]
@@ -258,11 +259,11 @@ def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as
                                  "model (drift?) before removing the holdback" if decayed else ""),
                          metric=metric, variant=variant, value=now, threshold=(1 - decay) * then))
     launched = dt.datetime.combine(exp.launched_at, dt.time()) if exp.launched_at else launch_as_of
-    return out + distribution_drift(con, config, key, as_of, launched)
+    return out + distribution_drift(engine or con, config, key, as_of, launched)
 
 
-def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                       launched: dt.datetime) -> list[Check]:
+def distribution_drift(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str,
+                       as_of: dt.datetime, launched: dt.datetime) -> list[Check]:
     """Two-sample KS test of the primary metric's per-unit values: the last `recent_days` of exposure
     cohorts with a complete window vs the `recent_days` before launch, per variant (bounded sample)."""
     exp = config.experiments[key]
@@ -273,15 +274,19 @@ def distribution_drift(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     if lo < base_hi:
         return [Check("distribution_drift", "ok", f"{metric}: not yet {recent} days of post-launch cohorts with a "
                                                   f"complete {window}-day window; compared later", metric=metric)]
-    query = experiment_sql(config, key, as_of, keys=[metric])
+    engine = as_engine(engine)
+    query = experiment_sql(config, key, as_of, keys=[metric], dialect=engine.dialect)
     y = query.columns[0].y
-    frame = con.execute(f"""WITH
+    # the sample: the first KS_SAMPLE units by md5(unit_id), the same units on every engine
+    frame = engine.frame(f"""WITH
         win AS (SELECT variant, unit_id, exposure_day, {y} AS y,
                        CASE WHEN exposure_day >= DATE '{base_lo}' AND exposure_day < DATE '{base_hi}' THEN 'launch'
                             WHEN exposure_day >= DATE '{lo}' AND exposure_day < DATE '{hi}' THEN 'recent' END AS w
-                FROM ({query.unit_sql}) capped)
-        SELECT variant, w, y, exposure_day FROM win WHERE w IS NOT NULL
-        QUALIFY row_number() OVER (PARTITION BY variant, w ORDER BY hash(unit_id)) <= {KS_SAMPLE}""").df()
+                FROM ({query.unit_sql}) capped),
+        ranked AS (SELECT variant, w, y, exposure_day,
+                          row_number() OVER (PARTITION BY variant, w ORDER BY md5(unit_id), unit_id) AS k
+                   FROM win WHERE w IS NOT NULL)
+        SELECT variant, w, y, exposure_day FROM ranked WHERE k <= {KS_SAMPLE}""")
     out = []
     for variant in exp.variants:
         a, b = (frame[(frame["variant"] == variant) & (frame["w"] == w)] for w in ("launch", "recent"))
@@ -307,15 +312,17 @@ def _span(frame) -> str:
 # ------------------------------------------------------------------ entry points
 
 def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                      run: "AnalysisRun") -> list[Check]:
-    """Every health check of one experiment run, in display order."""
+                      run: "AnalysisRun", engine: Engine | None = None) -> list[Check]:
+    """Every health check of one experiment run, in display order. Checks that read data go to
+    `engine` (default: the warehouse `con`); those that read the ledger go to `con`."""
+    engine = engine or as_engine(con)
     exp = config.experiments[key]
     checks = [srm_check(run), multi_exposure_check(run), early_exposure_check(run, exp)] + sums_checks(run, config, key)
-    checks += quality_checks(con, config, key, as_of)
+    checks += quality_checks(engine, config, key, as_of)
     checks += segment_checks(run, config, key) + novelty_checks(run, config, key)
     try:
-        checks += holdback_checks(con, config, key, as_of, run)
-    except (duckdb.Error, ValueError) as exc:
+        checks += holdback_checks(con, config, key, as_of, run, engine)
+    except ENGINE_ERRORS as exc:
         log.warning("holdback checks of %s could not run", key, exc_info=exc)
         checks.append(Check("launch_decay", "warn", f"The holdback checks could not run ({exc}); the launch "
                                                     "comparison is missing from this run"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import duckdb
 
 from .errors import LockError, UnknownExperimentError
+from .engines import open_engine
 from .ingest import IngestSummary, Limits, ingest
 from .ledger import dumps, error_text, last_lineage, record_registry_writes
 from .notify import notify_changes, report_link
@@ -136,7 +137,7 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
         except duckdb.Error as exc:   # the file opened but its tables cannot be read: damaged
             raise WarehouseError(damaged_message(ws.warehouse, exc)) from None
         try:
-            if kind in ("ingest", "run"):
+            if kind in ("ingest", "run") and cfg.engine == "duckdb":   # spark: the source is external
                 result.ingest = ingest(con, ws.inbox, progress=progress, limits=Limits.from_config(cfg),
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
                 result.errors += result.ingest.problems()
@@ -144,9 +145,10 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
                 from .analysis import analyze
 
                 resolutions, registry = _resolve_lineage(ws, con, keys)
+                engine = open_engine(cfg, ws.root, con)   # spark: a session reading `source`
                 seal(con)   # metric SQL runs next: no file, URL or extension access from here on
                 result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full,
-                                      lineage=resolutions)
+                                      lineage=resolutions, engine=engine)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
                 result.registry_writes = _write_back(ws, con, result.runs, registry)
             result.status = "failed" if result.errors else "ok"

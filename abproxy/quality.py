@@ -23,7 +23,10 @@ from scipy.stats import poisson
 from .config import Config, EventSource, Metric
 from .records import Check
 from .metric_types import columns_for
+from .dialect import Dialect
+from .engines import ENGINE_ERRORS, Engine, as_engine
 from .metrics import interval_days, literal, post_window, predicate, quote_ident, timestamp_literal
+from .spark_dialect import DUCKDB_EXTRAS
 
 log = logging.getLogger(__name__)
 
@@ -95,32 +98,36 @@ def make_scope(config: Config, key: str, as_of: dt.datetime) -> Scope:
                  frozenset(m for m, r in roles.items() if r == "secondary"))
 
 
-def quality_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> list[Check]:
-    """Every data-quality check of one experiment; a check that cannot run says so (warn)."""
+def quality_checks(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str,
+                   as_of: dt.datetime) -> list[Check]:
+    """Every data-quality check of one experiment, on the engine that holds the data; a check that
+    cannot run says so (warn)."""
+    engine = as_engine(engine)
     scope = make_scope(config, key, as_of)
     settings = config.health
     recent = config.experiments[key].drift.recent_days
-    out = _guard("unknown_variants", lambda: assignment_checks(con, config, key, as_of))
-    out += _guard("future_timestamps", lambda: [future_check(con, key, settings.max_future_minutes)])
+    out = _guard("unknown_variants", lambda: assignment_checks(engine, config, key, as_of))
+    out += _guard("future_timestamps", lambda: [future_check(engine, key, settings.max_future_minutes)])
     if not scope.types:
         return out
     try:
-        daily = daily_profile(con, scope, settings.late_hours)
-    except (duckdb.Error, ValueError) as exc:
+        daily = daily_profile(engine, scope, settings.late_hours)
+    except ENGINE_ERRORS as exc:
         return out + _failed("event_profile", exc)
     out += _guard("null_values", lambda: null_checks(scope, daily, recent, settings.null_rate_increase))
-    out += _guard("event_missing", lambda: missing_checks(con, scope, daily, settings.event_missing_days))
+    out += _guard("event_missing", lambda: missing_checks(engine, scope, daily, settings.event_missing_days))
     out += _guard("event_volume", lambda: volume_checks(scope, daily, settings.volume_trailing_days,
-                                                        settings.volume_change, age_profile(con, scope)))
+                                                        settings.volume_change, age_profile(engine, scope)))
     out += _guard("duplicate_events", lambda: [duplicate_check(scope, daily)])
-    out += _guard("late_data", lambda: [late_check(scope, daily, settings.late_hours)])
+    if engine.name == "duckdb":       # lateness needs load times: only ingested files have them
+        out += _guard("late_data", lambda: [late_check(scope, daily, settings.late_hours)])
     return out
 
 
 def _guard(name: str, fn: Callable[[], list[Check]]) -> list[Check]:
     try:
         return fn()
-    except (duckdb.Error, ValueError, KeyError) as exc:
+    except (*ENGINE_ERRORS, KeyError) as exc:
         return _failed(name, exc)
 
 
@@ -132,16 +139,17 @@ def _failed(name: str, exc: Exception) -> list[Check]:
 
 # ------------------------------------------------------------------ assignment and timestamps
 
-def assignment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> list[Check]:
+def assignment_checks(engine: Engine | duckdb.DuckDBPyConnection, config: Config, key: str,
+                      as_of: dt.datetime) -> list[Check]:
     """Exposures naming an unknown variant of this experiment, or an unknown experiment, during
     this experiment's exposure period (all time if it has no exposure yet)."""
     exp = config.experiments[key]
-    rows = con.execute("""
-        WITH since AS (SELECT coalesce(min(exposed_at), TIMESTAMP '0001-01-01') AS t FROM exposures
-                       WHERE experiment = $key AND exposed_at <= $as_of)
-        SELECT experiment, variant, count(*) AS n FROM exposures, since
-        WHERE exposed_at <= $as_of AND exposed_at >= since.t GROUP BY ALL""",
-                       {"key": key, "as_of": as_of}).df()
+    until = timestamp_literal(as_of)
+    rows = as_engine(engine).frame(f"""
+        WITH since AS (SELECT coalesce(min(exposed_at), TIMESTAMP '0001-01-01 00:00:00') AS t FROM exposures
+                       WHERE experiment = {literal(key)} AND exposed_at <= {until})
+        SELECT experiment, variant, count(*) AS n FROM exposures CROSS JOIN since
+        WHERE exposed_at <= {until} AND exposed_at >= since.t GROUP BY experiment, variant""")
     own = rows[rows["experiment"] == key]
     total = int(own["n"].sum())
     unknown = own[~own["variant"].isin(list(exp.variants))].sort_values("n", ascending=False)
@@ -174,11 +182,17 @@ def assignment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, 
     return checks
 
 
-def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: float) -> Check:
+def future_check(engine: Engine | duckdb.DuckDBPyConnection, key: str, max_future_minutes: float) -> Check:
     """Rows whose timestamp was ahead of their load time (rejected at ingest, or stored by other means)
     in the files loaded since this experiment's first exposures arrived: a clock or time-zone bug.
-    Only files whose largest lead over their load time (`load_profile`) exceeds the limit are read."""
+    Only files whose largest lead over their load time (`load_profile`) exceeds the limit are read.
+    An external source (engine: spark) has no load times: there, rows ahead of the wall clock."""
     from .loads import refresh_load_profile
+
+    engine = as_engine(engine)
+    if engine.name != "duckdb":
+        return _future_of_now(engine, key, max_future_minutes)
+    con = engine.con
 
     limit = interval_days(max_future_minutes / 1440)
     refresh_load_profile(con)
@@ -215,9 +229,28 @@ def future_check(con: duckdb.DuckDBPyConnection, key: str, max_future_minutes: f
                  "(see 'rejected_rows')", value=share, threshold=FUTURE_FAIL)
 
 
+def _future_of_now(engine: Engine, key: str, max_future_minutes: float) -> Check:
+    """External source: this experiment's exposures and all events timestamped ahead of now."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(minutes=max_future_minutes)
+    row = engine.frame(f"""SELECT
+        (SELECT count(*) FROM exposures WHERE experiment = {literal(key)}) AS exposures,
+        (SELECT count(*) FROM exposures WHERE experiment = {literal(key)} AND exposed_at > {timestamp_literal(now)}) AS bad_exposures,
+        (SELECT count(*) FROM events) AS events,
+        (SELECT count(*) FROM events WHERE occurred_at > {timestamp_literal(now)}) AS bad_events""").iloc[0]
+    total, bad = int(row["exposures"]) + int(row["events"]), int(row["bad_exposures"]) + int(row["bad_events"])
+    share = bad / total if total else 0.0
+    if bad == 0:
+        return Check("future_timestamps", "ok", f"No timestamps ahead of the clock in {total:,} rows of the source",
+                     value=0.0, threshold=FUTURE_FAIL)
+    return Check("future_timestamps", "fail" if share > FUTURE_FAIL else "warn",
+                 f"{bad:,} of {total:,} rows ({share:.2%}) of the source have timestamps more than "
+                 f"{max_future_minutes:g} minutes ahead of the clock; a clock or time-zone bug in the export shifts "
+                 "every timestamp — fix the export to write UTC", value=share, threshold=FUTURE_FAIL)
+
+
 # ------------------------------------------------------------------ the daily event profile
 
-def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: float) -> pd.DataFrame:
+def daily_profile(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, late_hours: float) -> pd.DataFrame:
     """Per calendar day, from one pass over the metric events (`Scope.events_sql`): events per type
     (t{i}), newest event per type (last{i}), repeated rows per type (dup{i}: events beyond the first
     with the same unit, event, time and value), events that arrived late (late: see `late_check`),
@@ -232,29 +265,34 @@ def daily_profile(con: duckdb.DuckDBPyConnection, scope: Scope, late_hours: floa
     from .loads import refresh_load_profile
     from .sources import active
 
-    source = active(scope.key, scope.as_of)
+    engine = as_engine(engine)
+    d = engine.dialect
+    source = active(scope.key, scope.as_of) if engine.name == "duckdb" else None
     if source is not None and source.profile is not None:
         sql = f"""WITH units AS (SELECT unit_id, exposed_at FROM {source.table}),
     counts AS (SELECT * FROM {source.profile}),
     {cover_sql(scope)}
     SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
     else:
-        refresh_load_profile(con)
+        if engine.name == "duckdb":
+            refresh_load_profile(engine.con)
         sql = f"""{scope.events_sql},
-    counts AS ({counts_sql(scope, late_hours, "ev")}),
-    {cover_sql(scope)}
+    counts AS ({counts_sql(scope, late_hours, "ev", d=d, load_times=engine.name == "duckdb")}),
+    {cover_sql(scope, d)}
     SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
-    frame = con.execute(sql).df()
+    frame = engine.frame(sql)
     counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
     frame[counts] = frame[counts].fillna(0)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
     return frame
 
 
-def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None) -> str:
+def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None, d: Dialect = DUCKDB_EXTRAS,
+               load_times: bool = True) -> str:
     """The per-day counts of the metric events `ev` (already cut to the units' windows). `seen`
     (a relation of (event, unit_id, occurred_at, value) keys counted before) makes dup{i} the
-    repeats these rows add to an existing profile: the first row of a key already seen repeats it."""
+    repeats these rows add to an existing profile: the first row of a key already seen repeats it.
+    Without `load_times` (an external source: no file ledger) nothing counts as late."""
     names = ", ".join(literal(t) for t in scope.types)
     inner = ["count(*) AS n", "count(*) FILTER (WHERE occurred_at < _frontier) AS late"]
     outer = ["sum(late) AS late"]
@@ -267,13 +305,18 @@ def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None
     for j, (s, users) in enumerate(scope.columns.items()):
         cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
         inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
-                  f"count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS s{j}_null"]
+                  f"count(*) FILTER (WHERE {cond} AND {d.ident(quote_ident(s.column)[1:-1])} IS NULL) AS s{j}_null"]
         outer += [f"sum(s{j}_n) AS s{j}_n", f"sum(s{j}_null) AS s{j}_null"]
     lag = interval_days(late_hours / 24)
     mark = ""
     if seen is not None:
         mark = (f", EXISTS (SELECT 1 FROM {seen} k WHERE k.event = ev.event AND k.unit_id = ev.unit_id AND "
                 "k.occurred_at = ev.occurred_at AND k.value IS NOT DISTINCT FROM ev.value) AS _seen")
+    if not load_times:
+        return f"""WITH marked AS (SELECT ev.*, CAST(NULL AS TIMESTAMP) AS _frontier{mark} FROM {ev} ev),
+    repeats AS (SELECT event, unit_id, occurred_at, value, {', '.join(inner)}
+                FROM marked GROUP BY event, unit_id, occurred_at, value)
+    SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1"""
     return f"""WITH files AS (SELECT event, file_id, loaded_at, newest FROM load_profile
               WHERE kind = 'events' AND event IN ({names}) AND loaded_at IS NOT NULL),
     frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
@@ -285,19 +328,20 @@ def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None
     SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1"""
 
 
-def cover_sql(scope: Scope) -> str:
+def cover_sql(scope: Scope, d: Dialect = DUCKDB_EXTRAS) -> str:
     """CTEs spans, cover: unit-days in window per day, from a relation `units` (unit_id, exposed_at)."""
     as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
-    return f"""spans AS (SELECT date_trunc('day', exposed_at) AS first_day, date_trunc('day', until) AS last_day,
-                     count(*) AS n, sum(epoch_us(until) - epoch_us(exposed_at)) AS whole,
-                     sum(epoch_us(date_trunc('day', exposed_at) + INTERVAL 1 DAY) - epoch_us(exposed_at)) AS head,
-                     sum(epoch_us(until) - epoch_us(date_trunc('day', until))) AS tail
-              FROM (SELECT exposed_at, least(exposed_at + {window}, {as_of}) AS until FROM units) GROUP BY 1, 2),
+    us, day = d.epoch_us, d.day_floor
+    return f"""spans AS (SELECT {day('exposed_at')} AS first_day, {day('until')} AS last_day,
+                     count(*) AS n, sum({us('until')} - {us('exposed_at')}) AS whole,
+                     sum({us(day('exposed_at') + ' + INTERVAL 1 DAY')} - {us('exposed_at')}) AS head,
+                     sum({us('until')} - {us(day('until'))}) AS tail
+              FROM (SELECT exposed_at, least(exposed_at + {window}, {as_of}) AS until FROM units) w GROUP BY 1, 2),
     cover AS (SELECT CAST(day AS DATE) AS day,
                      CAST(sum(CASE WHEN first_day = last_day THEN whole WHEN day = first_day THEN head
-                                   WHEN day = last_day THEN tail ELSE CAST(n AS HUGEINT) * {US_PER_DAY} END) AS DOUBLE)
+                                   WHEN day = last_day THEN tail ELSE CAST(n AS {d.wide_integer}) * {US_PER_DAY} END) AS DOUBLE)
                      / {US_PER_DAY} AS unit_days
-              FROM (SELECT *, unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS day FROM spans)
+              FROM (SELECT *, {d.day_series('first_day', 'last_day')} AS day FROM spans) s
               GROUP BY 1)"""
 
 
@@ -336,7 +380,7 @@ def null_checks(scope: Scope, daily: pd.DataFrame, recent_days: int, increase: f
     return out
 
 
-def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataFrame,
+def missing_checks(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataFrame,
                    missing_days: float) -> list[Check]:
     """An event type not seen for `missing_days` before the analysis time while units are still in
     their window and, at its usual rate, at least MIN_EXPECTED_MISSING events were due: vanished."""
@@ -351,15 +395,18 @@ def missing_checks(con: duckdb.DuckDBPyConnection, scope: Scope, daily: pd.DataF
         return out
     values = ", ".join(f"({i}, {timestamp_literal(t)})" for i, t in seen.items())
     as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
-    spans = con.execute(f"""WITH {scope.units_sql}
+    engine = as_engine(engine)
+    sec = engine.dialect.epoch_seconds
+    spans = engine.frame(f"""WITH {scope.units_sql}
         SELECT s.i,
-               sum(greatest(0, epoch(least(u.exposed_at + {window}, {as_of})) - epoch(greatest(u.exposed_at, s.t))))
+               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, {as_of})')} - {sec('greatest(u.exposed_at, s.t)')}))
                    / 86400 AS after,
-               sum(greatest(0, epoch(least(u.exposed_at + {window}, s.t)) - epoch(u.exposed_at))) / 86400 AS before
-        FROM units u, (VALUES {values}) s(i, t) GROUP BY s.i ORDER BY s.i""").fetchall()
+               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, s.t)')} - {sec('u.exposed_at')})) / 86400 AS before
+        FROM units u CROSS JOIN (VALUES {values}) AS s(i, t) GROUP BY s.i ORDER BY s.i""").itertuples(index=False)
     newest = max(seen.values())
     stale = (scope.as_of - newest).total_seconds() / 86400 > missing_days
     for i, after, before in spans:
+        i = int(i)
         t, users = scope.types[i], scope.users[scope.types[i]]
         gap = (scope.as_of - seen[i]).total_seconds() / 86400
         count = float(daily[f"t{i}"].sum())
@@ -395,35 +442,36 @@ class AgeProfile:
         return self.cohorts.get(day - dt.timedelta(days=age), 0)
 
 
-def age_profile(con: duckdb.DuckDBPyConnection, scope: Scope) -> AgeProfile:
-    """With a per-unit state in place (`sources.reading`), its maintained ages table and its units:
-    no event is read."""
+def age_profile(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope) -> AgeProfile:
+    """With a per-unit state in place (`sources.reading`, DuckDB only), its maintained ages table and
+    its units: no event is read. Otherwise one grouped query on the engine that holds the events."""
     from .sources import active
 
-    source = active(scope.key, scope.as_of)
+    engine = as_engine(engine)
+    source = active(scope.key, scope.as_of) if engine.name == "duckdb" else None
     if source is not None and getattr(source, "ages", None) is not None:
+        con = engine.con
         return _age_profile(con.execute(f"SELECT day, age, event, n FROM {source.ages} WHERE n > 0").df(),
                             con.execute(f"SELECT CAST(exposed_at AS DATE), count(*) FROM {source.table} "
                                         "GROUP BY 1").fetchall(), scope)
     names = ", ".join(literal(t) for t in scope.types)
     as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
-    events = con.execute(f"""WITH {scope.units_sql}
-        SELECT CAST(e.occurred_at AS DATE) AS day,
-               date_diff('day', CAST(u.exposed_at AS DATE), CAST(e.occurred_at AS DATE)) AS age,
+    events = engine.frame(f"""WITH {scope.units_sql}
+        SELECT CAST(e.occurred_at AS DATE) AS day, {engine.dialect.day_diff('u.exposed_at', 'e.occurred_at')} AS age,
                e.event, count(*) AS n
         FROM units u JOIN events e ON e.unit_id = u.unit_id
         WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at AND e.occurred_at < u.exposed_at + {window}
           AND e.occurred_at <= {as_of}
-        GROUP BY ALL""").df()
-    cohorts = con.execute(f"WITH {scope.units_sql} SELECT CAST(exposed_at AS DATE), count(*) FROM units "
-                          "GROUP BY 1").fetchall()
-    return _age_profile(events, cohorts, scope)
+        GROUP BY 1, 2, 3""")
+    cohorts = engine.frame(f"WITH {scope.units_sql} SELECT CAST(exposed_at AS DATE) AS day, count(*) AS n "
+                           "FROM units GROUP BY 1")
+    return _age_profile(events, list(cohorts.itertuples(index=False)), scope)
 
 
 def _age_profile(events: pd.DataFrame, cohorts: list, scope: Scope) -> AgeProfile:
     if len(events):
         events["day"] = pd.to_datetime(events["day"]).dt.date
-    return AgeProfile(events, {d: int(n) for d, n in cohorts}, math.ceil(scope.window_days))
+    return AgeProfile(events, {pd.Timestamp(d).date(): int(n) for d, n in cohorts}, math.ceil(scope.window_days))
 
 
 def expected_events(profile: AgeProfile, event: str, day: dt.date, history: list[dt.date]) -> float:

@@ -11,6 +11,7 @@ import duckdb
 
 from . import ledger
 from .config import Capping, Config, Cuped, Experiment, Metric
+from .engines import ENGINE_ERRORS, Engine, as_engine
 from .effects import StatsTable, look_of, overall_results, verdict_for
 from .fetch import quantile_summaries
 from .metric_types import type_of
@@ -23,16 +24,16 @@ ACTIONABLE = {"SHIP", "ROLLBACK"}
 
 
 def decision_robustness(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                        run: "AnalysisRun") -> list[Check]:
+                        run: "AnalysisRun", engine: "Engine | None" = None) -> list[Check]:
     """Fragility of the decision: the verdict under alternative metric settings, and its history."""
     if run.verdict is None:
         return []
     out = []
-    for name, fn in (("decision_robustness", lambda: robustness_check(con, config, key, as_of, run)),
+    for name, fn in (("decision_robustness", lambda: robustness_check(engine or con, config, key, as_of, run)),
                      ("verdict_stability", lambda: verdict_stability(con, key, run))):
         try:
             out.append(fn())
-        except (duckdb.Error, ValueError) as exc:
+        except ENGINE_ERRORS as exc:
             log.warning("%s of %s could not run", name, key, exc_info=exc)
             out.append(Check(name, "warn", f"This check could not run ({type(exc).__name__}: {exc})"))
     return out
@@ -74,7 +75,7 @@ def _label(decision: str, variant: str | None) -> str:
     return f"{decision} {variant}" if variant else decision
 
 
-def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+def robustness_check(engine: "Engine | duckdb.DuckDBPyConnection", config: Config, key: str, as_of: dt.datetime,
                      run: "AnalysisRun") -> Check:
     """Re-derive the verdict with capping, CUPED and the attribution window changed (primary and
     guardrail metrics only, no segments); warn when SHIP/ROLLBACK flips. One query computes every
@@ -92,7 +93,7 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
     flips, others, checked = [], [], []
     look = look_of(exp, run.days_running)
     for (now_label, alt_label, changed), (alt_cfg, results) in zip(
-            alternatives, alternative_results(con, config, key, as_of, alternatives, look)):
+            alternatives, alternative_results(engine, config, key, as_of, alternatives, look)):
         alt = verdict_for(replace(run, results=results, health=health), alt_cfg, lean)
         label = _label(alt.decision, alt.ship_variant)
         checked.append(alt_label)
@@ -112,7 +113,7 @@ def robustness_check(con: duckdb.DuckDBPyConnection, config: Config, key: str, a
                  value=0.0, threshold=0.0)
 
 
-def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+def alternative_results(engine: "Engine | duckdb.DuckDBPyConnection", config: Config, key: str, as_of: dt.datetime,
                         alternatives: list[tuple[str, str, dict[str, Metric]]],
                         look: int | None = None) -> list[tuple[Config, list]]:
     """(configuration, overall results of the primary and guardrail metrics) under each alternative,
@@ -123,8 +124,9 @@ def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str
     decisive = [m for m, role in exp.roles().items() if role != "secondary"]
     extra = {alt_key(m, i): metric for i, (_, _, changed) in enumerate(alternatives) for m, metric in changed.items()}
     cfg = config.model_copy(update={"experiments": {**config.experiments, key: lean}})
-    query = experiment_sql(cfg, key, as_of, keys=decisive, extra=extra)
-    frame = con.execute(query.sql).df()
+    engine = as_engine(engine)
+    query = experiment_sql(cfg, key, as_of, keys=decisive, extra=extra, dialect=engine.dialect)
+    frame = engine.frame(query.sql)
     by_key = {c.key: c for c in query.columns}
     out = []
     for i, (_, _, changed) in enumerate(alternatives):
@@ -133,7 +135,7 @@ def alternative_results(con: duckdb.DuckDBPyConnection, config: Config, key: str
                      for m in decisive if m in by_key)
         alt_cfg = cfg.model_copy(update={"metrics": {**config.metrics, **changed}})
         alt_query = replace(query, columns=cols)
-        table = StatsTable(frame, alt_query, quantile_summaries(con, alt_query))
+        table = StatsTable(frame, alt_query, quantile_summaries(engine, alt_query))
         out.append((alt_cfg, overall_results(table, alt_cfg, lean, look)))
     return out
 

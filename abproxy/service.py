@@ -82,8 +82,9 @@ class Service:
                           "misfire_grace_time": sched.misfire_grace_seconds})
         self.ingest_every = ingest_seconds(sched)
         self.analyze = analyze_trigger(sched)
-        self.scheduler.add_job(self.run_pass, IntervalTrigger(seconds=self.ingest_every, timezone="UTC"),
-                               args=["ingest"], id="ingest", name="ingest new inbox files")
+        if ws.config.engine == "duckdb":   # engine: spark reads an external source: nothing to ingest
+            self.scheduler.add_job(self.run_pass, IntervalTrigger(seconds=self.ingest_every, timezone="UTC"),
+                                   args=["ingest"], id="ingest", name="ingest new inbox files")
         self.scheduler.add_job(self.run_pass, self.analyze, args=["run"], id="analyze",
                                name="full pass: ingest, analyse, publish, notify",
                                next_run_time=dt.datetime.now(dt.timezone.utc))   # the start-up pass
@@ -91,6 +92,8 @@ class Service:
     def describe(self) -> str:
         trigger = (f"every {_describe(self.analyze.interval.total_seconds())}"
                    if isinstance(self.analyze, IntervalTrigger) else f"cron '{self.ws.config.schedule.analyze_cron}' UTC")
+        if self.ws.config.engine == "spark":
+            return f"analysis on Spark (source external, no ingest), full pass {trigger}"
         return f"ingest every {_describe(self.ingest_every)}, full pass {trigger}"
 
     def _reload(self) -> None:
