@@ -78,52 +78,33 @@ def test_live_mode_drops_new_files_that_load(demo, tmp_path):
 
 @pytest.mark.browser
 def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_path):
-    """The README's screenshots: the demo workspace served by `streamlit run app.py` in Chromium."""
-    import os
-    import subprocess
-    import sys
-
-    from test_browser import (CHROMIUM, ROOT, experiment_keys, free_port, open_page, read_every_page, screenshot,
-                              wait_healthy)
+    """The README's screenshots: the demo workspace served by `streamlit run app.py` in Chromium
+    (started by test_browser's `serving()`, with its Chromium settings)."""
+    from test_browser import ARGS, CHROMIUM, ROOT, experiment_keys, open_page, read_every_page, screenshot, serving
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
     from playwright.sync_api import sync_playwright
 
     ws, runs, _ = demo
-    port, log = free_port(), tmp_path / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if k != "ABPROXY_WORKSPACE"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-           "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace", str(ws.root)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url + "/_stcore/health", proc, log)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox",
-                                        "--disable-background-networking", "--disable-component-update",
-                                        "--disable-sync", "--disable-gpu"])
-            try:
-                page, text = open_page(browser, url + "/", "Rollout overview", charts=1)
-                for key, decision in EXPECTED.items():
-                    assert decision in text and key in text
-                screenshot(page, "overview.png")
-                page.close()
-                page, text = open_page(browser, f"{url}/experiment?experiment=pricing-nn",
-                                       "Price suggestion network", charts=3)
-                assert "SHIP" in text and "country=DE" in text and "caution" in text
-                screenshot(page, "experiment.png")
-                page.close()
-                # every page of the demo, read as a reader: no nan/None/inf, no Vega warning, no Deploy button
-                read_every_page(browser, url, experiment_keys(ws.root))
-            finally:
-                browser.close()
-        # the review export in docs/ is the demo's SHIP-with-caution experiment
-        from abproxy.report.export import write_review
+    with serving(ws.root, tmp_path / "streamlit.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page, text = open_page(browser, url + "/", "Rollout overview", charts=1)
+            for key, decision in EXPECTED.items():
+                assert decision in text and key in text
+            screenshot(page, "overview.png")
+            page.close()
+            page, text = open_page(browser, f"{url}/experiment?experiment=pricing-nn",
+                                   "Price suggestion network", charts=3)
+            assert "SHIP" in text and "country=DE" in text and "caution" in text
+            screenshot(page, "experiment.png")
+            page.close()
+            # every page of the demo, read as a reader: no nan/None/inf, no Vega warning, no Deploy button
+            read_every_page(browser, url, experiment_keys(ws.root))
+        finally:
+            browser.close()
+    # the review export in docs/ is the demo's SHIP-with-caution experiment
+    from abproxy.report.export import write_review
 
-        write_review(ws, "pricing-nn", ROOT / "docs" / "review-example.html")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    write_review(ws, "pricing-nn", ROOT / "docs" / "review-example.html")
