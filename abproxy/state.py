@@ -339,8 +339,12 @@ def _fold(con, items: list[tuple[_Plan, dict]], as_of: dt.datetime, file_id: int
         if keys:
             # first on the time alone (one cheap key; materialized, so the optimizer cannot put the
             # three-key join over the whole table first), then exactly on the few candidates
+            # static time bounds: DuckDB skips the row groups outside them (time-ordered loads)
+            lo_t, hi_t = con.execute("SELECT min(occurred_at), max(occurred_at) FROM __abp_delta").fetchone()
+            span = (f"e.occurred_at BETWEEN {timestamp_literal(lo_t)} AND {timestamp_literal(hi_t)}"
+                    if lo_t is not None else "FALSE")
             con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_same_time AS SELECT * FROM events e
-                            WHERE e.occurred_at IN (SELECT occurred_at FROM __abp_delta)""")
+                            WHERE {span} AND e.occurred_at IN (SELECT occurred_at FROM __abp_delta)""")
             parts.append("""SELECT e.* FROM __abp_same_time e
                 SEMI JOIN (SELECT DISTINCT unit_id, event, occurred_at FROM __abp_delta) k
                      ON k.unit_id = e.unit_id AND k.event = e.event AND k.occurred_at = e.occurred_at
