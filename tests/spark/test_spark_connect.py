@@ -87,7 +87,7 @@ def test_abproxy_run_over_spark_connect_matches_duckdb(tmp_path, connect_server)
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME",)}
     env["PATH"] = os.path.dirname(sys.executable)          # no java: a Connect client needs none
     done = subprocess.run([sys.executable, "-m", "abproxy.cli", "analyze", "--workspace", str(ws), "--json",
-                           "--as-of", as_of.isoformat()], capture_output=True, text=True, timeout=900, env=env)
+                           "--as-of", as_of.isoformat()], capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     remote = json.loads(done.stdout)["experiments"][0]
     assert remote["status"] == "ok", remote["error"]
