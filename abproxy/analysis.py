@@ -50,16 +50,8 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     exp = config.experiments[key]
     engine = engine or DuckDBEngine(con)
     local = engine.name == "duckdb"       # the warehouse holds the data (and the ingest's file ledger)
-    run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
-                      job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
-    run.lineage = resolution.lineage if resolution is not None else config_lineage(exp)
+    run = _new_run(config, key, as_of, job_id, resolution)
     lineage_checks = list(resolution.checks) if resolution is not None else []
-    run.method = ("group-sequential" if exp.decision.group_sequential
-                  else "sequential" if exp.decision.sequential else "fixed-horizon")
-    run.parameters = {"as_of": as_of.isoformat(), "alpha": exp.decision.alpha, "method": run.method,
-                      "sequential_tuning": exp.decision.sequential_tuning}
-    if exp.decision.group_sequential:
-        run.parameters.update(looks=exp.decision.looks, planned_days=exp.planned_days)
     try:
         run.watermark = engine.watermark(key, as_of)
         problems = [p for p in datacheck.experiment_checks(con, config, key, as_of)
@@ -104,6 +96,21 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
         log.debug("analysis of %s failed: %s", key, run.error)
         log.debug("traceback of the failed analysis of %s", key, exc_info=True)
     run.finished_at = _utcnow()
+    return run
+
+
+def _new_run(config: Config, key: str, as_of: dt.datetime, job_id: str | None, resolution: Any) -> AnalysisRun:
+    """The run record before any query: its definitions, lineage, method and parameters."""
+    exp = config.experiments[key]
+    run = AnalysisRun(uuid.uuid4().hex[:12], key, _utcnow(), as_of,
+                      job_id=job_id, definition_hash=definition_hash(config, key), definitions=definitions(config, key))
+    run.lineage = resolution.lineage if resolution is not None else config_lineage(exp)
+    run.method = ("group-sequential" if exp.decision.group_sequential
+                  else "sequential" if exp.decision.sequential else "fixed-horizon")
+    run.parameters = {"as_of": as_of.isoformat(), "alpha": exp.decision.alpha, "method": run.method,
+                      "sequential_tuning": exp.decision.sequential_tuning}
+    if exp.decision.group_sequential:
+        run.parameters.update(looks=exp.decision.looks, planned_days=exp.planned_days)
     return run
 
 
