@@ -12,14 +12,12 @@ The query (`experiment_sql`) is a WITH clause of six CTEs, each written by its o
 then `stats_select`: n and the sums each metric type declares, per variant with GROUPING SETS for
 overall, exposure day and segments. `unit_sql` is the same WITH clause ending in the per-unit table.
 
-Every identifier from the configuration is validated and quoted; names never reach SQL unquoted.
-
-How to add an engine: subclass `dialect.Dialect` (quoting, intervals, compensated sums, arg_min,
-quantiles, casts) and pass it as `experiment_sql(..., dialect=...)`; the pieces here use nothing
-engine-specific outside it. How to add a metric type: subclass `metric_types.MetricColumns` (its
-per-unit columns, its sums, how it reads its moments back, its estimator) and register it in
-`metric_types.TYPES`; the pieces here ask the type, never test `metric.type`. A caller with its own
-per-unit table (e.g. an incremental per-unit state) can reuse `stats_select` over that table.
+Every identifier from the configuration is validated and quoted; names never reach SQL unquoted. How to add
+an engine: subclass `dialect.Dialect` (quoting, intervals, compensated sums, arg_min, quantiles, casts) and
+pass it as `experiment_sql(..., dialect=...)`; the pieces here use nothing engine-specific outside it. How
+to add a metric type: subclass `metric_types.MetricColumns` (its per-unit columns, its sums, how it reads
+its moments back, its estimator) and register it in `metric_types.TYPES`; the pieces here ask the type,
+never test `metric.type`. The incremental state reuses `stats_select` over its per-unit table.
 """
 from __future__ import annotations
 

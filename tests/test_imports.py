@@ -16,6 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "abproxy"
 WRITERS = {"abproxy.ingest", "abproxy.jobs", "abproxy.analysis", "abproxy.scheduler", "abproxy.service"}
 ANALYSIS = {"abproxy.analysis", "abproxy.effects", "abproxy.robustness", "abproxy.health", "abproxy.quality",
+            "abproxy.quality_scope", "abproxy.profile_checks",
             "abproxy.metrics"}
 
 

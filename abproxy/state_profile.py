@@ -1,0 +1,80 @@
+"""The data-quality profiles kept beside an experiment's per-unit state (`abproxy.state`).
+
+Per day: the counts `quality.daily_profile` reads (events, nulls, duplicates, late rows); per day x
+days since exposure x event type: the counts `quality.age_profile` reads. Built from one join of the
+state's units to their events; folded with the rows of each pass.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from .metrics import interval_days, literal, timestamp_literal
+from .state_plan import Plan, unfolded
+
+
+def window_events(plan: Plan, units: str, events: str, as_of: dt.datetime, only: str = "") -> str:
+    """The profile's events: `events` of the metric types in the post windows of `units`."""
+    scope = plan.scope(as_of)
+    names = ", ".join(literal(t) for t in scope.types)
+    return f"""SELECT e.*, u.exposed_at AS _exposed_at FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+    WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
+      AND e.occurred_at < u.exposed_at + {interval_days(scope.window_days)}
+      AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
+
+
+AGES = """SELECT CAST(occurred_at AS DATE) AS day,
+           date_diff('day', CAST(_exposed_at AS DATE), CAST(occurred_at AS DATE)) AS age, event, count(*) AS n
+    FROM {ev} GROUP BY ALL"""
+
+
+def build_profile(con, plan: Plan, as_of: dt.datetime) -> None:
+    """The data-quality profiles of the state's units from one join of their events: the per-day
+    counts (quality.daily_profile) and the events by day x days since exposure (quality.age_profile)."""
+    if not plan.profile:
+        return
+    from .quality import counts_sql
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_pev AS {window_events(plan, plan.table, 'events', as_of)}")
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
+        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, '__abp_pev')})""")
+    con.execute(f"CREATE OR REPLACE TABLE {plan.ages} AS {AGES.format(ev='__abp_pev')}")
+    con.execute("DROP TABLE __abp_pev")
+
+
+def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str) -> None:
+    """Add the new rows of unchanged units (a row whose key was counted before adds a repeat) and
+    every row of new units to the profile, per day."""
+    from .quality import counts_sql
+
+    scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
+    delta = window_events(plan, plan.table, "__abp_delta", as_of,
+                           f" AND {fresh} AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})")
+    seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
+    new = window_events(plan, rebuilt, "__abp_old", as_of)
+    parts = (f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'dv', seen='seen')})",
+             f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'nv')})")
+    cols = [d[0] for d in con.execute(f"DESCRIBE {plan.profile}").fetchall() if d[0] != "day"]
+    merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
+                       f"coalesce(p.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in cols)
+    added = ", ".join(f"max({c}) AS {c}" if c.startswith("last") else f"sum({c}) AS {c}" for c in cols)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pd AS
+        WITH dv AS ({delta}), seen AS {seen}, nv AS ({new})
+        SELECT day, {added} FROM ({parts[0]} UNION ALL BY NAME {parts[1]}) GROUP BY day""")
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
+        SELECT day, {merged} FROM {plan.profile} p FULL JOIN __abp_pd d USING (day)""")
+    con.execute("DROP TABLE __abp_pd")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pa AS WITH dv AS ({delta}), nv AS ({new})
+        {AGES.format(ev='(SELECT * FROM dv UNION ALL SELECT * FROM nv)')}""")
+    con.execute(f"""CREATE OR REPLACE TABLE {plan.ages} AS
+        SELECT day, age, event, CAST(coalesce(p.n, 0) + coalesce(d.n, 0) AS BIGINT) AS n
+        FROM {plan.ages} p FULL JOIN __abp_pa d USING (day, age, event)""")
+    con.execute("DROP TABLE __abp_pa")
+
+
+def frontier_moved(con, plan: Plan, reg: dict) -> bool:
+    """A new file loaded no later than `late_hours` before an old one moves the old file's
+    'late' frontier (its rows' lateness changes): the profile is rebuilt."""
+    return bool(con.execute(f"""SELECT count(*) FROM load_profile n JOIN load_profile o ON n.event = o.event
+        WHERE n.kind = 'events' AND o.kind = 'events' AND n.file_id > ? AND o.file_id <= ?
+          AND n.loaded_at <= o.loaded_at - {interval_days(plan.late_hours / 24)}""",
+                                [reg["file_id"], reg["file_id"]]).fetchone()[0])
