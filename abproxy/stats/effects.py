@@ -95,11 +95,12 @@ def _lift(mc: float, mt: float, var_c: float, var_t: float) -> tuple[float, floa
     return (mt - mc) / abs(mc), math.sqrt(var) if var >= 0 else NAN
 
 
-def critical(alpha: float, df: float, n_total: int = 0, tuning: float | None = None) -> float:
+def critical(alpha: float, df: float, n_total: int = 0, tuning: float | None = None,
+             design_alpha: float | None = None) -> float:
     """The interval's half-width in SEs: t(1−α/2, ν) (z for ν = inf), or the confidence
-    sequence's multiplier at N units in sequential mode (§7)."""
+    sequence's multiplier at N units in sequential mode (§7; ρ tuned at `design_alpha`)."""
     if tuning is not None:
-        return sequential_multiplier(n_total, alpha, tuning)
+        return sequential_multiplier(n_total, alpha, tuning, design_alpha)
     return float(stdtrit(df, 1.0 - alpha / 2.0))
 
 
@@ -311,9 +312,12 @@ def _rho_sq(alpha: float, tuning: float) -> float:
     return (-2 * math.log(alpha) + math.log(1 - 2 * math.log(alpha))) / tuning
 
 
-def sequential_multiplier(n_total: int, alpha: float, tuning: float = 5000.0) -> float:
-    """The confidence sequence's half-width in SEs at N units (§7): it replaces z(1−α/2)."""
-    nr = n_total * _rho_sq(alpha, tuning)
+def sequential_multiplier(n_total: int, alpha: float, tuning: float = 5000.0,
+                          design_alpha: float | None = None) -> float:
+    """The confidence sequence's half-width in SEs at N units (§7): it replaces z(1−α/2). ρ² is
+    tuned at the test's `design_alpha` (default: `alpha`), the level the always-valid p-value uses,
+    so that the interval at any level α' excludes 0 exactly when that p < α' (§19)."""
+    nr = n_total * _rho_sq(design_alpha or alpha, tuning)
     return math.sqrt(2 * (nr + 1) * math.log(math.sqrt(nr + 1) / alpha) / nr)
 
 
@@ -338,4 +342,4 @@ def sequential(effect: Effect, n_total: int, tuning: float = 5000.0) -> Effect:
         p = min(1.0, math.exp(-log_e))
     seq = replace(effect, p_value=p, df=INF, method=method, n_total=n_total, tuning=tuning)
     level = effect.ci_alpha or a
-    return with_critical(seq, sequential_multiplier(n_total, level, tuning), level)
+    return with_critical(seq, sequential_multiplier(n_total, level, tuning, a), level)

@@ -20,5 +20,5 @@ def at_level(effect: Effect, ci_alpha: float) -> Effect:
         look, looks = effect.looks
         q = obf_boundary(looks, ci_alpha, look).z[-1]
     else:
-        q = critical(ci_alpha, effect.df, effect.n_total, effect.tuning)
+        q = critical(ci_alpha, effect.df, effect.n_total, effect.tuning, effect.alpha)
     return with_critical(effect, q, ci_alpha)

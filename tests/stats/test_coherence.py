@@ -162,6 +162,22 @@ def test_significant_iff_the_displayed_interval_excludes_zero(mode, specs, metho
             assert significant == excludes_zero(shown.rel_ci)
 
 
+def test_sequential_interval_at_the_adjusted_level_agrees_with_the_adjusted_p():
+    """Hypothesis found it: p = 0.030, Holm-adjusted 0.060 (not significant), yet the confidence
+    sequence drawn at α·p/p_adj = 0.025 excluded 0, because its ρ² was re-tuned at 0.025 while the
+    always-valid p uses ρ² tuned at α. ρ² now stays at the design α for every level."""
+    specs = [((0.0, 1.0, 48, 0), (-3.0, 9.5, 31, 4004)), ((0.0, 1.0, 5, 0), (0.0, 1.0, 5, 0))]
+    effects = _effects(specs, "sequential")
+    adjusted = adjust_pvalues([e.p_value for e in effects], "holm", 0.05)
+    e, p_adj = effects[0], adjusted[0]
+    assert e.p_value < 0.05 < p_adj
+    shown = at_level(e, adjusted_alpha(0.05, e.p_value, p_adj))
+    assert not excludes_zero(shown.abs_ci)
+    assert at_level(e, 0.05).abs_ci == pytest.approx(e.abs_ci, rel=1e-12)   # the design level: unchanged
+    for level in (0.01, 0.02, 0.03, 0.05, 0.1):
+        assert excludes_zero(at_level(e, level).abs_ci) == (e.p_value < level)
+
+
 # ------------------------------------------------------------------ 2: impossible or non-finite sums
 
 @pytest.mark.parametrize("control", [
