@@ -131,8 +131,14 @@ def test_experiment_page_in_a_real_browser(server, browser, report_ws):
 
 
 def test_harmed_segment_in_a_real_browser(server, browser):
-    page, text = open_page(browser, f"{server}/experiment?experiment={HARM}", NAMES[HARM])
+    page, _ = open_page(browser, f"{server}/experiment?experiment={HARM}", NAMES[HARM])
     try:
+        # the segments section is drawn below the charts: on a loaded machine the script may still be
+        # running when the status widget first detaches, so wait for the section itself (or time out)
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text("Harmed segments").first.wait_for()
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
+        text = main.inner_text()
         assert "Harmed segments" in text and "country=DE" in text
         assert "HARMED" in text
     finally:

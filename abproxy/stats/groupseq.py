@@ -118,25 +118,38 @@ def _critical_by_level(look: int, looks: int) -> tuple[tuple[float, ...], tuple[
     return levels, tuple(obf_boundary(looks, a, look).z[-1] for a in levels)
 
 
+def _p_curve(look: int, looks: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(c, log level) points of the boundary at look ``look`` on the level grid plus ``alpha`` itself,
+    c increasing (the level decreases as c grows): the one curve the repeated p-value and the
+    repeated interval at any other level both read, so that they agree exactly."""
+    levels, crit = _critical_by_level(look, looks)
+    c_alpha = obf_boundary(looks, alpha, look).z[-1]
+    pts = sorted(set(zip(crit, levels)) | {(c_alpha, alpha)})
+    return np.array([c for c, _ in pts]), np.log([a for _, a in pts])
+
+
 def repeated_p_value(z: float, look: int, looks: int, alpha: float) -> float:
     """Smallest level at which look ``look`` rejects: c_k(p) = |z| (Jennison & Turnbull §9.1).
-
     Interpolated (log p against c) on a level grid that includes ``alpha`` itself, so that
     p < α exactly when |z| > c_k(α).
     """
     if not math.isfinite(z):
         return math.nan
-    levels, crit = _critical_by_level(look, looks)
-    c_alpha = obf_boundary(looks, alpha, look).z[-1]
-    pts = sorted(set(zip(crit, levels)) | {(c_alpha, alpha)})  # c decreases as the level grows
-    cs = np.array([c for c, _ in pts])
-    logp = np.log([a for _, a in pts])
+    cs, logp = _p_curve(look, looks, alpha)
     a = abs(z)
     if a <= cs[0]:
         return 1.0          # weaker than the boundary at the largest level on the grid
     if a >= cs[-1]:
         return float(math.exp(logp[-1]))  # stronger than at the smallest level: report that bound
     return float(math.exp(np.interp(a, cs, logp)))
+
+
+def critical_at_level(look: int, looks: int, alpha: float, level: float) -> float:
+    """The boundary c_k at another level (a multiple-testing-adjusted α', METHODS §19), read from
+    the same interpolated curve as :func:`repeated_p_value`: |z| > c_k(α') exactly when p < α'.
+    At the grid's levels and at ``alpha`` it is the exact Lan–DeMets boundary."""
+    cs, logp = _p_curve(look, looks, alpha)
+    return float(np.interp(math.log(level), logp[::-1], cs[::-1]))
 
 
 def group_sequential(effect: Effect, look: int, looks: int) -> Effect:

@@ -7,7 +7,7 @@ Kept apart from `effects` because the group-sequential boundary lives in `groups
 from __future__ import annotations
 
 from abproxy.stats.effects import Effect, critical, with_critical
-from abproxy.stats.groupseq import obf_boundary
+from abproxy.stats.groupseq import critical_at_level
 
 
 def at_level(effect: Effect, ci_alpha: float) -> Effect:
@@ -18,7 +18,7 @@ def at_level(effect: Effect, ci_alpha: float) -> Effect:
         return effect
     if effect.looks is not None:
         look, looks = effect.looks
-        q = obf_boundary(looks, ci_alpha, look).z[-1]
+        q = critical_at_level(look, looks, effect.alpha, ci_alpha)
     else:
         q = critical(ci_alpha, effect.df, effect.n_total, effect.tuning, effect.alpha)
     return with_critical(effect, q, ci_alpha)

@@ -178,6 +178,24 @@ def test_sequential_interval_at_the_adjusted_level_agrees_with_the_adjusted_p():
         assert excludes_zero(at_level(e, level).abs_ci) == (e.p_value < level)
 
 
+def test_group_sequential_interval_at_the_adjusted_level_agrees_with_the_repeated_p():
+    """Hypothesis found it (CI run): BH-adjusted p just under 0.05 (significant) while the repeated
+    interval at α' = α·p/p_adj reached 0.0009 past 0: the boundary at α' came from the exact
+    Lan–DeMets recursion, the repeated p from its interpolated curve. Both now read one curve."""
+    specs = [((0.0, 1.0, 5, 0), (0.0, 1.0, 5, 0)), ((0.0, 1.0, 5, 1), (26.0, 1.0, 5, 6)),
+             ((0.0, 1.0, 5, 0), (0.0, 1.0, 5, 0)), ((1.0, 0.375, 187, 771), (0.0, 11.0, 178, 42))]
+    effects = _effects(specs, "group-sequential")
+    adjusted = adjust_pvalues([e.p_value for e in effects], "fdr_bh", 0.05)
+    for e, p_adj in zip(effects, adjusted):
+        if not math.isfinite(e.p_value):
+            continue
+        shown = at_level(e, adjusted_alpha(0.05, e.p_value, p_adj))
+        assert excludes_zero(shown.abs_ci) == bool(p_adj < 0.05)
+        assert at_level(e, 0.05).abs_ci == pytest.approx(e.abs_ci, rel=1e-12)   # the design level: exact
+        for level in (0.001, 0.01, 0.025, 0.05, 0.1):
+            assert excludes_zero(at_level(e, level).abs_ci) == (e.p_value < level)
+
+
 # ------------------------------------------------------------------ 2: impossible or non-finite sums
 
 @pytest.mark.parametrize("control", [
