@@ -52,8 +52,8 @@ def server(report_ws, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launched_chromium():
+    """Headless Chromium (Debian's) through playwright, closed at the end; skips when it is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
     from playwright.sync_api import sync_playwright
@@ -64,6 +64,20 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+def stop(proc: subprocess.Popen, seconds: float) -> None:
+    """Terminate a server the test started; kill it if it has not stopped within `seconds`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launched_chromium()
 
 
 HEIGHT_JS = ("() => Math.max(document.querySelector('[data-testid=\"stMain\"]').scrollHeight, "
@@ -187,11 +201,7 @@ def serving(workspace: Path, log: Path):
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 15)
 
 
 def experiment_keys(workspace: Path) -> list[str]:

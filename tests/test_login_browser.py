@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from test_browser import ARGS, CHROMIUM, TIMEOUT_MS, free_port, wait_healthy
+from test_browser import TIMEOUT_MS, free_port, launched_chromium, stop, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,25 +47,12 @@ def served(report_ws, provider, tmp_path):
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log, seconds=120)
         yield f"http://localhost:{port}", log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
 
 
 @pytest.fixture()
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launched_chromium()
 
 
 def settled(page) -> str:
