@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from abproxy.engines import DuckDBEngine, SparkEngine  # noqa: E402
 from abproxy.simulate import analysis_time, config_for, default_spec, simulate  # noqa: E402
 from abproxy.spark import register_source, session  # noqa: E402
 from abproxy.warehouse import connect  # noqa: E402
+from incremental import _median  # noqa: E402  (bench/incremental.py: median of timed runs)
 
 KEY = "recsys-v2"
 EVENTS_PER_UNIT = 8.55          # simulate's data model: 4.5 sessions, 3 feature uses, ~1 purchase, …
@@ -73,15 +73,6 @@ u AS (SELECT f.unit_id, f.variant,
       GROUP BY f.unit_id, f.variant)
 SELECT variant, count(*) AS n, sum(spend), sum(spend * spend), sum(sessions), sum(sessions * sessions)
 FROM u GROUP BY variant"""
-
-
-def _median(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), out
 
 
 def main(argv: list[str] | None = None) -> int:
