@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .config import Config, EventSource, Experiment, Metric, definition_hash
 from .metric_types import columns_for
 from .metrics import MetricColumns, interval_days, literal, predicate, quote_ident, timestamp_literal
+from .quality_scope import make_scope
 
 MAX_BITMASK_DAYS = 62          # count_distinct_days: the window's days as bits of a UBIGINT
 
@@ -156,8 +157,6 @@ class Plan:
         return self.table.replace("unit_state_", "unit_ages_") if self.profile else None
 
     def scope(self, as_of: dt.datetime = dt.datetime(2000, 1, 1)):
-        from .quality import make_scope
-
         return make_scope(self.config, self.key, as_of)
 
     @property
@@ -175,8 +174,6 @@ def plan_for(config: Config, key: str) -> Plan:
     aggs = tuple(experiment_aggs(config, key))
     names = {a.key: f"a{i}" for i, a in enumerate(aggs)}
     exp = config.experiments[key]
-    from .quality import make_scope
-
     scope = make_scope(config, key, dt.datetime(2000, 1, 1))
     profile = [scope.types, [c.model_dump(mode="json") for c in scope.columns], scope.window_days,
                config.health.late_hours]
