@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import resolve_workspace
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, AbproxyError, UserError  # noqa: F401
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -230,6 +229,7 @@ def cmd_simulate(args) -> int:
 
 @command("demo")
 def cmd_demo(args) -> int:
+    from .config import resolve_workspace
     from .demo import build_demo, live
 
     root = resolve_workspace(args.workspace)

@@ -12,14 +12,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
-import pandas as pd
 
 from .config import Config, Source
 from .errors import EngineError, SparkUnavailable  # noqa: F401  (EngineError re-exported)
 from .spark_dialect import DUCKDB_EXTRAS, SPARK, SPARK_APPROXIMATE
+
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is made (not by `abproxy --help`/start-up)
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def _ts(value: dt.datetime) -> str:
 
 def as_datetime(value: Any) -> dt.datetime | None:
     """A timestamp cell of a result frame as a datetime (None for NULL/NaT)."""
+    import pandas as pd
+
     return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
 
 

@@ -18,13 +18,12 @@ import duckdb
 
 from .errors import LockError, UnknownExperimentError
 from .engines import open_engine
-from .ingest import IngestSummary, Limits, ingest
 from .ledger import dumps, error_text, last_lineage, record_registry_writes
-from .notify import notify_changes, report_link
 from .warehouse import WarehouseError, connect, damaged_message, open_snapshot, publish_snapshot, seal
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis (pandas, scipy, statsmodels) is imported when a pass analyses
+    from .ingest import IngestSummary
     from .records import AnalysisRun
 
 log = logging.getLogger(__name__)
@@ -100,9 +99,16 @@ def analysable(ws: Workspace, only: list[str] | None = None) -> list[str]:
             if e.status == "running" or (e.status == "shipped" and e.holdback)]
 
 
+def _notify(ws: Workspace, runs: list["AnalysisRun"]) -> Any:
+    """`notify.notify_changes`, imported when a pass has runs to tell about (urllib, not at start-up)."""
+    from .notify import notify_changes
+
+    return notify_changes(ws, runs)
+
+
 def run_job(ws: Workspace, kind: JobKind = "run", as_of: dt.datetime | None = None,
             experiments: list[str] | None = None, lock: bool = True, progress: bool = False,
-            full: bool = False, on_runs: Callable[[Workspace, list["AnalysisRun"]], Any] | None = notify_changes) -> JobResult:
+            full: bool = False, on_runs: Callable[[Workspace, list["AnalysisRun"]], Any] | None = _notify) -> JobResult:
     """One pass of the writing job, recorded in job_runs; the snapshot is republished at the end.
     `on_runs(ws, runs)` is called after the snapshot is published (default: notifications of
     verdict changes, `notify.notify_changes`; pass None for none)."""
@@ -138,6 +144,8 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
             raise WarehouseError(damaged_message(ws.warehouse, exc)) from None
         try:
             if kind in ("ingest", "run") and cfg.engine == "duckdb":   # spark: the source is external
+                from .ingest import Limits, ingest
+
                 result.ingest = ingest(con, ws.inbox, progress=progress, limits=Limits.from_config(cfg),
                                        max_future=dt.timedelta(minutes=cfg.health.max_future_minutes))
                 result.errors += result.ingest.problems()
@@ -208,6 +216,7 @@ def _write_back(ws: Workspace, con, runs: list["AnalysisRun"], registry) -> list
     cfg = ws.config
     if not cfg.uses_mlflow():
         return []
+    from .notify import report_link
     from .registry import write_back
 
     try:

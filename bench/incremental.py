@@ -11,8 +11,9 @@ much less than wall seconds). Nothing here is asserted by the tests.
   +1%       after 1% more events arrive as a new file, the incremental pass (`analyze`, inside the
             process) vs a full analyze; and `abproxy run` vs `abproxy analyze --full` as processes
             (wall time including start-up and the ingest of the new file);
-  start-up  `import abproxy.cli, abproxy.jobs` (what `abproxy analyze` loads before it works) and the
-            lazily imported analysis stack, in fresh processes;
+  start-up  fresh processes, wall and CPU (user+sys): `import abproxy.cli, abproxy.jobs` plus reading
+            and validating abproxy.yaml (what `abproxy analyze` does before it opens the warehouse),
+            `abproxy --help`, the bare interpreter, and the lazily imported analysis stack;
   20 exps   20 experiments on the same units and events vs 1: full and incremental passes;
   ingest    +1% events (with event ids) into a warehouse of `--ingest-events` events vs the same
             file into an empty warehouse;
@@ -193,22 +194,52 @@ def measure_ingest(folder: Path, a) -> dict:
 # ----------------------------------------------------------------------------- process figures
 
 def _timed_process(cmd: list[str], env=None) -> float:
+    return _process_times(cmd, env)[0]
+
+
+def _process_times(cmd: list[str], env=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{cmd} failed: {proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def measure_startup(a) -> dict:
-    light = [sys.executable, "-c", "import abproxy.cli, abproxy.jobs"]
-    heavy = [sys.executable, "-c", "import abproxy.cli, abproxy.jobs, abproxy.analysis, abproxy.state"]
-    nothing = [sys.executable, "-c", "pass"]
-    for cmd in (light, heavy, nothing):
-        _timed_process(cmd)                                             # warm the page cache / .pyc
-    return {f"{name}_s": statistics.median(_timed_process(cmd) for _ in range(a.repeat))
-            for name, cmd in (("startup", light), ("analysis_imports", heavy), ("python", nothing))}
+def _startup_workspace(folder: Path, a) -> Path:
+    """A workspace whose abproxy.yaml is the benchmark's configuration (6 metrics, a segment, a schedule)."""
+    import yaml
+
+    ws = folder / "startup-ws"
+    ws.mkdir(parents=True, exist_ok=True)
+    data = _config(a.threads, a.memory_limit).model_dump(mode="json", exclude_none=True)
+    data["schedule"] = {"analyze_cron": "*/15 * * * *", "ingest_every_minutes": 5}
+    (ws / "abproxy.yaml").write_text(yaml.safe_dump(data))
+    return ws
+
+
+def measure_startup(folder: Path, a) -> dict:
+    """Fresh processes, medians of --repeat (wall and CPU user+sys): `startup` is what `abproxy analyze`
+    / `run` do before the job opens the warehouse (import abproxy.cli and abproxy.jobs, read and
+    validate abproxy.yaml); `help` is `abproxy --help`; `analysis_imports` adds the analysis stack a
+    pass loads when it analyses; `python` is the bare interpreter."""
+    ws = _startup_workspace(folder, a)
+    opened = "import sys, abproxy.cli, abproxy.jobs; from abproxy.workspace import Workspace; Workspace.open(sys.argv[1])"
+    cmds = {"startup": [sys.executable, "-c", opened, str(ws)],
+            "help": ABPROXY + ["--help"],
+            "analysis_imports": [sys.executable, "-c", opened + "; import abproxy.analysis, abproxy.state", str(ws)],
+            "python": [sys.executable, "-c", "pass"]}
+    for cmd in cmds.values():
+        _process_times(cmd)                                             # warm the page cache / .pyc
+    out = {}
+    for name, cmd in cmds.items():
+        runs = [_process_times(cmd) for _ in range(a.repeat)]
+        out[f"{name}_s"] = statistics.median(w for w, _ in runs)
+        out[f"{name}_cpu_s"] = statistics.median(c for _, c in runs)
+    return out
 
 
 def measure_processes(path: Path, n: int, a) -> dict:
@@ -287,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     r: dict = {}
     print(f"{_load()}; threads={a.threads} memory_limit={a.memory_limit}; medians of {a.repeat}", flush=True)
     if "startup" in only:
-        r |= measure_startup(a)
-        print(f"start-up: import abproxy.cli+jobs {r['startup_s']:.2f}s (python alone {r['python_s']:.2f}s); "
-              f"+ analysis stack {r['analysis_imports_s']:.2f}s  [{_load()}]", flush=True)
+        r |= measure_startup(folder, a)
+        print("start-up (wall / CPU user+sys): " + "; ".join(
+            f"{name} {r[f'{name}_s']:.3f}s / {r[f'{name}_cpu_s']:.3f}s"
+            for name in ("startup", "help", "python", "analysis_imports")) + f"  [{_load()}]", flush=True)
     if only & {"analysis", "processes"}:
         db = folder / "main.duckdb"
         g = _child(["--worker", "generate", "--units", str(a.units), "--path", str(db), *common])

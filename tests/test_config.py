@@ -5,6 +5,8 @@ import copy
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from abproxy.config import ConfigError, load_config, parse_config
 from abproxy.workspace import STARTER_CONFIG, init_workspace
@@ -118,3 +120,28 @@ def test_load_config_reports_yaml_syntax_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path)
     assert "line" in exc.value.problems[0][0] and "YAML" in exc.value.problems[0][1]
+
+
+_ITEM = st.one_of(st.just("*"), st.integers(0, 70).map(lambda n: f"*/{n}"), st.integers(0, 70).map(str),
+                  st.tuples(st.integers(0, 70), st.integers(0, 70)).map(lambda t: f"{t[0]}-{t[1]}"),
+                  st.sampled_from(["mon", "1-5/2", "L", "?", "x", ""]))
+_CRON = st.lists(st.lists(_ITEM, min_size=1, max_size=3).map(",".join), min_size=4, max_size=6).map(" ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_CRON)
+def test_the_cron_shortcut_accepts_only_what_apscheduler_accepts(expr):
+    """schedule.analyze_cron is checked without importing APScheduler when every item is plain (`*`,
+    `*/n`, `n`, `n-m` in bounds): such a line must be one APScheduler accepts too."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    from abproxy.config.settings import plain_cron
+
+    if plain_cron(expr):
+        CronTrigger.from_crontab(expr, timezone="UTC")
+
+
+@pytest.mark.parametrize("expr", ["*/60 * * * *", "60 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 * 13 *",
+                                  "0 0 * * 7", "5-3 * * * *", "*/0 * * * *", "0 * * *"])
+def test_a_cron_line_outside_the_bounds_is_still_refused(expr):
+    assert "cron" in problems(edited(schedule__analyze_cron=expr))["schedule.analyze_cron"]

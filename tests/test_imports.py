@@ -116,3 +116,41 @@ def test_ledger_and_warehouse_import_no_analysis(module):
 def test_records_and_errors_sit_at_the_bottom(module):
     allowed = {"abproxy.stats", "abproxy.verdict"}
     assert all(any(d == a or d.startswith(a + ".") for a in allowed) for d in GRAPH[module]), GRAPH[module]
+
+
+# ----------------------------------------------------------------------------- start-up (issue 15)
+# What a fresh process loads before a command starts working, checked in `sys.modules` of a subprocess
+# (the source graph above cannot see what third-party packages import).
+
+ANALYSIS_STACK = ("pandas", "numpy", "scipy", "statsmodels", "pyarrow", "streamlit", "altair", "pyspark",
+                  "mlflow", "formulaic", "patsy")
+NOT_AT_START = ANALYSIS_STACK + ("apscheduler", "urllib.request", "abproxy.ingest", "abproxy.analysis",
+                                 "abproxy.state", "abproxy.notify")
+
+
+def _loaded(code: str, *args: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))", *args],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_help_and_the_parser_load_no_config_library_and_no_duckdb():
+    loaded = _loaded("import abproxy.cli as c; c.parser().format_help()")
+    heavy = loaded & {"pydantic", "yaml", "duckdb", "abproxy.config", *NOT_AT_START}
+    assert not heavy, sorted(heavy)
+
+
+def test_analyze_and_run_start_without_the_analysis_stack(tmp_path):
+    """`abproxy analyze`/`run` up to the moment the job starts: the CLI, the job module and the
+    validated workspace (abproxy.yaml with a schedule) — the analysis stack loads when a pass analyses."""
+    from abproxy.workspace import init_workspace
+
+    init_workspace(tmp_path / "ws")
+    loaded = _loaded("import sys, abproxy.cli, abproxy.jobs\nfrom abproxy.workspace import Workspace\n"
+                     "Workspace.open(sys.argv[1])", str(tmp_path / "ws"))
+    assert {"duckdb", "pydantic", "abproxy.jobs", "abproxy.config"} <= loaded
+    heavy = {m for m in loaded if m.split(".")[0] in ANALYSIS_STACK or m in NOT_AT_START}
+    assert not heavy, sorted(heavy)

@@ -140,7 +140,7 @@ def load_config(workspace: Path | str) -> Config:
         raise ConfigError(path, [("(file)", f"not found; create a workspace with 'abproxy init {workspace}' "
                                             "or point --workspace at one")])
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: ~8x faster
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"

@@ -16,4 +16,6 @@ Aggregate = Literal["sum", "count", "count_distinct_days", "max", "min", "avg", 
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built at its first validation, not at import (start-up of
+    # commands that never validate it; `Config`'s build includes the nested models' schemas)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)

@@ -10,6 +10,28 @@ from .base import Strict
 from .formats import FORMAT_ROOTS, InboxFormat
 
 
+CRON_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))   # minute, hour, day, month, day of week
+
+
+def plain_cron(value: str) -> bool:
+    """True for a crontab line made only of `*`, `*/step`, `n` and `n-m` items inside each field's
+    bounds: APScheduler accepts every such line, so it need not be imported to check it (start-up)."""
+    fields = value.split()
+    if len(fields) != 5:
+        return False
+    for text, (low, high) in zip(fields, CRON_BOUNDS):
+        for item in text.split(","):
+            m = re.fullmatch(r"\*(?:/([0-9]+))?|([0-9]+)(?:-([0-9]+))?", item)
+            if m is None:
+                return False
+            step, first, last = m.groups()
+            if step is not None and not 1 <= int(step) <= high - low:
+                return False
+            if first is not None and not low <= int(first) <= int(last or first) <= high:
+                return False
+    return True
+
+
 class Schedule(Strict):
     ingest_every_minutes: PositiveFloat = 15
     analyze_cron: str = "0 * * * *"
@@ -18,6 +40,8 @@ class Schedule(Strict):
     @field_validator("analyze_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
+        if plain_cron(value):
+            return value
         from apscheduler.triggers.cron import CronTrigger
 
         try:
