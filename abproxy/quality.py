@@ -224,12 +224,15 @@ def daily_profile(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, late
 
 
 def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None, d: Dialect = DUCKDB_EXTRAS,
-               load_times: bool = True) -> str:
+               load_times: bool = True, repeats: str | None = None) -> str:
     """The per-day counts of the metric events `ev` (already cut to the units' windows). `seen`
     (a relation of (event, unit_id, occurred_at, value) keys counted before) makes dup{i} the
     repeats these rows add to an existing profile: the first row of a key already seen repeats it.
-    Without `load_times` (an external source: no file ledger) nothing counts as late."""
-    names = ", ".join(literal(t) for t in scope.types)
+    `repeats` (a relation of (event, occurred_at, n): the rows' repeats, `abproxy.repeats`) gives
+    dup{i} without grouping the rows by the key. Without `load_times` (an external source: no file
+    ledger) nothing counts as late."""
+    if repeats is not None:
+        return _counts_with_repeats(scope, late_hours, ev, repeats)
     inner = ["count(*) AS n", "count(*) FILTER (WHERE occurred_at < _frontier) AS late"]
     outer = ["sum(late) AS late"]
     first = "1" if seen is None else "CASE WHEN bool_or(_seen) THEN 0 ELSE 1 END"
@@ -243,25 +246,49 @@ def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None
         inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
                   f"count(*) FILTER (WHERE {cond} AND {d.ident(quote_ident(s.column)[1:-1])} IS NULL) AS s{j}_null"]
         outer += [f"sum(s{j}_n) AS s{j}_n", f"sum(s{j}_null) AS s{j}_null"]
-    lag = interval_days(late_hours / 24)
     mark = ""
     if seen is not None:
         mark = (f", EXISTS (SELECT 1 FROM {seen} k WHERE k.event = ev.event AND k.unit_id = ev.unit_id AND "
                 "k.occurred_at = ev.occurred_at AND k.value IS NOT DISTINCT FROM ev.value) AS _seen")
-    if not load_times:
-        return f"""WITH marked AS (SELECT ev.*, CAST(NULL AS TIMESTAMP) AS _frontier{mark} FROM {ev} ev),
+    return f"""{_marked(scope, late_hours, ev, mark, load_times)},
     repeats AS (SELECT event, unit_id, occurred_at, value, {', '.join(inner)}
                 FROM marked GROUP BY event, unit_id, occurred_at, value)
     SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1"""
+
+
+def _marked(scope: Scope, late_hours: float, ev: str, mark: str = "", load_times: bool = True) -> str:
+    """WITH ... marked: the rows of `ev` with the 'late' frontier of their file (NULL: never late)."""
+    if not load_times:
+        return f"WITH marked AS (SELECT ev.*, CAST(NULL AS TIMESTAMP) AS _frontier{mark} FROM {ev} ev)"
+    names = ", ".join(literal(t) for t in scope.types)
     return f"""WITH files AS (SELECT event, file_id, loaded_at, newest FROM load_profile
               WHERE kind = 'events' AND event IN ({names}) AND loaded_at IS NOT NULL),
     frontier AS (SELECT event, file_id, max(newest) OVER (PARTITION BY event ORDER BY loaded_at
-                 RANGE BETWEEN UNBOUNDED PRECEDING AND {lag} PRECEDING) AS frontier FROM files),
+                 RANGE BETWEEN UNBOUNDED PRECEDING AND {interval_days(late_hours / 24)} PRECEDING) AS frontier FROM files),
     marked AS (SELECT ev.*, fr.frontier AS _frontier{mark}
-               FROM {ev} ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id),
-    repeats AS (SELECT event, unit_id, occurred_at, value, {', '.join(inner)}
-                FROM marked GROUP BY event, unit_id, occurred_at, value)
-    SELECT CAST(occurred_at AS DATE) AS day, {', '.join(outer)} FROM repeats GROUP BY 1"""
+               FROM {ev} ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id)"""
+
+
+def _counts_with_repeats(scope: Scope, late_hours: float, ev: str, repeats: str) -> str:
+    """`counts_sql` grouped by day alone, dup{i} from the repeats (same columns and types)."""
+    cols = ["CAST(count(*) FILTER (WHERE occurred_at < _frontier) AS HUGEINT) AS late"]
+    dups = []
+    for i, t in enumerate(scope.types):
+        is_t = f"event = {literal(t)}"
+        cols += [f"CAST(count(*) FILTER (WHERE {is_t}) AS HUGEINT) AS t{i}",
+                 f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}", f"dup{i}"]
+        dups.append(f"CAST(coalesce(sum(n) FILTER (WHERE {is_t}), 0) AS HUGEINT) AS dup{i}")
+    for j, (s, users) in enumerate(scope.columns.items()):
+        cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
+        cols += [f"CAST(count(*) FILTER (WHERE {cond}) AS HUGEINT) AS s{j}_n",
+                 f"CAST(count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS HUGEINT) AS s{j}_null"]
+    counted = [c for c in cols if not c.startswith("dup")]
+    return f"""{_marked(scope, late_hours, ev)},
+    days AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(counted)} FROM marked GROUP BY 1),
+    dups AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(dups)} FROM ({repeats}) GROUP BY 1)
+    SELECT day, {', '.join(f'coalesce({c}, 0) AS {c}' if c.startswith('dup') else c.rsplit(' AS ', 1)[-1]
+                           for c in cols)}
+    FROM days LEFT JOIN dups USING (day)"""
 
 
 def cover_sql(scope: Scope, d: Dialect = DUCKDB_EXTRAS) -> str:

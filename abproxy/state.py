@@ -30,6 +30,7 @@ import duckdb
 from .config import Config
 from .errors import MetricSQLError
 from .loads import refresh_load_profile
+from .repeats import refresh_repeats
 from .metrics import interval_days, literal, timestamp_literal
 from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, aggregates_sql, covariates, experiment_aggs,
                          exposed_sql, metric_aggs, plan_for, rows_sql, unfolded, unsupported)
@@ -78,14 +79,14 @@ def _save(con, plan: Plan, file_id: int, as_of: dt.datetime, counts: tuple[int, 
                  now if built or old is None else old[0], now, *counts])
 
 
-def _build(con, plan: Plan, as_of: dt.datetime, file_id: int, counts: tuple[int, int]) -> None:
+def _build(con, plan: Plan, as_of: dt.datetime, file_id: int, counts: tuple[int, int], repeats: bool) -> None:
     """(Re)build an experiment's state from the raw tables, in one transaction."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_x AS {exposed_sql(plan, as_of)}")
         con.execute(f"CREATE OR REPLACE TABLE {plan.table} AS {rows_sql(plan, '__abp_x', 'events', as_of)}")
         con.execute("DROP TABLE __abp_x")
-        build_profile(con, plan, as_of)
+        build_profile(con, plan, as_of, repeats)
         _save(con, plan, file_id, as_of, counts, built=True)
         con.execute("COMMIT")
     except BaseException:
@@ -94,7 +95,7 @@ def _build(con, plan: Plan, as_of: dt.datetime, file_id: int, counts: tuple[int,
 
 
 def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
-          counts: tuple[int, int]) -> None:
+          counts: tuple[int, int], repeats: bool) -> None:
     """Fold the rows loaded since each state's watermark into every state, in one transaction:
     one read of the new events for all experiments, one scan of the events of rebuilt units."""
     t = timestamp_literal(as_of)
@@ -112,14 +113,14 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
         rebuilt = []
         for i, (plan, reg) in enumerate(items):
             rebuilt.append(_fold_units(con, plan, reg, as_of, i))
-        _stored_needed(con, items, rebuilt, types, t)
+        _stored_needed(con, items, rebuilt, types, t, repeats)
         for (plan, reg), (r, moved) in zip(items, rebuilt):
             con.execute(f"DELETE FROM {plan.table} WHERE unit_id IN (SELECT unit_id FROM {r})")
             con.execute(f"INSERT INTO {plan.table} BY NAME {rows_sql(plan, r, '__abp_old', as_of)}")
             if plan.profile and (moved or frontier_moved(con, plan, reg)):
-                build_profile(con, plan, as_of)
+                build_profile(con, plan, as_of, repeats)
             elif plan.profile:
-                fold_profile(con, plan, reg, as_of, r)
+                fold_profile(con, plan, reg, as_of, r, repeats)
             con.execute(f"DROP TABLE {r}")
             _save(con, plan, file_id, as_of, counts, built=False)
         con.execute("DROP TABLE __abp_delta")
@@ -130,13 +131,14 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
         raise
 
 
-def _stored_needed(con, items, rebuilt, types: str, t: str) -> None:
-    """`__abp_old`: the stored events the fold needs — those of rebuilt units (all of them), and those
-    repeating a new row's (unit, event, time), which the quality profile's duplicate count needs to
-    know; hash semi-joins against the small sets, bounded below by the oldest time either can need."""
+def _stored_needed(con, items, rebuilt, types: str, t: str, repeats: bool) -> None:
+    """`__abp_old`: the stored events the fold needs — those of rebuilt units (all of them), and
+    (unless the maintained repeats count duplicates) those repeating a new row's (unit, event, time),
+    which the quality profile's duplicate count needs to know; hash semi-joins against the small
+    sets, bounded below by the oldest time either can need."""
     units = " UNION ".join(f"SELECT unit_id FROM {r}" for r, _ in rebuilt)
     some = con.execute(f"SELECT count(*) FROM ({units})").fetchone()[0]
-    keys = any(p.profile for p, _ in items)
+    keys = any(p.profile for p, _ in items) and not repeats
     lo = _oldest_needed(con, items, rebuilt, keys)
     where = f"e.event IN ({types}) AND e.occurred_at <= {t} AND e.occurred_at >= {lo}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_units AS {units}")
@@ -207,6 +209,7 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
             full: bool = False) -> dict[str, Refresh]:
     """Bring the per-unit state of these experiments to `as_of`; say per experiment how and why."""
     refresh_load_profile(con)
+    repeats = refresh_repeats(con)
     registry = _registry(con)
     file_id = con.execute("SELECT greatest((SELECT coalesce(max(file_id), 0) FROM files), "
                           "(SELECT coalesce(max(file_id), 0) FROM load_profile))").fetchone()[0]
@@ -226,13 +229,13 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
             out[key] = Refresh("full", f"--as-of {as_of:%Y-%m-%d %H:%M} is before the state's time "
                                        f"({reg['as_of']:%Y-%m-%d %H:%M}): recomputed from the events, state kept", None)
         elif (why := _rebuild_reason(con, plan, reg, full, counts)) is not None:
-            out[key] = _try(lambda: _build(con, plan, as_of, file_id, counts), plan, as_of, "full", why)
+            out[key] = _try(lambda: _build(con, plan, as_of, file_id, counts, repeats), plan, as_of, "full", why)
         else:
             folds.append((plan, reg))
     if folds:
         files = file_id - min(reg["file_id"] for _, reg in folds)
         why = f"folded in the rows of {files} new file(s)" if files else "no new files since the last pass"
-        result = _try(lambda: _fold(con, folds, as_of, file_id, counts), None, as_of, "incremental", why)
+        result = _try(lambda: _fold(con, folds, as_of, file_id, counts, repeats), None, as_of, "incremental", why)
         for plan, _ in folds:
             source = plan.source(as_of) if result.mode == "incremental" else None
             out[plan.key] = Refresh(result.mode, result.reason, source)

@@ -9,17 +9,28 @@ from __future__ import annotations
 import datetime as dt
 
 from .metrics import interval_days, literal, timestamp_literal
+from .repeats import scoped_sql
 from .state_plan import Plan, unfolded
 
 
-def window_events(plan: Plan, units: str, events: str, as_of: dt.datetime, only: str = "") -> str:
-    """The profile's events: `events` of the metric types in the post windows of `units`."""
+def window_events(plan: Plan, units: str, events: str, as_of: dt.datetime, only: str = "",
+                  narrow: bool = False) -> str:
+    """The profile's events: `events` of the metric types in the post windows of `units` (`narrow`:
+    without the unit and event id, for counts that take duplicates from the repeats)."""
     scope = plan.scope(as_of)
     names = ", ".join(literal(t) for t in scope.types)
-    return f"""SELECT e.*, u.exposed_at AS _exposed_at FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+    cols = "e.* EXCLUDE (unit_id, event_id)" if narrow else "e.*"
+    return f"""SELECT {cols}, u.exposed_at AS _exposed_at FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
     WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
       AND e.occurred_at < u.exposed_at + {interval_days(scope.window_days)}
       AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
+
+
+def _repeats(plan: Plan, units: str, as_of: dt.datetime, only: str = "") -> str:
+    """The repeats (`abproxy.repeats`) of the rows `window_events` selects."""
+    scope = plan.scope(as_of)
+    return scoped_sql(units, ", ".join(literal(t) for t in scope.types), interval_days(scope.window_days),
+                      timestamp_literal(as_of), only)
 
 
 AGES = """SELECT CAST(occurred_at AS DATE) AS day,
@@ -27,32 +38,27 @@ AGES = """SELECT CAST(occurred_at AS DATE) AS day,
     FROM {ev} GROUP BY ALL"""
 
 
-def build_profile(con, plan: Plan, as_of: dt.datetime) -> None:
+def build_profile(con, plan: Plan, as_of: dt.datetime, repeats: bool = False) -> None:
     """The data-quality profiles of the state's units from one join of their events: the per-day
-    counts (quality.daily_profile) and the events by day x days since exposure (quality.age_profile)."""
+    counts (quality.daily_profile) and the events by day x days since exposure (quality.age_profile).
+    With `repeats` (they cover every stored event) duplicates are counted from them, not by key."""
     if not plan.profile:
         return
     from .quality import counts_sql
 
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_pev AS {window_events(plan, plan.table, 'events', as_of)}")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pev AS
+                    {window_events(plan, plan.table, 'events', as_of, narrow=repeats)}""")
+    reps = _repeats(plan, plan.table, as_of) if repeats else None
     con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
-        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, '__abp_pev')})""")
+        SELECT * FROM ({counts_sql(plan.scope(as_of), plan.late_hours, '__abp_pev', repeats=reps)})""")
     con.execute(f"CREATE OR REPLACE TABLE {plan.ages} AS {AGES.format(ev='__abp_pev')}")
     con.execute("DROP TABLE __abp_pev")
 
 
-def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str) -> None:
+def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool = False) -> None:
     """Add the new rows of unchanged units (a row whose key was counted before adds a repeat) and
-    every row of new units to the profile, per day."""
-    from .quality import counts_sql
-
-    scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
-    delta = window_events(plan, plan.table, "__abp_delta", as_of,
-                           f" AND {fresh} AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})")
-    seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
-    new = window_events(plan, rebuilt, "__abp_old", as_of)
-    parts = (f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'dv', seen='seen')})",
-             f"SELECT * FROM ({counts_sql(scope, plan.late_hours, 'nv')})")
+    every row of new units to the profile, per day; with `repeats`, their repeats are the dups."""
+    delta, seen, new, parts = _fold_parts(plan, reg, as_of, rebuilt, repeats)
     cols = [d[0] for d in con.execute(f"DESCRIBE {plan.profile}").fetchall() if d[0] != "day"]
     merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
                        f"coalesce(p.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in cols)
@@ -69,6 +75,25 @@ def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str) -
         SELECT day, age, event, CAST(coalesce(p.n, 0) + coalesce(d.n, 0) AS BIGINT) AS n
         FROM {plan.ages} p FULL JOIN __abp_pa d USING (day, age, event)""")
     con.execute("DROP TABLE __abp_pa")
+
+
+def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool):
+    """The fold's relations: new rows of unchanged units, the stored rows counted before, every row
+    of the rebuilt units, and the per-day counts of the first and the last."""
+    from .quality import counts_sql
+
+    scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
+    kept = f" AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})"
+    delta = window_events(plan, plan.table, "__abp_delta", as_of, f" AND {fresh}{kept}", narrow=repeats)
+    seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
+    new = window_events(plan, rebuilt, "__abp_old", as_of, narrow=repeats)
+    if repeats:
+        only = f" AND {unfolded(reg, 'r.file_id', 'r.occurred_at')}{kept}"
+        parts = (counts_sql(scope, plan.late_hours, "dv", repeats=_repeats(plan, plan.table, as_of, only)),
+                 counts_sql(scope, plan.late_hours, "nv", repeats=_repeats(plan, rebuilt, as_of)))
+    else:
+        parts = (counts_sql(scope, plan.late_hours, "dv", seen="seen"), counts_sql(scope, plan.late_hours, "nv"))
+    return delta, seen, new, tuple(f"SELECT * FROM ({q})" for q in parts)
 
 
 def frontier_moved(con, plan: Plan, reg: dict) -> bool:

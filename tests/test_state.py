@@ -83,6 +83,7 @@ class World:
         self.inbox, self.rng, self.n = inbox, random.Random(seed), 0
         self.units: dict[tuple[str, str], tuple[str, dt.datetime]] = {}   # (experiment, unit) → variant, time
         self.ids: list[str] = []
+        self.idless: list[str] = []     # rows sent without an event id: a later file may repeat one
         for kind in ("exposures", "events"):
             (inbox / kind).mkdir(parents=True, exist_ok=True)
 
@@ -135,6 +136,10 @@ class World:
             rows.append(f"{unit},{event},{at:%Y-%m-%d %H:%M:%S.%f},{value},{eid},{category}")
             if r.random() < 0.03:
                 rows.append(rows[-1])                                     # exact repeat row
+            if not eid:
+                self.idless.append(rows[-1])
+        if self.idless and r.random() < 0.7:                              # repeats of rows of earlier files
+            rows += r.sample(self.idless, min(len(self.idless), r.randint(1, 3)))
         r.shuffle(rows)
         return rows
 

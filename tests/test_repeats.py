@@ -1,0 +1,90 @@
+"""The maintained repeats (abproxy/repeats.py) against grouping the stored events by the key."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from abproxy.ingest import ingest
+from abproxy.repeats import refresh_repeats
+from abproxy.warehouse import connect
+
+KEY = "event, unit_id, occurred_at, value"
+NOW = dt.datetime(2026, 3, 10, 12)
+
+
+def truth(con) -> dict:
+    rows = con.execute(f"SELECT {KEY}, count(*) - 1 FROM events GROUP BY ALL HAVING count(*) > 1").fetchall()
+    return {r[:4]: r[4] for r in rows}
+
+
+def maintained(con) -> dict:
+    rows = con.execute(f"SELECT {KEY}, sum(n) FROM event_repeats GROUP BY ALL").fetchall()
+    return {r[:4]: int(r[4]) for r in rows}
+
+
+def write(inbox, name: str, rows: list[str]) -> None:
+    (inbox / "events").mkdir(parents=True, exist_ok=True)
+    (inbox / "events" / name).write_text("unit_id,event,occurred_at,value\n" + "".join(r + "\n" for r in rows))
+
+
+def random_rows(rng: random.Random, earlier: list[str], n: int) -> list[str]:
+    rows = []
+    for _ in range(n):
+        if earlier and rng.random() < 0.15:
+            rows.append(rng.choice(earlier))                      # repeats a row of an earlier file
+        else:
+            value = "" if rng.random() < 0.2 else rng.choice(["1.5", "2", "7.25"])
+            rows.append(f"u{rng.randint(0, 9)},{rng.choice(['buy', 'view'])},2026-03-0{rng.randint(1, 3)} "
+                        f"10:00:0{rng.randint(0, 2)},{value}")
+        if rng.random() < 0.1:
+            rows.append(rows[-1])                                 # repeated within the file
+    return rows
+
+
+def test_repeats_equal_grouping_by_the_key_over_many_files(tmp_path):
+    con, rng, sent = connect(tmp_path / "w.duckdb"), random.Random(7), []
+    for k in range(12):
+        rows = random_rows(rng, sent, 25)
+        sent += rows
+        write(tmp_path / "inbox", f"{k:02d}.csv", rows)
+        ingest(con, tmp_path / "inbox", now=NOW)
+        if k % 3 != 1:                                            # sometimes two files in one pass
+            assert refresh_repeats(con) is True
+            assert maintained(con) == truth(con) != {}
+    assert con.execute("SELECT count(*) FROM event_keys").fetchone()[0] == len(sent)
+
+
+def test_a_matching_hash_is_confirmed_on_the_rows(tmp_path):
+    """A hash hit on a file without the key (a forged collision) adds no repeat."""
+    con = connect(tmp_path / "w.duckdb")
+    write(tmp_path / "inbox", "a.csv", ["u1,buy,2026-03-01 10:00:00,2", "u3,buy,2026-03-01 10:00:00,"])
+    ingest(con, tmp_path / "inbox", now=NOW)
+    refresh_repeats(con)
+    con.execute("""UPDATE event_keys SET h = hash('view', 'u2', TIMESTAMP '2026-03-01 10:00:00', 5.0::DOUBLE)
+                   WHERE h = (SELECT hash(event, unit_id, occurred_at, value) FROM events WHERE unit_id = 'u3')""")
+    write(tmp_path / "inbox", "b.csv", ["u2,view,2026-03-01 10:00:00,5", "u1,buy,2026-03-01 10:00:00,2"])
+    ingest(con, tmp_path / "inbox", now=NOW)
+    assert refresh_repeats(con) is True
+    assert maintained(con) == truth(con) == {("buy", "u1", truth_time(con), 2.0): 1}
+
+
+def truth_time(con):
+    return con.execute("SELECT min(occurred_at) FROM events").fetchone()[0]
+
+
+def test_rebuilt_after_an_upgrade_or_rows_removed_outside_ingest(tmp_path):
+    con, rng, sent = connect(tmp_path / "w.duckdb"), random.Random(3), []
+    for k in range(4):
+        rows = random_rows(rng, sent, 30)
+        sent += rows
+        write(tmp_path / "inbox", f"{k}.csv", rows)
+        ingest(con, tmp_path / "inbox", now=NOW)
+        refresh_repeats(con)
+    con.execute("UPDATE event_keys_meta SET duckdb_version = 'v0.0.0'")          # as after an upgrade
+    con.execute("DELETE FROM event_repeats")
+    assert refresh_repeats(con) is True and maintained(con) == truth(con) != {}
+    con.execute("DELETE FROM events WHERE rowid IN (SELECT min(rowid) FROM events GROUP BY ALL LIMIT 5)")
+    con.execute("DELETE FROM events WHERE unit_id = 'u1'")
+    assert refresh_repeats(con) is True and maintained(con) == truth(con)
+    con.execute("INSERT INTO events (unit_id, event, occurred_at, value) VALUES ('u1', 'buy', TIMESTAMP '2026-03-01', 1)")
+    assert refresh_repeats(con) is False          # a row without a file: callers group by the key
