@@ -59,6 +59,10 @@ def tolerance_days(config: Config, exp: Experiment) -> float:
 
 
 def _first_exposures(d, key: str, as_of: dt.datetime) -> str:
+    from .sources import active
+
+    if (source := active(key, as_of)) is not None:      # the per-unit state: the same first exposures
+        return f"WITH u AS (SELECT unit_id, exposed_at AS t, variant FROM {source.table})"
     return (f"WITH u AS (SELECT unit_id, min(exposed_at) AS t, {d.arg_min('variant', 'exposed_at')} AS variant "
             f"FROM exposures WHERE experiment = {d.literal(key)} AND exposed_at <= {d.timestamp(as_of)} "
             "GROUP BY unit_id)")

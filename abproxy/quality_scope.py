@@ -37,6 +37,12 @@ class Scope:
 
     @property
     def units_sql(self) -> str:
+        """`units`: each exposed unit's first exposure — the per-unit state's rows when one is in
+        place for this analysis (`sources.active`: the same units and times, O(units) to read)."""
+        from .sources import active
+
+        if (source := active(self.key, self.as_of)) is not None:
+            return f"units AS (SELECT unit_id, exposed_at FROM {source.table})"
         return f"""units AS (
     SELECT unit_id, min(exposed_at) AS exposed_at FROM exposures
     WHERE experiment = {literal(self.key)} AND exposed_at <= {timestamp_literal(self.as_of)} GROUP BY unit_id
