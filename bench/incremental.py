@@ -17,7 +17,9 @@ much less than wall seconds). Nothing here is asserted by the tests.
   20 exps   20 experiments on the same units and events vs 1: full and incremental passes;
   ingest    +1% events (with event ids) into a warehouse of `--ingest-events` events vs the same
             file into an empty warehouse;
-  RSS       peak RSS of the measuring processes.
+  RSS       peak RSS of the measuring processes; `rss`: of `abproxy analyze --full` and `abproxy run`
+            (+1% events) as processes on a warehouse of --rss-units x --events-per-unit events
+            (default 100M), with the default `duckdb:` settings (memory_limit 3GB).
 
     .venv/bin/python bench/incremental.py                          # 1M units, 30 events per unit
     .venv/bin/python bench/incremental.py --units 200000 --experiments-units 100000 --ingest-events 10000000
@@ -148,65 +150,24 @@ def measure_experiments(path: Path, n: int, a) -> dict:
     return out
 
 
-def measure_ingest(folder: Path, a) -> dict:
-    """+1% events with event ids into a warehouse of --ingest-events events vs into an empty one."""
-    import duckdb
-
-    from abproxy.ingest import ingest
-    from abproxy.warehouse import connect
-
-    big, extra = a.ingest_events, a.ingest_events // 100
-    gen = duckdb.connect()
-    sql = """COPY (SELECT 'u' || (i % {u}) AS unit_id, ['session', 'purchase'][1 + i % 2] AS event,
-                          TIMESTAMP '2026-01-01' + to_seconds(i % 2592000) AS occurred_at,
-                          (i % 1000) / 10.0 AS value, 'ev-' || i AS event_id
-                   FROM range({lo}, {hi}) t(i)) TO '{path}' (FORMAT parquet)"""
-    files = []
-    for r in range(a.repeat):
-        p = folder / f"new{r}" / "events" / f"part{r}.parquet"   # distinct names: the ledger keys files by path
-        p.parent.mkdir(parents=True)
-        gen.execute(sql.format(u=big // 30, lo=big + r * extra, hi=big + (r + 1) * extra, path=p))
-        files.append(p.parent.parent)
-    seed = folder / "seed" / "events"
-    seed.mkdir(parents=True)
-    for k in range(10):
-        gen.execute(sql.format(u=big // 30, lo=k * big // 10, hi=(k + 1) * big // 10, path=seed / f"{k}.parquet"))
-    gen.close()
-    con = connect(folder / "big.duckdb", memory_limit=a.memory_limit, threads=a.threads)
-    con.execute("SET enable_progress_bar = false")
-    ingest(con, seed.parent)
-    times_big, times_empty = [], []
-    for r, inbox in enumerate(files):
-        started = time.perf_counter()
-        s = ingest(con, inbox)
-        times_big.append(time.perf_counter() - started)
-        assert s.rows_loaded == extra, s.as_dict()
-        empty = connect(folder / f"empty{r}.duckdb", memory_limit=a.memory_limit, threads=a.threads)
-        started = time.perf_counter()
-        ingest(empty, inbox)
-        times_empty.append(time.perf_counter() - started)
-        empty.close()
-    con.close()
-    return {"ingest_big_s": statistics.median(times_big), "ingest_empty_s": statistics.median(times_empty),
-            "ingest_rows": big, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
 # ----------------------------------------------------------------------------- process figures
 
 def _timed_process(cmd: list[str], env=None) -> float:
-    return _process_times(cmd, env)[0]
+    return _process_usage(cmd, env)[0]
 
 
-def _process_times(cmd: list[str], env=None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds user+sys) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{cmd} failed: {proc.stderr[-2000:]}")
-    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def _process_usage(cmd: list[str], env=None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds user+sys, peak RSS in MB) of one child process (its own rusage)."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in (0, 1):
+            err.seek(0)
+            raise SystemExit(f"{cmd} failed: {err.read()[-2000:].decode(errors='replace')}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def _startup_workspace(folder: Path, a) -> Path:
@@ -233,10 +194,10 @@ def measure_startup(folder: Path, a) -> dict:
             "analysis_imports": [sys.executable, "-c", opened + "; import abproxy.analysis, abproxy.state", str(ws)],
             "python": [sys.executable, "-c", "pass"]}
     for cmd in cmds.values():
-        _process_times(cmd)                                             # warm the page cache / .pyc
+        _process_usage(cmd)                                             # warm the page cache / .pyc
     out = {}
     for name, cmd in cmds.items():
-        runs = [_process_times(cmd) for _ in range(a.repeat)]
+        runs = [_process_usage(cmd)[:2] for _ in range(a.repeat)]
         out[f"{name}_s"] = statistics.median(w for w, _ in runs)
         out[f"{name}_cpu_s"] = statistics.median(c for _, c in runs)
     return out
@@ -245,8 +206,6 @@ def measure_startup(folder: Path, a) -> dict:
 def measure_processes(path: Path, n: int, a) -> dict:
     """`abproxy analyze --full` vs `abproxy run` after 1% more events in a new inbox file."""
     import yaml
-
-    import duckdb
 
     ws = path.parent / "ws"
     (ws / "inbox" / "events").mkdir(parents=True, exist_ok=True)
@@ -259,17 +218,24 @@ def measure_processes(path: Path, n: int, a) -> dict:
     full, run = [], []
     _timed_process(ABPROXY + ["analyze", "--full", *common])             # warm-up, builds the state
     for r in range(a.repeat):
-        gen = duckdb.connect()
         extra = int(n * a.events_per_unit) // 100
-        gen.execute("CREATE TABLE events (unit_id VARCHAR, event VARCHAR, occurred_at TIMESTAMP, value DOUBLE, "
-                    "event_id VARCHAR, file_id BIGINT, loaded_at TIMESTAMP)")
-        gen.execute(base.events_sql(n, 2 * 10**10 + r * extra, 2 * 10**10 + (r + 1) * extra))
-        gen.execute(f"COPY (SELECT unit_id, event, occurred_at, value FROM events) "
-                    f"TO '{ws / 'inbox' / 'events' / f'new{r}.parquet'}' (FORMAT parquet)")
-        gen.close()
+        _new_events_file(ws / "inbox" / "events" / f"new{r}.parquet", n, 2 * 10**10 + r * extra,
+                         2 * 10**10 + (r + 1) * extra)
         run.append(_timed_process(ABPROXY + ["run", *common]))
         full.append(_timed_process(ABPROXY + ["analyze", "--full", *common]))
     return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)}
+
+
+def _new_events_file(target: Path, n: int, lo: int, hi: int) -> None:
+    """Events [lo, hi) of bench/analyze.py's generator as a Parquet inbox file (no event ids)."""
+    import duckdb
+
+    gen = duckdb.connect()
+    gen.execute("CREATE TABLE events (unit_id VARCHAR, event VARCHAR, occurred_at TIMESTAMP, value DOUBLE, "
+                "event_id VARCHAR, file_id BIGINT, loaded_at TIMESTAMP)")
+    gen.execute(base.events_sql(n, lo, hi))
+    gen.execute(f"COPY (SELECT unit_id, event, occurred_at, value FROM events) TO '{target}' (FORMAT parquet)")
+    gen.close()
 
 
 # ----------------------------------------------------------------------------- driver
@@ -286,42 +252,9 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--units", type=int, default=1_000_000)
-    p.add_argument("--events-per-unit", type=float, default=30.0)
-    p.add_argument("--experiments", type=int, default=20)
-    p.add_argument("--experiments-units", type=int, default=200_000, help="units of the k-experiment figure")
-    p.add_argument("--ingest-events", type=int, default=100_000_000)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--memory-limit", default="3GB")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--only", default="startup,analysis,processes,experiments,ingest")
-    p.add_argument("--dir")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--path", help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
-    if a.worker:
-        path = Path(a.path)
-        fn = {"analysis": lambda: measure_analysis(path, a.units, a),
-              "experiments": lambda: measure_experiments(path, a.experiments_units, a),
-              "ingest": lambda: measure_ingest(path, a),
-              "generate": lambda: base.generate(path, a.units, a.events_per_unit, a.threads, a.memory_limit)}
-        print(json.dumps(fn[a.worker]()))
-        return 0
-    folder = Path(a.dir or tempfile.mkdtemp(prefix="abproxy-incr-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    only = set(a.only.split(","))
-    common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads), "--memory-limit",
-              a.memory_limit, "--repeat", str(a.repeat), "--experiments", str(a.experiments),
-              "--experiments-units", str(a.experiments_units), "--ingest-events", str(a.ingest_events)]
+def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
+    """The analysis, processes and experiments figures, printed as they come."""
     r: dict = {}
-    print(f"{_load()}; threads={a.threads} memory_limit={a.memory_limit}; medians of {a.repeat}", flush=True)
-    if "startup" in only:
-        r |= measure_startup(folder, a)
-        print("start-up (wall / CPU user+sys): " + "; ".join(
-            f"{name} {r[f'{name}_s']:.3f}s / {r[f'{name}_cpu_s']:.3f}s"
-            for name in ("startup", "help", "python", "analysis_imports")) + f"  [{_load()}]", flush=True)
     if only & {"analysis", "processes"}:
         db = folder / "main.duckdb"
         g = _child(["--worker", "generate", "--units", str(a.units), "--path", str(db), *common])
@@ -349,14 +282,52 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['full_1_s']:.2f}s ({m[f'full_{k}_s'] / m['full_1_s']:.2f}x); incremental "
               f"{m[f'incremental_{k}_s']:.2f}s vs {m['incremental_1_s']:.2f}s "
               f"({m[f'incremental_{k}_s'] / m['incremental_1_s']:.2f}x)  [{_load()}]", flush=True)
-    if "ingest" in only:
-        sub = folder / "ingest"
-        sub.mkdir(exist_ok=True)
-        m = _child(["--worker", "ingest", "--path", str(sub), *common])
-        r |= {f"i_{x}": v for x, v in m.items()}
-        print(f"ingest +1% into {m['ingest_rows']:,} events {m['ingest_big_s']:.2f}s vs into an empty warehouse "
-              f"{m['ingest_empty_s']:.2f}s ({m['ingest_big_s'] / m['ingest_empty_s']:.2f}x); peak RSS "
-              f"{m['peak_rss_mb'] / 1024:.2f} GB  [{_load()}]", flush=True)
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--units", type=int, default=1_000_000)
+    p.add_argument("--events-per-unit", type=float, default=30.0)
+    p.add_argument("--experiments", type=int, default=20)
+    p.add_argument("--experiments-units", type=int, default=200_000, help="units of the k-experiment figure")
+    p.add_argument("--ingest-events", type=int, default=100_000_000)
+    p.add_argument("--rss-units", type=int, default=3_333_334, help="units of the peak-RSS figure (x events per unit)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory-limit", default="3GB")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", default="startup,analysis,processes,experiments,ingest,rss")
+    p.add_argument("--dir")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        path = Path(a.path)
+        fn = {"analysis": lambda: measure_analysis(path, a.units, a),
+              "experiments": lambda: measure_experiments(path, a.experiments_units, a),
+              "ingest": lambda: __import__("incremental_big").measure_ingest(path, a),
+              "seed": lambda: __import__("incremental_big").seeded(path, a)[1],
+              "generate": lambda: base.generate(path, a.units, a.events_per_unit, a.threads, a.memory_limit)}
+        print(json.dumps(fn[a.worker]()))
+        return 0
+    folder = Path(a.dir or tempfile.mkdtemp(prefix="abproxy-incr-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    only = set(a.only.split(","))
+    common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads), "--memory-limit",
+              a.memory_limit, "--repeat", str(a.repeat), "--experiments", str(a.experiments),
+              "--experiments-units", str(a.experiments_units), "--ingest-events", str(a.ingest_events)]
+    r: dict = {}
+    print(f"{_load()}; threads={a.threads} memory_limit={a.memory_limit}; medians of {a.repeat}", flush=True)
+    if "startup" in only:
+        r |= measure_startup(folder, a)
+        print("start-up (wall / CPU user+sys): " + "; ".join(
+            f"{name} {r[f'{name}_s']:.3f}s / {r[f'{name}_cpu_s']:.3f}s"
+            for name in ("startup", "help", "python", "analysis_imports")) + f"  [{_load()}]", flush=True)
+    r |= _parts(folder, only, common, a)
+    if only & {"ingest", "seed-ingest", "rss", "generate-rss"}:
+        import incremental_big
+
+        r |= incremental_big.run_parts(folder, only, common, a)
     (folder / "results.json").write_text(json.dumps(r, indent=2))
     return 0
 
