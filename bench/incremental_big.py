@@ -65,11 +65,14 @@ def measure_ingest(folder: Path, a) -> dict:
         gen.execute(INGEST_SQL.format(u=a.ingest_events // 30, lo=stored + r * extra, hi=stored + (r + 1) * extra, path=p))
         files.append(p.parent.parent)
     gen.close()
+    con.close()
     times_big, times_empty = [], []
-    for r, inbox in enumerate(files):
+    for r, inbox in enumerate(files):   # a fresh connection each time, as an `abproxy ingest` process opens it
+        con = connect(folder / "big.duckdb", memory_limit=a.memory_limit, threads=a.threads)
         started = time.perf_counter()
         s = ingest(con, inbox)
         times_big.append(time.perf_counter() - started)
+        con.close()
         assert s.rows_loaded == extra, s.as_dict()
         empty_path = folder / f"empty{r}.duckdb"
         for leftover in (empty_path, empty_path.with_suffix(".duckdb.wal")):
@@ -79,7 +82,6 @@ def measure_ingest(folder: Path, a) -> dict:
         ingest(empty, inbox)
         times_empty.append(time.perf_counter() - started)
         empty.close()
-    con.close()
     return out | {"ingest_big_s": statistics.median(times_big), "ingest_empty_s": statistics.median(times_empty),
                   "ingest_rows": stored, "big_runs": times_big, "empty_runs": times_empty,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
