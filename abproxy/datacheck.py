@@ -51,7 +51,7 @@ class Warehouse:
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> "Warehouse":
-        events = dict(con.execute("SELECT event, count(*) FROM events GROUP BY 1").fetchall())
+        events = _event_counts(con)
         failed = [path for (path,) in con.execute(
             "SELECT path FROM files WHERE kind = 'events' GROUP BY path "
             "HAVING arg_max(status, file_id) = 'failed' ORDER BY path").fetchall()]
@@ -64,6 +64,21 @@ class Warehouse:
             return ""
         return (f" (this may follow from {_listed(self.failed_event_files, 3)}, which failed to load: "
                 "fix that first, see the ingest summary)")
+
+
+def _event_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per event name: from the load profile (rows per file and event) and the rows without a
+    file, when together they account for every stored row; else (rows changed outside ingest) by
+    grouping the events."""
+    from .loads import refresh_load_profile
+
+    refresh_load_profile(con)
+    loose = "SELECT event, count(*) AS n FROM events WHERE file_id IS NULL GROUP BY 1"
+    rows = con.execute(f"""SELECT event, CAST(sum(n) AS BIGINT) FROM (
+        SELECT event, rows AS n FROM load_profile WHERE kind = 'events' UNION ALL {loose}) GROUP BY 1""").fetchall()
+    if sum(n for _, n in rows) == con.execute("SELECT count(*) FROM events").fetchone()[0]:
+        return {e: n for e, n in rows if n}
+    return dict(con.execute("SELECT event, count(*) FROM events GROUP BY 1").fetchall())
 
 
 def _columns(con, table: str) -> dict[str, str]:

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     units = int(a.events / EVENTS_PER_UNIT)
     spec = default_spec(units=units)
     as_of = analysis_time(spec)
+    spark = None
     try:
         started = time.perf_counter()
         simulate(base, spec, write_config=False)
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           robustness=False), a.repeat)
         ledger.close()
     finally:
+        if spark is not None:
+            spark.stop()          # else the local executor keeps heart-beating a gone driver for minutes
         if not a.dir:
             shutil.rmtree(base, ignore_errors=True)
 
