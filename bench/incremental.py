@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiments", type=int, default=20)
     p.add_argument("--experiments-units", type=int, default=200_000, help="units of the k-experiment figure")
     p.add_argument("--ingest-events", type=int, default=100_000_000)
+    p.add_argument("--ingest-ids", choices=["plain", "ordered"], default="ordered",
+                   help="event ids of the ingest figure: time-ordered fixed-width (default) or unpadded numbers")
     p.add_argument("--rss-units", type=int, default=3_333_334, help="units of the peak-RSS figure (x events per unit)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory-limit", default="3GB")
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     only = set(a.only.split(","))
     common = ["--events-per-unit", str(a.events_per_unit), "--threads", str(a.threads), "--memory-limit",
               a.memory_limit, "--repeat", str(a.repeat), "--experiments", str(a.experiments),
-              "--experiments-units", str(a.experiments_units), "--ingest-events", str(a.ingest_events)]
+              "--experiments-units", str(a.experiments_units), "--ingest-events", str(a.ingest_events),
+              "--ingest-ids", a.ingest_ids]
     r: dict = {}
     print(f"{_load()}; threads={a.threads} memory_limit={a.memory_limit}; medians of {a.repeat}", flush=True)
     if "startup" in only:

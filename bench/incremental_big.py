@@ -13,8 +13,16 @@ import incremental as inc  # noqa: E402  (bench/incremental.py: helpers; bench/ 
 
 INGEST_SQL = """COPY (SELECT 'u' || (i % {u}) AS unit_id, ['session', 'purchase'][1 + i % 2] AS event,
                                TIMESTAMP '2026-01-01' + to_seconds(i % 2592000) AS occurred_at,
-                               (i % 1000) / 10.0 AS value, 'ev-' || i AS event_id
+                               (i % 1000) / 10.0 AS value, {event_id} AS event_id
                         FROM range({lo}, {hi}) t(i)) TO '{path}' (FORMAT parquet)"""
+EVENT_IDS = {   # --ingest-ids: how the ids look
+    "plain": "'ev-' || i",                                  # unpadded numbers: every file's id range overlaps
+    "ordered": "'ev-' || lpad(i::VARCHAR, 12, '0')",        # time-ordered, fixed width (UUIDv7, ULID, sequences)
+}
+
+
+def _ingest_sql(a, **fields) -> str:
+    return INGEST_SQL.format(event_id=EVENT_IDS[a.ingest_ids], **fields)
 
 
 def seeded(folder: Path, a):
@@ -34,7 +42,7 @@ def seeded(folder: Path, a):
         seed.mkdir(parents=True, exist_ok=True)
         gen = duckdb.connect()
         for k in range(10):
-            gen.execute(INGEST_SQL.format(u=big // 30, lo=k * big // 10, hi=(k + 1) * big // 10,
+            gen.execute(_ingest_sql(a, u=big // 30, lo=k * big // 10, hi=(k + 1) * big // 10,
                                           path=seed / f"{k}.parquet"))
         gen.close()
         started = time.perf_counter()
@@ -62,7 +70,7 @@ def measure_ingest(folder: Path, a) -> dict:
     for r in range(a.repeat):   # distinct names (the ledger keys files by path) and ids never stored before
         p = folder / f"new{stamp}-{r}" / "events" / f"part{stamp}-{r}.parquet"
         p.parent.mkdir(parents=True)
-        gen.execute(INGEST_SQL.format(u=a.ingest_events // 30, lo=stored + r * extra, hi=stored + (r + 1) * extra, path=p))
+        gen.execute(_ingest_sql(a, u=a.ingest_events // 30, lo=stored + r * extra, hi=stored + (r + 1) * extra, path=p))
         files.append(p.parent.parent)
     gen.close()
     con.close()
@@ -95,7 +103,8 @@ def measure_rss(path: Path, n: int, a) -> dict:
     from abproxy.warehouse import connect
 
     con = connect(path)
-    inc._ledger_rows(con)
+    if not con.execute("SELECT count(*) FROM files").fetchone()[0]:    # a later run on the same --dir: done
+        inc._ledger_rows(con)
     events = con.execute("SELECT count(*) FROM events").fetchone()[0]
     con.close()
     ws = path.parent / "ws-rss"
@@ -116,18 +125,19 @@ def run_parts(folder: Path, only: set[str], common: list[str], a) -> dict:
     """The ingest and RSS figures (and their data, made once per --dir), printed as they come."""
     r: dict = {}
     if "ingest" in only:
-        sub = folder / "ingest"
+        sub = folder / ("ingest" if a.ingest_ids == "plain" else f"ingest-{a.ingest_ids}")
         sub.mkdir(exist_ok=True)
         m = inc._child(["--worker", "ingest", "--path", str(sub), *common])
         r |= {f"i_{x}": v for x, v in m.items()}
         if m["seed_s"]:
             print(f"seeded {m['seed_rows']:,} events with ids through ingest() in {m['seed_s']:.0f}s", flush=True)
-        print(f"ingest +1% into {m['ingest_rows']:,} events {m['ingest_big_s']:.2f}s vs into an empty warehouse "
+        print(f"ingest +1% ({a.ingest_ids} ids) into {m['ingest_rows']:,} events {m['ingest_big_s']:.2f}s vs into an empty warehouse "
               f"{m['ingest_empty_s']:.2f}s ({m['ingest_big_s'] / m['ingest_empty_s']:.2f}x); peak RSS "
               f"{m['peak_rss_mb'] / 1024:.2f} GB  [{inc._load()}]", flush=True)
     if "seed-ingest" in only:   # the big ingest warehouse alone, ahead of a timed `--only ingest` on the same --dir
-        (folder / "ingest").mkdir(exist_ok=True)
-        print(f"seeded: {inc._child(['--worker', 'seed', '--path', str(folder / 'ingest'), *common])}", flush=True)
+        sub = folder / ("ingest" if a.ingest_ids == "plain" else f"ingest-{a.ingest_ids}")
+        sub.mkdir(exist_ok=True)
+        print(f"seeded: {inc._child(['--worker', 'seed', '--path', str(sub), *common])}", flush=True)
     if "generate-rss" in only and not (folder / "rss" / "rss.duckdb").exists():
         (folder / "rss").mkdir(exist_ok=True)
         print(f"generated: {inc._child(['--worker', 'generate', '--units', str(a.rss_units), '--path', str(folder / 'rss' / 'rss.duckdb'), *common])}", flush=True)

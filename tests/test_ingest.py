@@ -277,6 +277,23 @@ def test_event_ids_are_checked_through_their_hashes_and_rebuilt_after_a_duckdb_u
     assert (run(con, inbox).rows_loaded, one(con, "SELECT count(*) FROM events WHERE event_id = 'e2'")) == (1, 1)
 
 
+def test_new_ids_are_probed_only_in_files_whose_id_range_overlaps(con, inbox):
+    # time-ordered ids: each file's [smallest, largest] id is kept; a later file is checked against the
+    # files its range overlaps (a re-delivered old id widens its range: still found)
+    for n, prefix in enumerate("abc"):
+        write(inbox / "events" / f"{n}.csv", EVENTS_HEADER + "".join(
+            f"u{i},x,2026-01-05 10:00:00,{i},{prefix}{i:03d}\n" for i in range(50)))
+    assert run(con, inbox).rows_duplicate == 0
+    write(inbox / "events" / "3.csv", EVENTS_HEADER + "u9,x,2026-01-06 10:00:00,1,d001\n"
+                                                      "u9,x,2026-01-06 10:00:00,1,a007\n")  # an old id again
+    write(inbox / "events" / "4.csv", EVENTS_HEADER + "u9,x,2026-01-06 10:00:00,1,e001\n")  # overlaps nothing
+    summary = run(con, inbox)
+    assert (summary.rows_loaded, summary.rows_duplicate) == (2, 1)
+    assert rows(con, "SELECT file_id, lo, hi FROM event_id_ranges ORDER BY 1") == rows(
+        con, "SELECT file_id, min(event_id), max(event_id) FROM events GROUP BY 1 ORDER BY 1")
+    assert rows(con, "SELECT event_id FROM events WHERE file_id = 4") == [("d001",)]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"])), max_size=6),
                 min_size=1, max_size=3))

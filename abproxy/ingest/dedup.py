@@ -1,5 +1,5 @@
 """Duplicates: events whose `event_id` is already stored or repeated in the file (found through the
-narrow `event_ids` table of their hashes), and the order-free digest of a file's rows that spots the
+narrow `event_ids` table of their hashes, in the files whose id range overlaps the new ids'), and the order-free digest of a file's rows that spots the
 same rows re-delivered in another format."""
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def drop_duplicate_event_ids(con, file_id: int) -> int:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_new AS SELECT rowid AS rid, event_id, hash(event_id) AS h
                     FROM events WHERE file_id = {file_id} AND event_id IS NOT NULL""")
     try:
-        hits = [r[0] for r in con.execute(
-            "SELECT DISTINCT file_id FROM event_ids WHERE h IN (SELECT h FROM __abp_new)").fetchall()]
+        scope = _overlapping(con)
+        hits = [] if scope is None else [r[0] for r in con.execute(
+            f"SELECT DISTINCT file_id FROM event_ids WHERE {scope} h IN (SELECT h FROM __abp_new)").fetchall()]
         stored = ""
         if hits:
             where = f"file_id IN ({', '.join(str(int(f)) for f in hits)})" + (" OR file_id IS NULL" if -1 in hits else "")
@@ -47,10 +48,26 @@ def drop_duplicate_event_ids(con, file_id: int) -> int:
                     WHERE existing OR nth > 1)""").fetchone()[0]
         con.execute(f"INSERT INTO event_ids SELECT hash(event_id), {file_id} FROM events "
                     f"WHERE file_id = {file_id} AND event_id IS NOT NULL")
+        con.execute(f"INSERT INTO event_id_ranges SELECT {file_id}, min(event_id), max(event_id) FROM events "
+                    f"WHERE file_id = {file_id} AND event_id IS NOT NULL HAVING count(*) > 0")
         return deleted
     finally:
         con.execute("DROP TABLE IF EXISTS __abp_dups")
         con.execute("DROP TABLE __abp_new")
+
+
+def _overlapping(con) -> str | None:
+    """The `event_ids` rows a new file's ids can repeat, as a WHERE prefix: those of the stored files
+    whose [smallest, largest] event_id overlaps the new ids' (file ids between the first and last
+    such file: row groups outside are skipped); None when no stored file overlaps."""
+    files = [r[0] for r in con.execute(
+        "SELECT DISTINCT r.file_id FROM event_id_ranges r, (SELECT min(event_id) AS lo, max(event_id) AS hi "
+        "FROM __abp_new) n WHERE r.lo <= n.hi AND r.hi >= n.lo").fetchall()]
+    if not files:
+        return None
+    if -1 in files:               # ids stored without a file: their rows are anywhere in the table
+        return ""
+    return f"file_id BETWEEN {int(min(files))} AND {int(max(files))} AND"
 
 
 def event_ids_current(con) -> None:
@@ -65,6 +82,9 @@ def event_ids_current(con) -> None:
         con.execute("DELETE FROM event_ids")
         con.execute("INSERT INTO event_ids SELECT hash(event_id), coalesce(file_id, -1) FROM events "
                     "WHERE event_id IS NOT NULL")
+        con.execute("DELETE FROM event_id_ranges")
+        con.execute("INSERT INTO event_id_ranges SELECT coalesce(file_id, -1), min(event_id), max(event_id) "
+                    "FROM events WHERE event_id IS NOT NULL GROUP BY ALL")
         con.execute("DELETE FROM event_ids_meta")
         con.execute("INSERT INTO event_ids_meta VALUES (?)", [version])
         con.execute("COMMIT")
