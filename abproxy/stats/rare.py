@@ -34,11 +34,24 @@ def min_expected_count(control: Moments, variant: Moments) -> float:
 
 def _ci(count_t: float, n_t: int, count_c: float, n_c: int, alpha: float, compare: str,
         method: str) -> tuple[float, float]:
+    if compare == "ratio" and count_c == n_c and count_t < n_t:
+        # statsmodels' score roots are wrong when the control converts 100% (e.g. 2/5 vs 5/5 gives
+        # (0.70, 1.00), excluding the estimate 0.4); the score interval inverts exactly when the
+        # arms swap (the test of pC/pT = 1/θ is the test of pT/pC = θ), so take it from there
+        lo, hi = _ci(count_c, n_c, count_t, n_t, alpha, compare, method)
+        return (1 / hi if hi > 0 else math.inf), (1 / lo if lo > 0 else math.inf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 inside the score roots for 0 counts
         lo, hi = confint_proportions_2indep(count_t, n_t, count_c, n_c, method=method, compare=compare,
                                             alpha=alpha)
-    return float(lo), float(hi)
+    return _real(lo), _real(hi)
+
+
+def _real(value) -> float:
+    """A root of the score equation as a float: statsmodels returns it as a complex number with an
+    imaginary part of ~1e-8 when an arm converts 100% (a cubic's roots); the real part is the root."""
+    z = complex(value)
+    return z.real if abs(z.imag) <= 1e-6 * max(1.0, abs(z.real)) else math.nan
 
 
 def exact_proportion_effect(control: Moments, variant: Moments, alpha: float = 0.05) -> Effect:

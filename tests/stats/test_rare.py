@@ -1,5 +1,6 @@
 """Rare-event proportions: Fisher's exact test when an expected cell < 10 (reference + A/A)."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -90,3 +91,22 @@ def test_exact_result_is_calibrated_where_the_z_result_is_not():
     assert covers(z) < 0.9
     assert 0.93 <= covers(ex) <= 0.97
     assert np.mean([ex[k].p_value < 0.05 for k in pairs]) <= 0.05
+
+
+def test_an_arm_converting_100_percent_gives_a_real_interval():
+    """statsmodels' score roots come back complex (imaginary part ~1e-8) when control converts 5/5."""
+    control, variant = arm(5, 5), arm(5, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no ComplexWarning: the real part is taken
+        effect = exact_proportion_effect(control, variant)
+    lo, hi = effect.rel_ci
+    assert isinstance(lo, float) and isinstance(hi, float) and lo < effect.rel_effect < hi
+    # the score interval of pC/pT (arms swapped), inverted: statsmodels' own pT/pC roots are wrong here
+    swapped = confint_proportions_2indep(5, 5, 2, 5, method="score", compare="ratio")
+    assert math.isclose(lo, 1 / swapped[1] - 1, rel_tol=1e-12) and math.isclose(hi, 1 / swapped[0] - 1, rel_tol=1e-12)
+    # where statsmodels is right, swapping and inverting gives its interval to 1e-12
+    a = confint_proportions_2indep(7, 30, 12, 40, method="score", compare="ratio")
+    b = confint_proportions_2indep(12, 40, 7, 30, method="score", compare="ratio")
+    assert math.isclose(a[0], 1 / b[1], rel_tol=1e-12) and math.isclose(a[1], 1 / b[0], rel_tol=1e-12)
+    none_converted = exact_proportion_effect(arm(40, 5), arm(40, 0)).rel_ci     # 0/40 vs 5/40: lift −100%
+    assert math.isclose(none_converted[0], -1.0, abs_tol=1e-9) and none_converted[1] > -0.9
