@@ -292,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiments", type=int, default=20)
     p.add_argument("--experiments-units", type=int, default=200_000, help="units of the k-experiment figure")
     p.add_argument("--ingest-events", type=int, default=100_000_000)
-    p.add_argument("--ingest-ids", choices=["plain", "ordered"], default="ordered",
-                   help="event ids of the ingest figure: time-ordered fixed-width (default) or unpadded numbers")
+    p.add_argument("--ingest-ids", choices=["ordered", "random", "plain"], default="ordered",
+                   help="event ids of the ingest figure: time-ordered fixed-width (default), random (md5; the new "
+                        "files go into the plain warehouse) or unpadded numbers")
     p.add_argument("--rss-units", type=int, default=3_333_334, help="units of the peak-RSS figure (x events per unit)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory-limit", default="3GB")

@@ -16,9 +16,11 @@ INGEST_SQL = """COPY (SELECT 'u' || (i % {u}) AS unit_id, ['session', 'purchase'
                                (i % 1000) / 10.0 AS value, {event_id} AS event_id
                         FROM range({lo}, {hi}) t(i)) TO '{path}' (FORMAT parquet)"""
 EVENT_IDS = {   # --ingest-ids: how the ids look
-    "plain": "'ev-' || i",                                  # unpadded numbers: every file's id range overlaps
+    "plain": "'ev-' || i",                                  # unpadded numbers: ranges overlap in part
     "ordered": "'ev-' || lpad(i::VARCHAR, 12, '0')",        # time-ordered, fixed width (UUIDv7, ULID, sequences)
+    "random": "md5(i::VARCHAR)",                            # random (UUIDv4-like): a new file overlaps every file
 }
+FOLDER = {"plain": "ingest", "random": "ingest", "ordered": "ingest-ordered"}   # random: new files into the plain one
 
 
 def _ingest_sql(a, **fields) -> str:
@@ -125,7 +127,7 @@ def run_parts(folder: Path, only: set[str], common: list[str], a) -> dict:
     """The ingest and RSS figures (and their data, made once per --dir), printed as they come."""
     r: dict = {}
     if "ingest" in only:
-        sub = folder / ("ingest" if a.ingest_ids == "plain" else f"ingest-{a.ingest_ids}")
+        sub = folder / FOLDER[a.ingest_ids]
         sub.mkdir(exist_ok=True)
         m = inc._child(["--worker", "ingest", "--path", str(sub), *common])
         r |= {f"i_{x}": v for x, v in m.items()}
@@ -135,7 +137,7 @@ def run_parts(folder: Path, only: set[str], common: list[str], a) -> dict:
               f"{m['ingest_empty_s']:.2f}s ({m['ingest_big_s'] / m['ingest_empty_s']:.2f}x); peak RSS "
               f"{m['peak_rss_mb'] / 1024:.2f} GB  [{inc._load()}]", flush=True)
     if "seed-ingest" in only:   # the big ingest warehouse alone, ahead of a timed `--only ingest` on the same --dir
-        sub = folder / ("ingest" if a.ingest_ids == "plain" else f"ingest-{a.ingest_ids}")
+        sub = folder / FOLDER[a.ingest_ids]
         sub.mkdir(exist_ok=True)
         print(f"seeded: {inc._child(['--worker', 'seed', '--path', str(sub), *common])}", flush=True)
     if "generate-rss" in only and not (folder / "rss" / "rss.duckdb").exists():
