@@ -155,7 +155,8 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
                 resolutions, registry = _resolve_lineage(ws, con, keys)
                 engine = open_engine(cfg, ws.root, con)   # spark: a session reading `source`
                 seal(con)   # metric SQL runs next: no file, URL or extension access from here on
-                result.runs = analyze(con, cfg, keys, as_of or _now(), job_id=result.job_id, full=full,
+                as_of = as_of or _now()   # after the ingest; the snapshot's previews use the same time
+                result.runs = analyze(con, cfg, keys, as_of, job_id=result.job_id, full=full,
                                       lineage=resolutions, engine=engine)
                 result.errors += [f"{r.experiment}: {r.error}" for r in result.runs if r.status != "ok"]
                 result.registry_writes = _write_back(ws, con, result.runs, registry)
@@ -180,8 +181,12 @@ def _previews(ws: Workspace, con, kind: str, as_of: dt.datetime):
     from .preview import previews_frame
 
     if kind != "ingest":
-        try:
-            return previews_frame(con, ws.config, as_of)
+        from .sources import reading
+        from .state import current_sources
+
+        try:   # the per-unit states the pass just brought to `as_of`: no scan of the events per metric
+            with reading(current_sources(con, ws.config, list(ws.config.experiments), as_of)):
+                return previews_frame(con, ws.config, as_of)
         except Exception:  # a preview never breaks the pass; the page says it is missing
             log.warning("metric previews could not be computed", exc_info=True)
     try:

@@ -36,8 +36,8 @@ from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, aggregates_sq
                          exposed_sql, metric_aggs, plan_for, rows_sql, unfolded, unsupported)
 from .state_profile import build_profile, fold_profile, frontier_moved
 
-__all__ = ["MAX_BITMASK_DAYS", "Agg", "Refresh", "StateSource", "covariates", "experiment_aggs", "metric_aggs",
-           "refresh"]
+__all__ = ["MAX_BITMASK_DAYS", "Agg", "Refresh", "StateSource", "covariates", "current_sources", "experiment_aggs",
+           "metric_aggs", "refresh"]
 
 log = logging.getLogger(__name__)
 
@@ -205,14 +205,38 @@ def _fold_units(con, plan: Plan, reg: dict, as_of: dt.datetime, i: int) -> tuple
     con.execute(f"DROP TABLE {x}")
     return r, moved
 
+def _newest_file(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT greatest((SELECT coalesce(max(file_id), 0) FROM files), "
+                       "(SELECT coalesce(max(file_id), 0) FROM load_profile))").fetchone()[0]
+
+
+def current_sources(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str],
+                    as_of: dt.datetime) -> dict[str, StateSource]:
+    """The states that hold exactly `as_of`, today's definitions and every loaded row (a pass has
+    just refreshed them): what later reads of the same pass can use instead of the events."""
+    registry, file_id, counts = _registry(con), _newest_file(con), _counts(con)
+    out = {}
+    for key in keys:
+        reg = registry.get(key)
+        if reg is None or reg["as_of"] != as_of or reg["file_id"] != file_id or \
+                (reg["exposure_rows"], reg["event_rows"]) != counts:
+            continue
+        try:
+            plan = plan_for(config, key)
+        except Exception:  # a definition the builder refuses has no state
+            continue
+        if (reg["definition_hash"], reg["spec"]) == (plan.definition_hash, plan.spec) and unsupported(plan) is None:
+            out[key] = plan.source(as_of)
+    return out
+
+
 def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_of: dt.datetime,
             full: bool = False) -> dict[str, Refresh]:
     """Bring the per-unit state of these experiments to `as_of`; say per experiment how and why."""
     refresh_load_profile(con)
     repeats = refresh_repeats(con)
     registry = _registry(con)
-    file_id = con.execute("SELECT greatest((SELECT coalesce(max(file_id), 0) FROM files), "
-                          "(SELECT coalesce(max(file_id), 0) FROM load_profile))").fetchone()[0]
+    file_id = _newest_file(con)
     counts = _counts(con)
     out: dict[str, Refresh] = {}
     folds: list[tuple[Plan, dict]] = []
