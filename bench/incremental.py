@@ -207,6 +207,12 @@ def measure_processes(path: Path, n: int, a) -> dict:
     """`abproxy analyze --full` vs `abproxy run` after 1% more events in a new inbox file."""
     import yaml
 
+    from abproxy.warehouse import connect
+
+    con = connect(path)              # the generated rows' files 1 and 2 get their ledger rows, so the
+    if not con.execute("SELECT count(*) FROM files").fetchone()[0]:   # inbox files get ids after them
+        _ledger_rows(con)
+    con.close()
     ws = path.parent / "ws"
     (ws / "inbox" / "events").mkdir(parents=True, exist_ok=True)
     (ws / "inbox" / "exposures").mkdir(parents=True, exist_ok=True)
@@ -223,6 +229,7 @@ def measure_processes(path: Path, n: int, a) -> dict:
                          2 * 10**10 + (r + 1) * extra)
         run.append(_timed_process(ABPROXY + ["run", *common]))
         full.append(_timed_process(ABPROXY + ["analyze", "--full", *common]))
+        print(f"  +1% #{r + 1}: abproxy run {run[-1]:.2f}s, analyze --full {full[-1]:.2f}s  [{_load()}]", flush=True)
     return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)}
 
 
