@@ -67,13 +67,9 @@ class Warehouse:
 
 
 def _event_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Rows per event name: from the load profile (rows per file and event) and the rows without a
-    file, when together they account for every stored row; else (rows changed outside ingest) by
-    grouping the events."""
-    from .loads import refresh_load_profile
-
-    if not con.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]:
-        refresh_load_profile(con)   # read-only (`validate --data`): the stored profile, checked against the count below
+    """Rows per event name: from the load profile (rows per file and event; the analysis brings it
+    up to date before its checks) and the rows without a file, when together they account for every
+    stored row; else (a stale profile, rows changed outside ingest) by grouping the events."""
     loose = "SELECT event, count(*) AS n FROM events WHERE file_id IS NULL GROUP BY 1"
     rows = con.execute(f"""SELECT event, CAST(sum(n) AS BIGINT) FROM (
         SELECT event, rows AS n FROM load_profile WHERE kind = 'events' UNION ALL {loose}) GROUP BY 1""").fetchall()
