@@ -233,18 +233,16 @@ def counts_sql(scope: Scope, late_hours: float, ev: str, seen: str | None = None
     ledger) nothing counts as late."""
     if repeats is not None:
         return _counts_with_repeats(scope, late_hours, ev, repeats)
+    types, columns = _filters(scope, d)
     inner = ["count(*) AS n", "count(*) FILTER (WHERE occurred_at < _frontier) AS late"]
     outer = ["sum(late) AS late"]
     first = "1" if seen is None else "CASE WHEN bool_or(_seen) THEN 0 ELSE 1 END"
     inner.append(f"{first} AS _first")
-    for i, t in enumerate(scope.types):
-        is_t = f"event = {literal(t)}"
+    for i, is_t in types:
         outer += [f"sum(n) FILTER (WHERE {is_t}) AS t{i}", f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}",
                   f"sum(n - _first) FILTER (WHERE {is_t}) AS dup{i}"]
-    for j, (s, users) in enumerate(scope.columns.items()):
-        cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
-        inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n",
-                  f"count(*) FILTER (WHERE {cond} AND {d.ident(quote_ident(s.column)[1:-1])} IS NULL) AS s{j}_null"]
+    for j, cond, null in columns:
+        inner += [f"count(*) FILTER (WHERE {cond}) AS s{j}_n", f"count(*) FILTER (WHERE {null}) AS s{j}_null"]
         outer += [f"sum(s{j}_n) AS s{j}_n", f"sum(s{j}_null) AS s{j}_null"]
     mark = ""
     if seen is not None:
@@ -269,26 +267,32 @@ def _marked(scope: Scope, late_hours: float, ev: str, mark: str = "", load_times
                FROM {ev} ev LEFT JOIN frontier fr ON fr.event = ev.event AND fr.file_id = ev.file_id)"""
 
 
-def _counts_with_repeats(scope: Scope, late_hours: float, ev: str, repeats: str) -> str:
-    """`counts_sql` grouped by day alone, dup{i} from the repeats (same columns and types)."""
-    cols = ["CAST(count(*) FILTER (WHERE occurred_at < _frontier) AS HUGEINT) AS late"]
-    dups = []
-    for i, t in enumerate(scope.types):
-        is_t = f"event = {literal(t)}"
-        cols += [f"CAST(count(*) FILTER (WHERE {is_t}) AS HUGEINT) AS t{i}",
-                 f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}", f"dup{i}"]
-        dups.append(f"CAST(coalesce(sum(n) FILTER (WHERE {is_t}), 0) AS HUGEINT) AS dup{i}")
+def _filters(scope: Scope, d: Dialect) -> tuple[list[tuple[int, str]], list[tuple[int, str, str]]]:
+    """What the per-day counts count: (i, is type i) per event type; (j, a row of source j, and its
+    column null) per aggregated column."""
+    types = [(i, f"event = {literal(t)}") for i, t in enumerate(scope.types)]
+    columns = []
     for j, (s, users) in enumerate(scope.columns.items()):
         cond = f"event = {literal(s.event)} AND {predicate(s.where, users[0])}"
-        cols += [f"CAST(count(*) FILTER (WHERE {cond}) AS HUGEINT) AS s{j}_n",
-                 f"CAST(count(*) FILTER (WHERE {cond} AND {quote_ident(s.column)} IS NULL) AS HUGEINT) AS s{j}_null"]
-    counted = [c for c in cols if not c.startswith("dup")]
+        columns.append((j, cond, f"{cond} AND {d.ident(quote_ident(s.column)[1:-1])} IS NULL"))
+    return types, columns
+
+
+def _counts_with_repeats(scope: Scope, late_hours: float, ev: str, repeats: str) -> str:
+    """`counts_sql` grouped by day alone, dup{i} from the repeats (same columns and types)."""
+    types, columns = _filters(scope, DUCKDB_EXTRAS)
+    wide = ["CAST(count(*) FILTER (WHERE occurred_at < _frontier) AS HUGEINT) AS late"]
+    for i, is_t in types:
+        wide += [f"CAST(count(*) FILTER (WHERE {is_t}) AS HUGEINT) AS t{i}",
+                 f"max(occurred_at) FILTER (WHERE {is_t}) AS last{i}"]
+    for j, cond, null in columns:
+        wide += [f"CAST(count(*) FILTER (WHERE {cond}) AS HUGEINT) AS s{j}_n",
+                 f"CAST(count(*) FILTER (WHERE {null}) AS HUGEINT) AS s{j}_null"]
+    dups = ", ".join(f"CAST(coalesce(sum(n) FILTER (WHERE {is_t}), 0) AS HUGEINT) AS dup{i}" for i, is_t in types)
     return f"""{_marked(scope, late_hours, ev)},
-    days AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(counted)} FROM marked GROUP BY 1),
-    dups AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(dups)} FROM ({repeats}) GROUP BY 1)
-    SELECT day, {', '.join(f'coalesce({c}, 0) AS {c}' if c.startswith('dup') else c.rsplit(' AS ', 1)[-1]
-                           for c in cols)}
-    FROM days LEFT JOIN dups USING (day)"""
+    days AS (SELECT CAST(occurred_at AS DATE) AS day, {', '.join(wide)} FROM marked GROUP BY 1),
+    dups AS (SELECT CAST(occurred_at AS DATE) AS day, {dups} FROM ({repeats}) GROUP BY 1)
+    SELECT days.*, {', '.join(f'coalesce(dup{i}, 0) AS dup{i}' for i, _ in types)} FROM days LEFT JOIN dups USING (day)"""
 
 
 def cover_sql(scope: Scope, d: Dialect = DUCKDB_EXTRAS) -> str:
