@@ -218,14 +218,13 @@ def current_sources(con: duckdb.DuckDBPyConnection, config: Config, keys: list[s
     out = {}
     for key in keys:
         reg = registry.get(key)
-        if reg is None or reg["as_of"] != as_of or reg["file_id"] != file_id or \
-                (reg["exposure_rows"], reg["event_rows"]) != counts:
+        if reg is None or reg["as_of"] != as_of or reg["file_id"] != file_id:
             continue
         try:
             plan = plan_for(config, key)
         except Exception:  # a definition the builder refuses has no state
             continue
-        if (reg["definition_hash"], reg["spec"]) == (plan.definition_hash, plan.spec) and unsupported(plan) is None:
+        if unsupported(plan) is None and _rebuild_reason(con, plan, reg, False, counts) is None:
             out[key] = plan.source(as_of)
     return out
 
