@@ -27,6 +27,11 @@ def write(inbox, name: str, rows: list[str]) -> None:
     (inbox / "events" / name).write_text("unit_id,event,occurred_at,value\n" + "".join(r + "\n" for r in rows))
 
 
+def deliver(con, tmp_path, name: str, rows: list[str]) -> None:
+    write(tmp_path / "inbox", name, rows)
+    ingest(con, tmp_path / "inbox", now=NOW)
+
+
 def random_rows(rng: random.Random, earlier: list[str], n: int) -> list[str]:
     rows = []
     for _ in range(n):
@@ -46,8 +51,7 @@ def test_repeats_equal_grouping_by_the_key_over_many_files(tmp_path):
     for k in range(12):
         rows = random_rows(rng, sent, 25)
         sent += rows
-        write(tmp_path / "inbox", f"{k:02d}.csv", rows)
-        ingest(con, tmp_path / "inbox", now=NOW)
+        deliver(con, tmp_path, f"{k:02d}.csv", rows)
         if k % 3 != 1:                                            # sometimes two files in one pass
             assert refresh_repeats(con) is True
             assert maintained(con) == truth(con) != {}
@@ -57,13 +61,11 @@ def test_repeats_equal_grouping_by_the_key_over_many_files(tmp_path):
 def test_a_matching_hash_is_confirmed_on_the_rows(tmp_path):
     """A hash hit on a file without the key (a forged collision) adds no repeat."""
     con = connect(tmp_path / "w.duckdb")
-    write(tmp_path / "inbox", "a.csv", ["u1,buy,2026-03-01 10:00:00,2", "u3,buy,2026-03-01 10:00:00,"])
-    ingest(con, tmp_path / "inbox", now=NOW)
+    deliver(con, tmp_path, "a.csv", ["u1,buy,2026-03-01 10:00:00,2", "u3,buy,2026-03-01 10:00:00,"])
     refresh_repeats(con)
     con.execute("""UPDATE event_keys SET h = hash('view', 'u2', TIMESTAMP '2026-03-01 10:00:00', 5.0::DOUBLE)
                    WHERE h = (SELECT hash(event, unit_id, occurred_at, value) FROM events WHERE unit_id = 'u3')""")
-    write(tmp_path / "inbox", "b.csv", ["u2,view,2026-03-01 10:00:00,5", "u1,buy,2026-03-01 10:00:00,2"])
-    ingest(con, tmp_path / "inbox", now=NOW)
+    deliver(con, tmp_path, "b.csv", ["u2,view,2026-03-01 10:00:00,5", "u1,buy,2026-03-01 10:00:00,2"])
     assert refresh_repeats(con) is True
     assert maintained(con) == truth(con) == {("buy", "u1", truth_time(con), 2.0): 1}
 
@@ -77,8 +79,7 @@ def test_rebuilt_after_an_upgrade_or_rows_removed_outside_ingest(tmp_path):
     for k in range(4):
         rows = random_rows(rng, sent, 30)
         sent += rows
-        write(tmp_path / "inbox", f"{k}.csv", rows)
-        ingest(con, tmp_path / "inbox", now=NOW)
+        deliver(con, tmp_path, f"{k}.csv", rows)
         refresh_repeats(con)
     con.execute("UPDATE event_keys_meta SET duckdb_version = 'v0.0.0'")          # as after an upgrade
     con.execute("DELETE FROM event_repeats")
