@@ -154,3 +154,19 @@ def test_analyze_and_run_start_without_the_analysis_stack(tmp_path):
     assert {"duckdb", "pydantic", "abproxy.jobs", "abproxy.config"} <= loaded
     heavy = {m for m in loaded if m.split(".")[0] in ANALYSIS_STACK or m in NOT_AT_START}
     assert not heavy, sorted(heavy)
+
+
+def test_the_statistics_load_their_libraries_where_they_are_used():
+    """`abproxy.stats` and the metric types import no scipy/statsmodels/pandas; an effect needs only
+    scipy.special (t distribution), not scipy.stats or statsmodels (which brings pandas and formulaic)."""
+    modules = sorted(m for m in GRAPH if m.startswith("abproxy.stats")) + ["abproxy.metric_types"]
+    loaded = _loaded(f"import {', '.join(modules)}")
+    heavy = {m for m in loaded if m.split(".")[0] in ANALYSIS_STACK and m.split(".")[0] != "numpy"}
+    assert not heavy, sorted(heavy)
+    loaded = _loaded("from abproxy.stats import Moments, mean_effect, power_analysis\n"
+                     "e = mean_effect(Moments(100, 50.0, 60.0), Moments(100, 55.0, 70.0))\n"
+                     "power_analysis(e, 100, 100)")
+    assert "scipy.special" in loaded
+    heavy = {m for m in loaded if m.split(".")[0] in ("statsmodels", "pandas", "formulaic", "pyarrow")
+             or m == "scipy.stats" or m.startswith("scipy.stats.")}
+    assert not heavy, sorted(heavy)

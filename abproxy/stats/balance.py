@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.stats import kstwo
-
 from abproxy.stats.effects import mean_effect
 from abproxy.stats.sufficient import JointMoments, Moments
 
@@ -51,6 +49,8 @@ def cuped_correction(control: JointMoments, variant: JointMoments) -> float:
 
 def ks_p_value(d: float, n1: int, n2: int) -> float:
     """Asymptotic two-sided p of the two-sample KS statistic D (scipy ``ks_2samp(method='asymp')``)."""
+    from scipy.stats import kstwo
+
     if n1 < 1 or n2 < 1 or not math.isfinite(d):
         return math.nan
     return float(min(1.0, kstwo.sf(d, round(n1 * n2 / (n1 + n2)))))

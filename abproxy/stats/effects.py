@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from scipy.special import stdtr, stdtrit
-
 from abproxy.stats.sufficient import JointMoments, Moments
 
 NAN = math.nan
@@ -101,6 +99,8 @@ def critical(alpha: float, df: float, n_total: int = 0, tuning: float | None = N
     sequence's multiplier at N units in sequential mode (§7; ρ tuned at `design_alpha`)."""
     if tuning is not None:
         return sequential_multiplier(n_total, alpha, tuning, design_alpha)
+    from scipy.special import stdtrit
+
     return float(stdtrit(df, 1.0 - alpha / 2.0))
 
 
@@ -144,6 +144,8 @@ def _p_value(est: float, se: float, df: float) -> float:
     """Two-sided p = 2·F_t(−|est/se|, df); df = inf gives the normal."""
     if not se > 0:
         return NAN
+    from scipy.special import stdtr
+
     return float(2.0 * stdtr(df, -abs(est / se)))
 
 

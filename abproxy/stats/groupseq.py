@@ -12,8 +12,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import ndtr, ndtri
 
 from abproxy.stats.effects import Effect, with_critical
 
@@ -38,12 +36,16 @@ def obf_spending(t: float, alpha: float) -> float:
     """Lan–DeMets O'Brien–Fleming-type spending α(t) = 2 − 2Φ(z_{1−α/2}/√t), α(1) = α."""
     if t <= 0:
         return 0.0
+    from scipy.special import ndtr, ndtri
+
     return float(2.0 * (2.0 - 2.0 * ndtr(ndtri(1.0 - alpha / 4.0) / math.sqrt(min(t, 1.0)))))
 
 
 def _crossing(density: np.ndarray, grid: np.ndarray, weights: np.ndarray, c: float,
               t: float, dt: float) -> float:
     """P(|S_k| ≥ c·√t and no earlier crossing) given the sub-density of S_{k−1} on ``grid``."""
+    from scipy.special import ndtr
+
     sd = math.sqrt(dt)
     b = c * math.sqrt(t)
     tails = ndtr((-b - grid) / sd) + ndtr((grid - b) / sd)
@@ -68,6 +70,9 @@ def _simpson(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=256)
 def _boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from scipy.optimize import brentq
+    from scipy.special import ndtri
+
     spent = tuple(obf_spending(t, alpha) for t in fractions)
     z: list[float] = []
     grid, weights = _simpson(-TAIL * math.sqrt(fractions[0]), TAIL * math.sqrt(fractions[0]))

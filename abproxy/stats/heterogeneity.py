@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2
-from statsmodels.stats.meta_analysis import combine_effects
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,9 @@ def cochran_q(effects: Sequence[float], variances: Sequence[float]) -> Heterogen
         pooled = float(e[0]) if k == 1 else math.nan
         return Heterogeneity(math.nan, max(k - 1, 0), math.nan, math.nan, pooled,
                              "too_few_segments")
+    from scipy.stats import chi2
+    from statsmodels.stats.meta_analysis import combine_effects
+
     with np.errstate(invalid="ignore", divide="ignore"):  # RE parts unused; τ²=0 → 0/0
         res = combine_effects(e, v, method_re="dl")
     q = float(res.q)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2_contingency
 
 from abproxy.stats.heterogeneity import cochran_q
 
@@ -50,6 +49,8 @@ def assignment_independence(table: Sequence[Sequence[float]]) -> Independence:
     t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
     if t.shape[0] < 2 or t.shape[1] < 2:
         return Independence(0.0, 0, 1.0, total, "too_few_arms")
+    from scipy.stats import chi2_contingency
+
     res = chi2_contingency(t, correction=False)
     return Independence(float(res.statistic), int(res.dof), float(res.pvalue), total)
 

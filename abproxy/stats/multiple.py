@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -36,7 +35,12 @@ def adjust_pvalues(pvalues: Sequence[float], method: Literal["holm", "fdr_bh", "
     if method == "none" or not valid:
         return out
     family = [out[i] for i in valid]
-    adj = holm(family) if method == "holm" else multipletests(family, alpha=alpha, method=method)[1]
+    if method == "holm":
+        adj = holm(family)
+    else:
+        from statsmodels.stats.multitest import multipletests
+
+        adj = multipletests(family, alpha=alpha, method=method)[1]
     for i, p in zip(valid, adj):
         out[i] = float(p)
     return out

@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.special import ndtri
-
 from abproxy.stats.effects import Effect
 
 
@@ -31,6 +29,8 @@ def power_analysis(effect: Effect, n_control: int, n_variant: int, alpha: float 
     z(1−α/2), e.g. by the sequential multiplier at the current N (which grows
     slowly with N, so n_needed is then a slight underestimate).
     """
+    from scipy.special import ndtri
+
     now = (n_control + n_variant) / 2
     crit = ndtri(1 - alpha / 2) if critical is None else critical
     mde_abs = float((crit + ndtri(power)) * effect.abs_se)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.special import ndtr, ndtri
-
 from abproxy.stats.effects import Effect, RatioParts, with_critical
 
 RANK_Z = 1.959963984540054   # ranks of the 95% order-statistic bounds, whatever the test's α
@@ -72,6 +70,8 @@ def quantile_effect(control: QuantileSummary, variant: QuantileSummary, alpha: f
     var_c, var_t = control.se**2, variant.se**2
     if not var_c + var_t > 0:
         return _degenerate(mc, mt, alpha, "zero_spread")
+    from scipy.special import ndtr, ndtri
+
     se = math.sqrt(var_c + var_t)
     zq = float(ndtri(1 - alpha / 2))
     delta = mt - mc

@@ -6,8 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy.stats import norm, spearmanr
-
 
 @dataclass(frozen=True)
 class RankCorrelation:
@@ -35,6 +33,8 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], alpha: float = 0.05
         return RankCorrelation(n, nan, (nan, nan), nan, alpha, "too_few")
     if len(set(x)) < 2 or len(set(y)) < 2:
         return RankCorrelation(n, nan, (nan, nan), nan, alpha, "constant")
+    from scipy.stats import norm, spearmanr
+
     rho, p = spearmanr(x, y)
     rho, p = float(rho), float(p)
     if abs(rho) >= 1 - 1e-12:

@@ -12,10 +12,6 @@ from __future__ import annotations
 import math
 import warnings
 
-from scipy.special import ndtri
-from scipy.stats import fisher_exact
-from statsmodels.stats.proportion import confint_proportions_2indep
-
 from abproxy.stats.effects import Effect, proportion_effect
 from abproxy.stats.sufficient import Moments
 
@@ -40,6 +36,8 @@ def _ci(count_t: float, n_t: int, count_c: float, n_c: int, alpha: float, compar
         # arms swap (the test of pC/pT = 1/θ is the test of pT/pC = θ), so take it from there
         lo, hi = _ci(count_c, n_c, count_t, n_t, alpha, compare, method)
         return (1 / hi if hi > 0 else math.inf), (1 / lo if lo > 0 else math.inf)
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0/0 inside the score roots for 0 counts
         lo, hi = confint_proportions_2indep(count_t, n_t, count_c, n_c, method=method, compare=compare,
@@ -65,6 +63,9 @@ def exact_proportion_effect(control: Moments, variant: Moments, alpha: float = 0
         return Effect(base.control_mean, base.variant_mean, base.abs_effect, math.nan, (math.nan, math.nan),
                       base.rel_effect, math.nan, (math.nan, math.nan), math.nan, math.inf, METHOD, alpha,
                       None, base.warning)
+    from scipy.special import ndtri
+    from scipy.stats import fisher_exact
+
     xt, xc = int(round(variant.sum)), int(round(control.sum))
     p = float(fisher_exact([[xt, variant.n - xt], [xc, control.n - xc]]).pvalue)
     z = float(ndtri(1 - alpha / 2))

@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.stats import chisquare
-
 
 @dataclass(frozen=True)
 class SRMResult:
@@ -41,6 +39,8 @@ def srm_test(observed: dict[str, int], weights: dict[str, float],
     if total == 0 or df < 1:
         warning = "no_units" if total == 0 else "too_few_variants"
         return SRMResult(0.0, df, 1.0, True, obs, exp, threshold, warning)
+    from scipy.stats import chisquare
+
     cells = [k for k in names if exp[k] > 0]
     res = chisquare([obs[k] for k in cells], [exp[k] for k in cells])
     p = float(res.pvalue)

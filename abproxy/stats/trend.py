@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from statsmodels.regression.linear_model import WLS
 
 
 @dataclass(frozen=True)
@@ -35,5 +34,7 @@ def effect_trend(days: Sequence[float], effects: Sequence[float],
         return Trend(math.nan, math.nan, math.nan, n, "too_few_points")
     if np.ptp(d) == 0:
         return Trend(math.nan, math.nan, math.nan, n, "constant_days")
+    from statsmodels.regression.linear_model import WLS
+
     res = WLS(e, np.column_stack([np.ones(n), d]), weights=1 / v).fit()
     return Trend(float(res.params[1]), float(res.bse[1]), float(res.pvalues[1]), n)
