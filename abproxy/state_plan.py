@@ -37,9 +37,11 @@ class Agg:
         return json.dumps([self.source.model_dump(mode="json"), self.side, self.days], sort_keys=True)
 
     def condition(self, metric: str) -> str:
-        d = interval_days(self.days)
-        window = (f"e.occurred_at >= u.exposed_at AND e.occurred_at < u.exposed_at + {d}" if self.side == "post"
-                  else f"e.occurred_at < u.exposed_at AND e.occurred_at >= u.exposed_at - {d}")
+        """Over `aggregates_sql`'s joined rows e, whose `_age` is occurred_at - exposed_at in
+        microseconds: the window [0, d) or [-d, 0) as two integer comparisons (the same rows as the
+        timestamp comparisons with `interval_days`, which rounds to whole seconds)."""
+        d = int(round(self.days * 86400)) * 1_000_000
+        window = f"e._age >= 0 AND e._age < {d}" if self.side == "post" else f"e._age < 0 AND e._age >= -{d}"
         return f"e.event = {literal(self.source.event)} AND {window} AND {predicate(self.source.where, metric)}"
 
     def parts(self, name: str) -> list[tuple[str, str, str, str]]:
@@ -55,7 +57,7 @@ class Agg:
         if agg == "avg":
             return [(f"{name}_s", f"fsum({col}){f}", "DOUBLE", "sum"), (f"{name}_c", f"count({col}){f}", "BIGINT", "add")]
         shift = 0 if self.side == "post" else math.ceil(self.days) + 1
-        day = f"date_diff('day', CAST(u.exposed_at AS DATE), CAST(e.occurred_at AS DATE)) + {shift}"
+        day = f"date_diff('day', CAST(e._exposed_at AS DATE), CAST(e.occurred_at AS DATE)) + {shift}"
         bit = f"CAST(greatest(0, least(63, {day})) AS INTEGER)"   # clamped: rows outside the FILTER too
         return [(f"{name}_b", f"bit_or(CAST(1 AS UBIGINT) << {bit}){f}", "UBIGINT", "or")]
 
@@ -203,18 +205,21 @@ def exposed_sql(plan: Plan, as_of: dt.datetime, only: str = "") -> str:
 
 
 def aggregates_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, only: str = "") -> str:
-    """Per-unit aggregates of `events` (alias e) in the windows of `units` (alias u)."""
+    """Per-unit aggregates of `events` in the windows of `units`: the events joined once to their
+    unit's exposure (with the age `_age` every window compares, computed once per row), then one
+    filtered aggregate per state column (`Agg.parts`)."""
     post = max((a.days for a in plan.aggs if a.side == "post"), default=0.0)
     pre = max((a.days for a in plan.aggs if a.side == "pre"), default=0.0)
     lower = f"u.exposed_at - {interval_days(pre)}" if pre else "u.exposed_at"
     names = ", ".join(sorted({literal(a.source.event) for a in plan.aggs}))
     cols = ",\n           ".join(f"{expr} AS {col}" for col, expr, _, _ in plan.parts())
-    return f"""SELECT u.unit_id,
+    return f"""SELECT e.unit_id,
            {cols}
-    FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
-    WHERE e.event IN ({names}) AND e.occurred_at <= {timestamp_literal(as_of)}
-      AND e.occurred_at >= {lower} AND e.occurred_at < u.exposed_at + {interval_days(post)}{only}
-    GROUP BY u.unit_id"""
+    FROM (SELECT e.*, u.exposed_at AS _exposed_at, epoch_us(e.occurred_at) - epoch_us(u.exposed_at) AS _age
+          FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+          WHERE e.event IN ({names}) AND e.occurred_at <= {timestamp_literal(as_of)}
+            AND e.occurred_at >= {lower} AND e.occurred_at < u.exposed_at + {interval_days(post)}{only}) e
+    GROUP BY e.unit_id"""
 
 
 def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime) -> str:
