@@ -1,7 +1,8 @@
 """What a metric computes on the warehouse, for the people who define metrics.
 
 `preview` runs the metric's own per-unit query (the one the analysis runs, `experiment_sql`)
-and one aggregate over it inside DuckDB: units, units with a non-zero value, share of zeros,
+and one aggregate over it inside DuckDB (`previews`: for all the metrics of one experiment at once,
+as the job publishes them): units, units with a non-zero value, share of zeros,
 quantiles of the per-unit value before capping, the cap the current capping setting gives, the
 coefficient of variation of the analysed (capped) values, the first per-unit rows and the SQL.
 The MDE at the current traffic for 7/14/28 days comes from the pooled sufficient statistics,
@@ -97,42 +98,64 @@ def _experiment_for(config: Config, metric: str, experiment: str | None) -> str:
 
 def preview(con: duckdb.DuckDBPyConnection, config: Config, metric: str, experiment: str | None,
             as_of: dt.datetime) -> MetricPreview:
-    key = _experiment_for(config, metric, experiment)
+    return previews(con, config, _experiment_for(config, metric, experiment), [metric], as_of)[0]
+
+
+def previews(con: duckdb.DuckDBPyConnection, config: Config, key: str, metrics: list[str],
+             as_of: dt.datetime) -> list[MetricPreview]:
+    """The previews of `metrics` on the units of experiment `key`: one per-unit query for all of
+    them (`experiment_sql`), one aggregate over it and one read of its first rows."""
     exp = config.experiments[key]
-    m = config.metrics[metric]
-    extra = {} if metric in exp.roles() else {metric: m}
-    query = experiment_sql(config, key, as_of, keys=[metric], extra=extra)
-    col = query.columns[0]
+    extra = {m: config.metrics[m] for m in metrics if m not in exp.roles()}
+    query = experiment_sql(config, key, as_of, keys=[m for m in metrics if m not in extra], extra=extra)
+    cols = {c.key: c for c in query.columns}
     ctes = query.unit_sql[: query.unit_sql.rindex("SELECT * FROM capped")]
-    y, x = col.y, col.x
-    cap = m.capping
+    stats = con.execute(f"""{ctes}
+SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max(exposed_at) FROM units),
+       {', '.join(_stats_sql(config.metrics[m], cols[m]) for m in metrics)}
+FROM unit_values u JOIN capped c USING (unit_id)""").fetchone()
+    shown = list(dict.fromkeys(n for m in metrics for n in (cols[m].y, cols[m].x) if n))
+    head = con.execute(f"{ctes}SELECT unit_id, variant, {', '.join(shown)} FROM capped "
+                       f"ORDER BY unit_id LIMIT {FIRST_ROWS}").fetchall()
+    n, first, last = stats[:3]
+    rate = _units_per_day(n, first, last, as_of)
+    out = []
+    for i, m in enumerate(metrics):
+        col = cols[m]
+        picked = [r[:2] + tuple(r[2 + shown.index(c)] for c in (col.y, col.x) if c) for r in head]
+        sql = metric_sql(config, m, key) if m not in extra else query.sql
+        out.append(_preview(config, exp, col, key, as_of, n, rate, stats[3 + 5 * i: 8 + 5 * i], picked, sql))
+    return out
+
+
+def _stats_sql(m, col) -> str:
+    """A metric's five aggregates over the joined per-unit rows u (before capping) and c (after)."""
+    y, x, cap = col.y, col.x, m.capping
     cap_sql = "NULL"
     if cap is not None and cap.value is not None:
         cap_sql = repr(float(cap.value))
     elif cap is not None:
-        cap_sql = f"quantile_cont({y}, {cap.quantile!r})" + (f" FILTER (WHERE {y} <> 0)" if cap.ignore_zeros else "")
-    ratio = m.type == "ratio"
-    xs = (f", fsum(c.{x}), fsum(c.{x} * c.{x}), fsum(c.{y} * c.{x})" if x else ", 0, 0, 0")
-    stats = con.execute(f"""{ctes}
-SELECT count(*), count(*) FILTER (WHERE u.{y} <> 0),
-       quantile_cont(u.{y}, [0.5, 0.9, 0.99]), max(u.{y}), {cap_sql.replace(y, 'u.' + y) if cap_sql != 'NULL' else 'NULL'},
-       fsum(c.{y}), fsum(c.{y} * c.{y}){xs},
-       (SELECT min(exposed_at) FROM units), (SELECT max(exposed_at) FROM units)
-FROM unit_values u JOIN capped c USING (unit_id)""").fetchone()
-    n, nonzero, qs, top, cap_value, sy, syy, sx, sxx, sxy, first, last = stats
-    shown = [c for c in ("unit_id", "variant", y, x) if c]
-    head = con.execute(f"{ctes}SELECT {', '.join(shown)} FROM capped ORDER BY unit_id LIMIT {FIRST_ROWS}").fetchall()
-    names = ["unit_id", "variant", "value"] + (["denominator" if ratio else "pre_value"] if x else [])
-    rows = [dict(zip(names, r)) for r in head]
+        cap_sql = f"quantile_cont(u.{y}, {cap.quantile!r})" + (f" FILTER (WHERE u.{y} <> 0)" if cap.ignore_zeros else "")
+    xs = f"fsum(c.{x}), fsum(c.{x} * c.{x}), fsum(c.{y} * c.{x})" if x else "0, 0, 0"
+    return (f"count(*) FILTER (WHERE u.{y} <> 0), quantile_cont(u.{y}, [0.5, 0.9, 0.99]), max(u.{y}), {cap_sql}, "
+            f"[fsum(c.{y}), fsum(c.{y} * c.{y}), {xs}]")
+
+
+def _preview(config: Config, exp, col, key: str, as_of: dt.datetime, n: int, rate: float | None,
+             stats: tuple, head: list[tuple], sql: str) -> MetricPreview:
+    """One metric's preview from its aggregates (`_stats_sql`) and first rows."""
+    nonzero, qs, top, cap_value, sums = stats
+    metric, m, x = col.key, config.metrics[col.key], col.x
+    names = ["unit_id", "variant", "value"] + (["denominator" if m.type == "ratio" else "pre_value"] if x else [])
+    sy, syy, sx, sxx, sxy = sums
     moments = (JointMoments(n, sy or 0.0, syy or 0.0, sx or 0.0, sxx or 0.0, sxy or 0.0) if x
                else Moments(n, sy or 0.0, syy or 0.0)) if n else None
-    rate = _units_per_day(n, first, last, as_of)
     qs = qs or [None, None, None]
     return MetricPreview(
         metric, key, as_of.isoformat(sep=" ", timespec="minutes"), m.type, int(n), int(nonzero or 0),
         (1 - nonzero / n) if n else None, qs[0], qs[1], qs[2], top, cap_value, _cv(moments),
         rate, _mdes(m, moments, rate, len(exp.variants), exp.decision.alpha, exp.decision.power),
-        rows, metric_sql(config, metric, key) if not extra else query.sql)
+        [dict(zip(names, r)) for r in head], sql)
 
 
 def _units_per_day(n: int, first, last, as_of: dt.datetime) -> float | None:
@@ -182,18 +205,27 @@ def previews_frame(con: duckdb.DuckDBPyConnection, config: Config, as_of: dt.dat
 
     from .datacheck import explain_engine_error
 
-    rows = []
+    first_user = {}
     for metric in config.metrics:
         users = [k for k, e in config.experiments.items() if metric in e.roles()]
-        if not users:
-            continue
+        if users:
+            first_user[metric] = users[0]
+    done = {}
+    for key in dict.fromkeys(first_user.values()):   # one query for all the metrics an experiment previews
+        metrics = [m for m, k in first_user.items() if k == key]
         try:
-            result = preview(con, config, metric, users[0], as_of)
-            rows.append({"metric": metric, "experiment": users[0], "preview": json.dumps(result.as_dict(), default=str),
+            done |= {p.metric: p for p in previews(con, config, key, metrics, as_of)}
+        except (duckdb.Error, ValueError):
+            pass                                      # one at a time below: each metric gets its own error
+    rows = []
+    for metric, key in first_user.items():
+        try:
+            result = done[metric] if metric in done else preview(con, config, metric, key, as_of)
+            rows.append({"metric": metric, "experiment": key, "preview": json.dumps(result.as_dict(), default=str),
                          "error": None})
         except (duckdb.Error, ValueError) as exc:
             error = explain_engine_error(exc, f"metrics.{metric}", {}) if isinstance(exc, duckdb.Error) else str(exc)
-            rows.append({"metric": metric, "experiment": users[0], "preview": None, "error": error})
+            rows.append({"metric": metric, "experiment": key, "preview": None, "error": error})
     return pd.DataFrame(rows, columns=PREVIEW_COLUMNS).astype(object)
 
 

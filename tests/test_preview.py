@@ -163,3 +163,33 @@ def test_previews_read_the_refreshed_state_and_equal_the_raw_tables(data):
         assert one["mde"].keys() == two["mde"].keys()
         for days in one["mde"]:
             assert one["mde"][days] == pytest.approx(two["mde"][days], rel=1e-9), days
+
+
+def test_previews_of_one_experiment_come_from_one_query_and_equal_each_metric_alone(data):
+    """The job previews an experiment's metrics together (one per-unit query); each equals the
+    metric previewed alone, and a metric the warehouse cannot compute gets its own error."""
+    con, _, _ = data
+    cfg = dict(CONFIG, metrics=dict(CONFIG["metrics"],
+               per_buyer={"type": "ratio", "numerator": {"event": "purchase"},
+                          "denominator": {"event": "purchase", "aggregate": "count"}},
+               spend_cuped={"type": "mean", "event": "purchase", "cuped": {"pre_window_days": 3}},
+               broken={"type": "mean", "event": "purchase", "where": "no_such_column > 0"}))
+    cfg["experiments"] = {"exp": dict(CONFIG["experiments"]["exp"],
+                                      secondary=["buyers", "per_buyer", "spend_cuped", "broken"])}
+    config = parse_config(cfg)
+    frame = previews_frame(con, config, AS_OF)
+    assert list(frame["metric"]) == ["spend", "buyers", "per_buyer", "spend_cuped", "broken"]
+    rows = dict(zip(frame["metric"], zip(frame["preview"], frame["error"])))
+    assert not isinstance(rows["broken"][0], str) and "no_such_column" in rows["broken"][1]
+    for metric in ("spend", "buyers", "per_buyer", "spend_cuped"):
+        assert not isinstance(rows[metric][1], str)
+        alone = preview(con, config, metric, "exp", AS_OF).as_dict()
+        assert json.loads(rows[metric][0]) == json.loads(json.dumps(alone, default=str)), metric
+    good = parse_config(dict(cfg, metrics={k: v for k, v in cfg["metrics"].items() if k != "broken"},
+                             experiments={"exp": dict(cfg["experiments"]["exp"],
+                                                      secondary=["buyers", "per_buyer", "spend_cuped"])}))
+    from abproxy.preview import previews
+    together = previews(con, good, "exp", ["spend", "buyers", "per_buyer", "spend_cuped"], AS_OF)
+    assert [p.as_dict() for p in together] == [preview(con, good, m, "exp", AS_OF).as_dict()
+                                                for m in ("spend", "buyers", "per_buyer", "spend_cuped")]
+    assert together[2].rows and set(together[2].rows[0]) == {"unit_id", "variant", "value", "denominator"}
