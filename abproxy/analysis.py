@@ -158,7 +158,8 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
     refresh_load_profile(con)   # brought up to date here: the analysis below only reads
     runs = []
-    with reading({k: r.source for k, r in refreshes.items() if r.source is not None}):
+    with reading({k: r.source for k, r in refreshes.items() if r.source is not None}), \
+            design_checks.sharing_pass(con, config, as_of):
         for key in keys:
             started = time.perf_counter()
             run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key),

@@ -6,9 +6,11 @@ interactions with concurrent experiments (METHODS §15–§17).
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import math
+import uuid
 
 import duckdb
 import pandas as pd
@@ -163,21 +165,52 @@ def _others_sql(others: list[str], as_of: dt.datetime, d: Dialect = DUCKDB) -> s
             "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
 
 
-def _sharing(engine: Engine, key: str, others: list[str], as_of: dt.datetime) -> list[str]:
-    """The other experiments with at least one unit in common with `key` (exposures only: cheap)."""
-    if not others:
-        return []
+class sharing_pass:
+    """Within the block (one analysis pass), the interaction checks of every experiment read the
+    other experiments' assignments from one temp table, grouped from the exposures once for the
+    pass (`_others_sql` of every running experiment), instead of once per experiment."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: Config, as_of: dt.datetime):
+        self.con, self.as_of, self.table = con, as_of, f"__abp_assign_{uuid.uuid4().hex[:8]}"
+        self.running = [o for o, e in config.experiments.items() if e.status == "running"]
+        self.made = False
+
+    def relation(self, engine: Engine, others: list[str], as_of: dt.datetime) -> str | None:
+        """The pass's assignments table, if it answers this engine and analysis time."""
+        if getattr(engine, "con", None) is not self.con or as_of != self.as_of or not set(others) <= set(self.running):
+            return None
+        if not self.made:
+            sql = _others_sql(self.running, as_of, engine.dialect)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {sql}")
+            self.made = True
+        return self.table
+
+    def __enter__(self) -> "sharing_pass":
+        self._token = _PASS.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _PASS.reset(self._token)
+        if self.made:
+            self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+
+_PASS: contextvars.ContextVar[sharing_pass | None] = contextvars.ContextVar("abproxy_sharing", default=None)
+
+
+def _assignments(engine: Engine, others: list[str], as_of: dt.datetime) -> str:
+    """The other experiments' single-variant units: the pass's table (`sharing_pass`) or a subquery."""
     names = ", ".join(literal(o) for o in others)
-    until = timestamp_literal(as_of)
-    rows = engine.frame(f"""SELECT DISTINCT o.experiment FROM exposures o
-        WHERE o.experiment IN ({names}) AND o.exposed_at <= {until} AND o.unit_id IN (
-            SELECT unit_id FROM exposures WHERE experiment = {literal(key)} AND exposed_at <= {until})""")
-    found = set(rows["experiment"])
-    return [o for o in others if o in found]   # configuration order
+    shared = _PASS.get()
+    found = shared.relation(engine, others, as_of) if shared is not None else None
+    if found is None:
+        return f"({_others_sql(others, as_of, engine.dialect)})"
+    return f"(SELECT * FROM {found} WHERE other IN ({names}))"
 
 
 def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
-    """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's units."""
+    """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's
+    units (an experiment sharing no unit has no cells)."""
     d, sums = engine.dialect, []
     for c in cols:
         sums += [d.sum(c.y), d.sum(f"{c.y} * {c.y}")]
@@ -185,7 +218,7 @@ def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], other
             sums += [d.sum(c.x), d.sum(f"{c.x} * {c.x}"), d.sum(f"{c.y} * {c.x}")]
     sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n"
            f"{''.join(f', {s} AS s{i}' for i, s in enumerate(sums))} "
-           f"FROM ({table.query.unit_sql}) u JOIN ({_others_sql(others, as_of, d)}) o ON o.unit_id = u.unit_id "
+           f"FROM ({table.query.unit_sql}) u JOIN {_assignments(engine, others, as_of)} o ON o.unit_id = u.unit_id "
            "GROUP BY o.other, u.variant, o.other_variant ORDER BY 1, 2, 3")
     out: dict[str, list] = {}
     for row in engine.frame(sql).itertuples(index=False):
@@ -214,10 +247,9 @@ def interaction_checks(engine: Engine, config: Config, key: str, as_of: dt.datet
     threshold = config.health.interaction_p
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
     running = [o for o, e in config.experiments.items() if o != key and e.status == "running"]
-    shared = _sharing(engine, key, running, as_of)
-    cells_by_other = _cells(engine, table, cols, shared, as_of) if shared else {}
+    cells_by_other = _cells(engine, table, cols, running, as_of) if running else {}
     out = []
-    for other in shared:
+    for other in running:
         rows = cells_by_other.get(other)
         if not rows:
             continue
