@@ -239,6 +239,7 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     counts = _counts(con)
     out: dict[str, Refresh] = {}
     folds: list[tuple[Plan, dict]] = []
+    builds: list[tuple[Plan, str]] = []
     for key in keys:
         try:
             plan = plan_for(config, key)
@@ -252,9 +253,10 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
             out[key] = Refresh("full", f"--as-of {as_of:%Y-%m-%d %H:%M} is before the state's time "
                                        f"({reg['as_of']:%Y-%m-%d %H:%M}): recomputed from the events, state kept", None)
         elif (why := _rebuild_reason(con, plan, reg, full, counts)) is not None:
-            out[key] = _try(lambda: _build(con, plan, as_of, file_id, counts, repeats), plan, as_of, "full", why)
+            builds.append((plan, why))
         else:
             folds.append((plan, reg))
+    out |= _build_all(con, builds, as_of, file_id, counts, repeats)
     if folds:
         files = file_id - min(reg["file_id"] for _, reg in folds)
         why = f"folded in the rows of {files} new file(s)" if files else "no new files since the last pass"
@@ -262,6 +264,29 @@ def refresh(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
         for plan, _ in folds:
             source = plan.source(as_of) if result.mode == "incremental" else None
             out[plan.key] = Refresh(result.mode, result.reason, source)
+    return out
+
+
+def _build_all(con, builds: list[tuple[Plan, str]], as_of: dt.datetime, file_id: int,
+               counts: tuple[int, int], repeats: bool) -> dict[str, Refresh]:
+    """Build these states: experiments with the same aggregates together (`state_group`: one join of
+    the events for all of them), one by one if that fails (a refused metric fails its own state)."""
+    from .state_group import build_group, grouped
+
+    out: dict[str, Refresh] = {}
+    why = {plan.key: reason for plan, reason in builds}
+    for group in grouped([plan for plan, _ in builds]):
+        if len(group) > 1 and group[0].aggs:
+            try:
+                build_group(con, group, as_of, repeats, lambda p: _save(con, p, file_id, as_of, counts, built=True))
+            except (duckdb.Error, MetricSQLError) as exc:
+                log.info("shared build of %s failed (%s); building one by one", [p.key for p in group], exc)
+            else:
+                out |= {p.key: Refresh("full", why[p.key], p.source(as_of)) for p in group}
+                continue
+        for plan in group:
+            out[plan.key] = _try(lambda: _build(con, plan, as_of, file_id, counts, repeats), plan, as_of, "full",
+                                 why[plan.key])
     return out
 
 

@@ -222,12 +222,16 @@ def aggregates_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, only
     GROUP BY e.unit_id"""
 
 
-def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime) -> str:
-    """State rows: the exposure summaries `units` with the aggregates of their `events`."""
+def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, aggregates: str | None = None) -> str:
+    """State rows: the exposure summaries `units` with the aggregates of their `events` (or those
+    already computed in `aggregates`, per unit and first exposure: `state_group`)."""
     if not plan.aggs:
         return f"SELECT * FROM {units}"
     cols = ", ".join(f"coalesce(a.{c}, 0) AS {c}" if rule in ("add", "or") else f"a.{c}"
                      for c, _, _, rule in plan.parts())
+    if aggregates is not None:
+        return (f"SELECT x.*, {cols} FROM {units} x LEFT JOIN {aggregates} a "
+                "ON a.unit_id = x.unit_id AND a.exposed_at = x.exposed_at")
     return (f"SELECT x.*, {cols} FROM {units} x LEFT JOIN ({aggregates_sql(plan, units, events, as_of)}) a "
             "USING (unit_id)")
 
