@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
                        job_id: str | None = None, robustness: bool = True, resolution: Any = None,
-                       engine: Engine | None = None) -> AnalysisRun:
+                       engine: Engine | None = None, warehouse: datacheck.Warehouse | None = None) -> AnalysisRun:
     """`resolution` (registry.Resolution): the variants' lineage resolved from a model registry and the
     checks reporting on it; without it, lineage is what abproxy.yaml says. The data queries go to
-    `engine` (default: the warehouse `con` itself); the ledger reads always go to `con`."""
+    `engine` (default: the warehouse `con` itself); the ledger reads always go to `con`. `warehouse`:
+    what it holds (`datacheck.Warehouse`), read once for a pass of several experiments."""
     exp = config.experiments[key]
     engine = engine or DuckDBEngine(con)
     local = engine.name == "duckdb"       # the warehouse holds the data (and the ingest's file ledger)
@@ -54,8 +55,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
     lineage_checks = list(resolution.checks) if resolution is not None else []
     try:
         run.watermark = engine.watermark(key, as_of)
-        problems = [p for p in datacheck.experiment_checks(con, config, key, as_of)
-                    if p.check != "allocation"] if local else []
+        problems = datacheck.experiment_checks(con, config, key, as_of, warehouse, allocation=False) if local else []
         broken = [p for p in problems if p.check in datacheck.BROKEN and p.status == "fail"]
         if broken:
             raise DefinitionError("; ".join(p.line() for p in broken))
@@ -138,6 +138,14 @@ def _no_exposures(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_o
             "run again",)
 
 
+def _warehouse(con: duckdb.DuckDBPyConnection) -> datacheck.Warehouse | None:
+    """What the warehouse holds, once for the pass (None: each analysis reads it, and fails alone)."""
+    try:
+        return datacheck.Warehouse.read(con)
+    except duckdb.Error:
+        return None
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -152,18 +160,20 @@ def analyze(con: duckdb.DuckDBPyConnection, config: Config, keys: list[str], as_
     full recomputation over the source: the per-unit state lives in the local warehouse."""
     from . import state
     from .loads import refresh_load_profile
+    from .shared import sharing_pass
     from .sources import reading
 
     use_state = use_state and (engine is None or engine.name == "duckdb")
     refreshes = state.refresh(con, config, keys, as_of, full) if use_state else {}
     refresh_load_profile(con)   # brought up to date here: the analysis below only reads
     runs = []
+    warehouse = _warehouse(con) if (engine is None or engine.name == "duckdb") and len(keys) > 1 else None
     with reading({k: r.source for k, r in refreshes.items() if r.source is not None}), \
-            design_checks.sharing_pass(con, config, as_of):
+            sharing_pass(con, config, keys, as_of):
         for key in keys:
             started = time.perf_counter()
             run = analyze_experiment(con, config, key, as_of, job_id, resolution=(lineage or {}).get(key),
-                                     engine=engine)
+                                     engine=engine, warehouse=warehouse)
             if key in refreshes:
                 run.refresh = refreshes[key].record()
             if record:

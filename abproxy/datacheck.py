@@ -227,7 +227,8 @@ def _raw_sql_problems(con, key: str, metric: Metric, as_of: dt.datetime, experim
 
 
 def experiment_problems(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
-                        wh: Warehouse) -> list[Problem]:
+                        wh: Warehouse, allocation: bool = True) -> list[Problem]:
+    """Segments that are not exposure columns; with `allocation`, an allocation the exposures contradict."""
     exp = config.experiments[key]
     out = []
     attributes = set(wh.exposure_columns) - CORE_EXPOSURE
@@ -237,6 +238,8 @@ def experiment_problems(con: duckdb.DuckDBPyConnection, config: Config, key: str
                 out.append(Problem("segment_column", "fail", f"experiments.{key}.segments.{i}",
                                    f"segment '{seg}' is not a column of the exposures{did_you_mean(seg, attributes)}"
                                    f" (known attributes: {_listed(attributes)})"))
+    if not allocation:
+        return out
     counts = dict(con.execute("SELECT variant, count(DISTINCT unit_id) FROM exposures WHERE experiment = ? "
                               "AND exposed_at <= ? GROUP BY 1", [key, as_of]).fetchall())
     seen = {v: counts.get(v, 0) for v in exp.variants}
@@ -292,9 +295,11 @@ def workspace_problems(con: duckdb.DuckDBPyConnection, config: Config, as_of: dt
     return out
 
 
-def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime) -> list[Problem]:
-    """The problems of one experiment and its metrics; a problem of a secondary metric only warns."""
-    wh = Warehouse.read(con)
+def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as_of: dt.datetime,
+                      wh: Warehouse | None = None, allocation: bool = True) -> list[Problem]:
+    """The problems of one experiment and its metrics; a problem of a secondary metric only warns
+    (`wh`: what the warehouse holds, read once for a pass of several experiments)."""
+    wh = wh or Warehouse.read(con)
     exp = config.experiments[key]
     roles = exp.roles()
     out = []
@@ -302,4 +307,4 @@ def experiment_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, 
         for p in metric_problems(con, metric, config.metrics[metric], as_of, wh, key):
             soft = roles[metric] == "secondary" and p.check not in BROKEN
             out.append(Problem(p.check, "warn" if soft else p.status, p.key, p.message, metric))
-    return out + experiment_problems(con, config, key, as_of, wh)
+    return out + experiment_problems(con, config, key, as_of, wh, allocation)

@@ -6,21 +6,19 @@ interactions with concurrent experiments (METHODS §15–§17).
 """
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import logging
 import math
-import uuid
 
 import duckdb
 import pandas as pd
 
 from .config import Config, Experiment
-from .dialect import DUCKDB, Dialect
 from .engines import ENGINE_ERRORS, Engine, as_engine
 from .effects import StatsTable, compute_effect
 from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
 from .records import Check
+from .shared import current, others_sql
 from .stats import JointMoments, Moments, adjust_pvalues
 from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
 from .stats.interaction import assignment_independence, interaction_test
@@ -157,54 +155,12 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 
 # ------------------------------------------------------------------ concurrent experiments (§15)
 
-def _others_sql(others: list[str], as_of: dt.datetime, d: Dialect = DUCKDB) -> str:
-    """Units of the other experiments with one variant each (their first exposure's variant)."""
-    names = ", ".join(literal(o) for o in others)
-    return (f"SELECT experiment AS other, unit_id, {d.arg_min('variant', 'exposed_at')} AS other_variant FROM exposures "
-            f"WHERE experiment IN ({names}) AND exposed_at <= {timestamp_literal(as_of)} "
-            "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
-
-
-class sharing_pass:
-    """Within the block (one analysis pass), the interaction checks of every experiment read the
-    other experiments' assignments from one temp table, grouped from the exposures once for the
-    pass (`_others_sql` of every running experiment), instead of once per experiment."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, config: Config, as_of: dt.datetime):
-        self.con, self.as_of, self.table = con, as_of, f"__abp_assign_{uuid.uuid4().hex[:8]}"
-        self.running = [o for o, e in config.experiments.items() if e.status == "running"]
-        self.made = False
-
-    def relation(self, engine: Engine, others: list[str], as_of: dt.datetime) -> str | None:
-        """The pass's assignments table, if it answers this engine and analysis time."""
-        if getattr(engine, "con", None) is not self.con or as_of != self.as_of or not set(others) <= set(self.running):
-            return None
-        if not self.made:
-            sql = _others_sql(self.running, as_of, engine.dialect)
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {sql}")
-            self.made = True
-        return self.table
-
-    def __enter__(self) -> "sharing_pass":
-        self._token = _PASS.set(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _PASS.reset(self._token)
-        if self.made:
-            self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
-
-
-_PASS: contextvars.ContextVar[sharing_pass | None] = contextvars.ContextVar("abproxy_sharing", default=None)
-
-
 def _assignments(engine: Engine, others: list[str], as_of: dt.datetime) -> str:
-    """The other experiments' single-variant units: the pass's table (`sharing_pass`) or a subquery."""
+    """The other experiments' single-variant units: the pass's table (`shared.sharing_pass`) or a subquery."""
     names = ", ".join(literal(o) for o in others)
-    shared = _PASS.get()
-    found = shared.relation(engine, others, as_of) if shared is not None else None
+    found = shared.assignments(engine, others, as_of) if (shared := current()) is not None else None
     if found is None:
-        return f"({_others_sql(others, as_of, engine.dialect)})"
+        return f"({others_sql(others, as_of, engine.dialect)})"
     return f"(SELECT * FROM {found} WHERE other IN ({names}))"
 
 

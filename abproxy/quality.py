@@ -17,6 +17,7 @@ from collections.abc import Callable
 import duckdb
 import pandas as pd
 
+from . import shared
 from .config import Config
 from .dialect import Dialect
 from .engines import ENGINE_ERRORS, Engine, as_engine
@@ -81,7 +82,9 @@ def assignment_checks(engine: Engine | duckdb.DuckDBPyConnection, config: Config
     this experiment's exposure period (all time if it has no exposure yet)."""
     exp = config.experiments[key]
     until = timestamp_literal(as_of)
-    rows = as_engine(engine).frame(f"""
+    pass_ = shared.current()
+    rows = pass_.exposure_counts(engine, key, as_of) if pass_ is not None else None
+    rows = rows if rows is not None else as_engine(engine).frame(f"""
         WITH since AS (SELECT coalesce(min(exposed_at), TIMESTAMP '0001-01-01 00:00:00') AS t FROM exposures
                        WHERE experiment = {literal(key)} AND exposed_at <= {until})
         SELECT experiment, variant, count(*) AS n FROM exposures CROSS JOIN since

@@ -35,14 +35,16 @@ def config():
 def derived(rows: list[str], rng: random.Random) -> list[str]:
     """Exposures of the other experiments from those of 'one' and 'two': the same units and times
     with their own variant draw ('one_copy'), partly later times and some units of their own
-    ('one_late'), and a stopped copy of 'two'."""
+    ('one_late'), a stopped copy of 'two', and rows of an unknown variant and experiment."""
     out = []
     for row in rows:
         unit, exp, variant, at, *rest = row.split(",")
         if exp == "two":
             out.append(",".join([unit, "two_stopped", variant, at, *rest]))
             continue
-        out.append(",".join([unit, "one_copy", rng.choice("ab"), at, *rest]))
+        out.append(",".join([unit, "one_copy", rng.choice("ababababc"), at, *rest]))   # c: not configured
+        if rng.random() < 0.1:
+            out.append(",".join([unit, "ghost", "a", at, *rest]))                         # not configured
         late = dt.datetime.fromisoformat(at) + dt.timedelta(hours=rng.choice([0, 0, 1.5]))
         out.append(",".join([unit if rng.random() < 0.9 else unit + "x", "one_late", variant,
                              f"{late:%Y-%m-%d %H:%M:%S.%f}", *rest]))
@@ -77,3 +79,5 @@ def test_a_pass_of_several_experiments_equals_each_alone(tmp_path, monkeypatch):
     assert SAME in groups                       # the shared build ran
     checks = [c for c in together[0].health if c.check == "interaction"]
     assert {c.segment for c in checks} == {"one_copy", "one_late", "two"}   # not the stopped one
+    copy = {c.check: c for c in together[1].health}
+    assert copy["unknown_variants"].status != "ok" and "ghost" in copy["unknown_experiments"].detail

@@ -1,0 +1,96 @@
+"""What one analysis pass computes once for all its experiments (`analysis.analyze`).
+
+Within `sharing_pass(con, config, keys, as_of)` the checks that would scan the whole `exposures`
+table once per experiment (O(experiments²) for a pass) read what the pass grouped once:
+  * `assignments`: every running experiment's single-variant units with their variant (the
+    interaction checks' other experiments, `design_checks`);
+  * `exposure_counts`: per experiment and variant, the exposures since an analysed experiment's
+    first exposure (`quality.assignment_checks`), from one scan bucketed by the experiments' first
+    exposures.
+Each is built on first use, for the pass's connection and analysis time only; anything else (another
+engine, another time) returns None and the caller runs its own query.
+"""
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import uuid
+from typing import Any
+
+from .metrics import literal, timestamp_literal
+
+EPOCH = dt.datetime(1, 1, 1)     # `since` of an experiment without exposures: all time
+
+
+def others_sql(others: list[str], as_of: dt.datetime, d: Any) -> str:
+    """Units of these experiments with one variant each (their first exposure's variant)."""
+    names = ", ".join(literal(o) for o in others)
+    return (f"SELECT experiment AS other, unit_id, {d.arg_min('variant', 'exposed_at')} AS other_variant FROM exposures "
+            f"WHERE experiment IN ({names}) AND exposed_at <= {timestamp_literal(as_of)} "
+            "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
+
+
+class sharing_pass:
+    """The block is one analysis pass of `keys` on `con` at `as_of` (see the module docstring)."""
+
+    def __init__(self, con: Any, config: Any, keys: list[str], as_of: dt.datetime):
+        self.con, self.keys, self.as_of = con, list(keys), as_of
+        self.table = f"__abp_assign_{uuid.uuid4().hex[:8]}"
+        self.running = [o for o, e in config.experiments.items() if e.status == "running"]
+        self.made = False
+        self.counts: Any = None
+
+    def _answers(self, engine: Any, as_of: dt.datetime) -> bool:
+        return getattr(engine, "con", None) is self.con and as_of == self.as_of
+
+    def assignments(self, engine: Any, others: list[str], as_of: dt.datetime) -> str | None:
+        """The pass's table of assignments (columns of `others_sql`), if it covers these experiments."""
+        if not self._answers(engine, as_of) or not set(others) <= set(self.running):
+            return None
+        if not self.made:
+            sql = others_sql(self.running, as_of, engine.dialect)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {sql}")
+            self.made = True
+        return self.table
+
+    def exposure_counts(self, engine: Any, key: str, as_of: dt.datetime) -> Any:
+        """(experiment, variant, n): the exposures up to `as_of` since `key`'s first exposure, for a key
+        of the pass — the rows `quality.assignment_checks` groups."""
+        if not self._answers(engine, as_of) or key not in self.keys:
+            return None
+        if self.counts is None:
+            self.counts = self._bucketed(engine)
+        since, frame = self.counts
+        rows = frame[frame["b"] >= since[key]]
+        return rows.groupby(["experiment", "variant"], as_index=False, dropna=False)["n"].sum()
+
+    def _bucketed(self, engine: Any) -> tuple[dict[str, int], Any]:
+        """One scan: exposure counts per experiment, variant and bucket b, where bucket b starts at the
+        b-th distinct first exposure of the pass's experiments."""
+        until = timestamp_literal(self.as_of)
+        firsts = dict(self.con.execute(
+            f"SELECT experiment, min(exposed_at) FROM exposures WHERE experiment IN "
+            f"({', '.join(literal(k) for k in self.keys)}) AND exposed_at <= {until} GROUP BY 1").fetchall())
+        starts = sorted({firsts.get(k) or EPOCH for k in self.keys})
+        bucket = " ".join(f"WHEN exposed_at >= {timestamp_literal(t)} THEN {b}"
+                          for b, t in reversed(list(enumerate(starts))))
+        frame = engine.frame(f"""SELECT experiment, variant, CASE {bucket} END AS b, count(*) AS n FROM exposures
+            WHERE exposed_at <= {until} AND exposed_at >= {timestamp_literal(starts[0])} GROUP BY ALL""")
+        return {k: starts.index(firsts.get(k) or EPOCH) for k in self.keys}, frame
+
+    def __enter__(self) -> "sharing_pass":
+        self._token = _PASS.set(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _PASS.reset(self._token)
+        if self.made:
+            self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+
+_PASS: contextvars.ContextVar[sharing_pass | None] = contextvars.ContextVar("abproxy_sharing", default=None)
+
+
+def current() -> sharing_pass | None:
+    """The pass in progress, if any."""
+    return _PASS.get()
