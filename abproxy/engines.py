@@ -14,20 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import duckdb
-
 from .config import Config, Source
 from .errors import EngineError, SparkUnavailable  # noqa: F401  (EngineError re-exported)
 from .spark_dialect import DUCKDB_EXTRAS, SPARK, SPARK_APPROXIMATE
 
-if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is made (not by `abproxy --help`/start-up)
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is made, duckdb when the warehouse opens
+    import duckdb
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
 
-ENGINE_ERRORS = (duckdb.Error, ValueError)
 SPARK_SQL_READY = True          # the builder speaks Spark SQL through spark_dialect.Spark
+
+
+def __getattr__(name: str) -> Any:
+    """`ENGINE_ERRORS` = (duckdb.Error, ValueError), made when first asked for (after the warehouse opened:
+    start-up does not import duckdb)."""
+    if name == "ENGINE_ERRORS":
+        import duckdb
+
+        globals()[name] = (duckdb.Error, ValueError)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Engine(Protocol):

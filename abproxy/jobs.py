@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import duckdb
-
 from .errors import LockError, UnknownExperimentError
 from .engines import open_engine
 from .ledger import dumps, error_text, last_lineage, record_registry_writes
@@ -135,6 +133,8 @@ def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResu
     cfg = ws.config
     result = JobResult(uuid.uuid4().hex[:12], kind)
     con = connect(ws.warehouse, cfg.duckdb.memory_limit, cfg.duckdb.threads)
+    import duckdb   # imported by connect (not at start-up)
+
     try:
         try:
             mark_interrupted(con)
@@ -260,6 +260,8 @@ def _explain(exc: BaseException, ws: Workspace) -> str:
 def _publish(con, ws: Workspace, result: JobResult, kind: str, as_of: dt.datetime) -> None:
     """Publish the report snapshot; a failure (full disk, a directory in the way) fails the job
     with a message, and the job row says so."""
+    import duckdb
+
     from . import catalog
 
     try:

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
-import duckdb
-
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - duckdb is imported when a database opens (not at start-up)
+    import duckdb
     import pandas as pd
 
 from .errors import WarehouseError  # noqa: F401  (re-exported: warehouse.WarehouseError)
@@ -73,6 +72,8 @@ def connect(path: Path | str, memory_limit: str | None = None, threads: int | No
     if read_only and not path.exists():
         raise WarehouseError(f"{path}: no warehouse yet; run 'abproxy ingest' or 'abproxy run' first")
     path.parent.mkdir(parents=True, exist_ok=True)
+    import duckdb
+
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
@@ -158,6 +159,8 @@ def _copy_tables(con: duckdb.DuckDBPyConnection, tmp: Path, extra: Mapping[str, 
     """Write the report's tables into a new database file through a second DuckDB instance of its
     own (streamed as Arrow record batches), so the warehouse instance — sealed against file access
     while metric SQL runs — never needs to ATTACH or write a file outside itself."""
+    import duckdb
+
     out = duckdb.connect(str(tmp))
     try:
         out.execute("SET TimeZone = 'UTC'")
@@ -226,6 +229,8 @@ def open_snapshot(snapshot: Path | str) -> duckdb.DuckDBPyConnection:
                              "in abproxy.yaml to a file path, then run 'abproxy run'")
     if not snapshot.exists():
         raise WarehouseError(f"{snapshot}: no report snapshot yet; run 'abproxy run' (or 'make run') first")
+    import duckdb
+
     con = duckdb.connect(os.path.realpath(snapshot), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -6,13 +6,13 @@ import json
 import math
 import subprocess
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AbproxyError
+
+if TYPE_CHECKING:  # pragma: no cover - duckdb is imported when a database opens (not at start-up)
+    import duckdb
 
 # the tables of the analysis ledger: only the `ledger` package reads or writes them (tests/test_ledger_gateway)
 LEDGER_TABLES = ("runs", "results", "series", "health", "lineage", "registry_writes")
@@ -64,6 +64,8 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = No
 @lru_cache(maxsize=1)
 def code_version() -> tuple[str, str | None]:
     """(package version, git commit or None)."""
+    from importlib import metadata
+
     try:
         version = metadata.version("abproxy")
     except metadata.PackageNotFoundError:

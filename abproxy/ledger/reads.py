@@ -7,14 +7,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ..lineage import ModelLineage
 from .core import (LATEST_FIRST, OLDEST_FIRST, RUN_SELECT, latest_first, latest_runs_sql, loads, rows,
                    tables)
 from .write import LINEAGE_JSON
 
 if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
     import pandas as pd
 
 # the overall results the read layer shows, in a stable order (primary, guardrail, secondary)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ..lineage import ModelLineage, arm_status
 from .core import code_version, dumps, json_safe
 
 if TYPE_CHECKING:  # pragma: no cover - records import the statistics (scipy, statsmodels): not at start-up
+    import duckdb
+
     from ..records import AnalysisRun
 
 
