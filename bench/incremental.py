@@ -185,13 +185,21 @@ def _startup_workspace(folder: Path, a) -> Path:
 def measure_startup(folder: Path, a) -> dict:
     """Fresh processes, medians of --repeat (wall and CPU user+sys): `startup` is what `abproxy analyze`
     / `run` do before the job opens the warehouse (import abproxy.cli and abproxy.jobs, read and
-    validate abproxy.yaml); `help` is `abproxy --help`; `analysis_imports` adds the analysis stack a
-    pass loads when it analyses; `python` is the bare interpreter."""
+    validate abproxy.yaml); `startup_duckdb` adds DuckDB's import (loaded when the warehouse opens);
+    `help` is `abproxy --help`; `analysis_imports` adds the analysis modules (their libraries load
+    where used); `pass_imports` adds the libraries a pass with segments, secondary metrics and a
+    daily trend calls (pandas, scipy.stats, statsmodels' BH, Cochran's Q and WLS); `python` is the
+    bare interpreter."""
     ws = _startup_workspace(folder, a)
     opened = "import sys, abproxy.cli, abproxy.jobs; from abproxy.workspace import Workspace; Workspace.open(sys.argv[1])"
+    analysis = opened + "; import duckdb, abproxy.analysis, abproxy.state"
+    libraries = ("pandas, scipy.special, scipy.stats, statsmodels.stats.multitest, statsmodels.stats.meta_analysis, "
+                 "statsmodels.regression.linear_model")
     cmds = {"startup": [sys.executable, "-c", opened, str(ws)],
+            "startup_duckdb": [sys.executable, "-c", opened + "; import duckdb", str(ws)],
             "help": ABPROXY + ["--help"],
-            "analysis_imports": [sys.executable, "-c", opened + "; import abproxy.analysis, abproxy.state", str(ws)],
+            "analysis_imports": [sys.executable, "-c", analysis, str(ws)],
+            "pass_imports": [sys.executable, "-c", f"{analysis}; import {libraries}", str(ws)],
             "python": [sys.executable, "-c", "pass"]}
     for cmd in cmds.values():
         _process_usage(cmd)                                             # warm the page cache / .pyc
@@ -333,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         r |= measure_startup(folder, a)
         print("start-up (wall / CPU user+sys): " + "; ".join(
             f"{name} {r[f'{name}_s']:.3f}s / {r[f'{name}_cpu_s']:.3f}s"
-            for name in ("startup", "help", "python", "analysis_imports")) + f"  [{_load()}]", flush=True)
+            for name in ("startup", "startup_duckdb", "help", "python", "analysis_imports", "pass_imports"))
+            + f"  [{_load()}]", flush=True)
     r |= _parts(folder, only, common, a)
     if only & {"ingest", "seed-ingest", "rss", "generate-rss"}:
         import incremental_big
