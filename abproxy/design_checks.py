@@ -155,29 +155,31 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 
 # ------------------------------------------------------------------ concurrent experiments (§15)
 
-def _assignments(engine: Engine, others: list[str], as_of: dt.datetime) -> str:
-    """The other experiments' single-variant units: the pass's table (`shared.sharing_pass`) or a subquery."""
-    names = ", ".join(literal(o) for o in others)
-    found = shared.assignments(engine, others, as_of) if (shared := current()) is not None else None
-    if found is None:
-        return f"({others_sql(others, as_of, engine.dialect)})"
-    return f"(SELECT * FROM {found} WHERE other IN ({names}))"
-
-
 def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
     """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's
-    units (an experiment sharing no unit has no cells)."""
+    units (an experiment sharing no unit has no cells); rows by other, arm of A, arm of the other."""
     d, sums = engine.dialect, []
     for c in cols:
         sums += [d.sum(c.y), d.sum(f"{c.y} * {c.y}")]
         if c.x:
             sums += [d.sum(c.x), d.sum(f"{c.x} * {c.x}"), d.sum(f"{c.y} * {c.x}")]
-    sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n"
-           f"{''.join(f', {s} AS s{i}' for i, s in enumerate(sums))} "
-           f"FROM ({table.query.unit_sql}) u JOIN {_assignments(engine, others, as_of)} o ON o.unit_id = u.unit_id "
-           "GROUP BY o.other, u.variant, o.other_variant ORDER BY 1, 2, 3")
+    sums = "".join(f", {s} AS s{i}" for i, s in enumerate(sums))
+    found = shared.assignments(engine, others, as_of) if (shared := current()) is not None else None
+    if found is None:
+        sql = (f"SELECT o.other, u.variant, o.other_variant, count(*) AS n{sums} FROM ({table.query.unit_sql}) u "
+               f"JOIN ({others_sql(others, as_of, engine.dialect)}) o ON o.unit_id = u.unit_id "
+               "GROUP BY o.other, u.variant, o.other_variant")
+        rows = list(engine.frame(sql).itertuples(index=False))
+    else:   # the pass's numbered assignments: joined and grouped on integers
+        ids = ", ".join(str(found.others.index(o)) for o in others)
+        sql = (f"SELECT o.oid, u.variant, o.vid, count(*) AS n{sums} FROM (SELECT v.*, m.h FROM "
+               f"({table.query.unit_sql}) v JOIN {found.units} m ON m.unit_id = v.unit_id) u "
+               f"JOIN (SELECT h, oid, vid FROM {found.table} WHERE oid IN ({ids})) o ON o.h = u.h "
+               "GROUP BY o.oid, u.variant, o.vid")
+        rows = [(found.others[int(r[0])], r[1], None if pd.isna(r[2]) else found.variants[int(r[2])], *r[3:])
+                for r in engine.frame(sql).itertuples(index=False)]
     out: dict[str, list] = {}
-    for row in engine.frame(sql).itertuples(index=False):
+    for row in sorted(rows, key=lambda r: tuple((v is None, v or "") for v in r[:3])):
         out.setdefault(row[0], []).append(row[1:])
     return out
 

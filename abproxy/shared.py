@@ -2,8 +2,8 @@
 
 Within `sharing_pass(con, config, keys, as_of)` the checks that would scan the whole `exposures`
 table once per experiment (O(experiments²) for a pass) read what the pass grouped once:
-  * `assignments`: every running experiment's single-variant units with their variant (the
-    interaction checks' other experiments, `design_checks`);
+  * `assignments`: every running experiment's single-variant units with their variant, numbered
+    (the interaction checks' other experiments, `design_checks`);
   * `exposure_counts`: per experiment and variant, the exposures since an analysed experiment's
     first exposure (`quality.assignment_checks`), from one scan bucketed by the experiments' first
     exposures.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from .metrics import literal, timestamp_literal
@@ -30,6 +31,23 @@ def others_sql(others: list[str], as_of: dt.datetime, d: Any) -> str:
             "GROUP BY experiment, unit_id HAVING count(DISTINCT variant) = 1")
 
 
+@dataclass(frozen=True)
+class Assignments:
+    """The pass's assignments: `table` (h, oid, vid) — unit number, experiment, its variant — and
+    `units` (unit_id, h); `others[oid]` and `variants[vid]` name them."""
+
+    table: str
+    units: str
+    others: tuple[str, ...]
+    variants: tuple[str | None, ...]
+
+
+def _case(column: str, values: list) -> str:
+    """The position of `column`'s value in `values` (NULL stays NULL)."""
+    return "CASE " + " ".join(f"WHEN {column} = {literal(v)} THEN {i}" for i, v in enumerate(values) if v is not None) \
+        + " END"
+
+
 class sharing_pass:
     """The block is one analysis pass of `keys` on `con` at `as_of` (see the module docstring)."""
 
@@ -37,21 +55,32 @@ class sharing_pass:
         self.con, self.keys, self.as_of = con, list(keys), as_of
         self.table = f"__abp_assign_{uuid.uuid4().hex[:8]}"
         self.running = [o for o, e in config.experiments.items() if e.status == "running"]
-        self.made = False
+        self.made: Assignments | None = None
         self.counts: Any = None
 
     def _answers(self, engine: Any, as_of: dt.datetime) -> bool:
         return getattr(engine, "con", None) is self.con and as_of == self.as_of
 
-    def assignments(self, engine: Any, others: list[str], as_of: dt.datetime) -> str | None:
-        """The pass's table of assignments (columns of `others_sql`), if it covers these experiments."""
+    def assignments(self, engine: Any, others: list[str], as_of: dt.datetime) -> Assignments | None:
+        """The pass's assignments (`others_sql` of every running experiment, numbered), if they cover
+        these experiments."""
         if not self._answers(engine, as_of) or not set(others) <= set(self.running):
             return None
-        if not self.made:
-            sql = others_sql(self.running, as_of, engine.dialect)
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {sql}")
-            self.made = True
-        return self.table
+        if self.made is None:
+            self.made = self._assign(engine)
+        return self.made
+
+    def _assign(self, engine: Any) -> Assignments:
+        """Units numbered h, experiments oid and variants vid: the checks group and join on integers."""
+        t, con = self.table, self.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_a AS {others_sql(self.running, self.as_of, engine.dialect)}")
+        variants = [r[0] for r in con.execute(f"SELECT DISTINCT other_variant FROM {t}_a").fetchall()]
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_u AS SELECT unit_id, CAST(row_number() OVER () AS INTEGER) AS h
+                        FROM (SELECT DISTINCT unit_id FROM {t}_a)""")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t} AS SELECT m.h, CAST({_case('other', self.running)} AS INTEGER)
+            AS oid, CAST({_case('other_variant', variants)} AS INTEGER) AS vid FROM {t}_a a JOIN {t}_u m USING (unit_id)""")
+        con.execute(f"DROP TABLE {t}_a")
+        return Assignments(t, f"{t}_u", tuple(self.running), tuple(variants))
 
     def exposure_counts(self, engine: Any, key: str, as_of: dt.datetime) -> Any:
         """(experiment, variant, n): the exposures up to `as_of` since `key`'s first exposure, for a key
@@ -84,8 +113,9 @@ class sharing_pass:
 
     def __exit__(self, *exc: Any) -> None:
         _PASS.reset(self._token)
-        if self.made:
-            self.con.execute(f"DROP TABLE IF EXISTS {self.table}")
+        if self.made is not None:
+            self.con.execute(f"DROP TABLE IF EXISTS {self.made.table}")
+            self.con.execute(f"DROP TABLE IF EXISTS {self.made.units}")
 
 
 _PASS: contextvars.ContextVar[sharing_pass | None] = contextvars.ContextVar("abproxy_sharing", default=None)
