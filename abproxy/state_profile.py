@@ -63,18 +63,21 @@ def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, r
     merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
                        f"coalesce(p.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in cols)
     added = ", ".join(f"max({c}) AS {c}" if c.startswith("last") else f"sum({c}) AS {c}" for c in cols)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_dv AS {delta}")   # joined once for both profiles
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_nv AS {new}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pd AS
-        WITH dv AS ({delta}), seen AS {seen}, nv AS ({new})
+        WITH dv AS (SELECT * FROM __abp_dv), seen AS {seen}, nv AS (SELECT * FROM __abp_nv)
         SELECT day, {added} FROM ({parts[0]} UNION ALL BY NAME {parts[1]}) GROUP BY day""")
     con.execute(f"""CREATE OR REPLACE TABLE {plan.profile} AS
         SELECT day, {merged} FROM {plan.profile} p FULL JOIN __abp_pd d USING (day)""")
     con.execute("DROP TABLE __abp_pd")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pa AS WITH dv AS ({delta}), nv AS ({new})
-        {AGES.format(ev='(SELECT * FROM dv UNION ALL SELECT * FROM nv)')}""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pa AS
+        {AGES.format(ev='(SELECT * FROM __abp_dv UNION ALL SELECT * FROM __abp_nv)')}""")
     con.execute(f"""CREATE OR REPLACE TABLE {plan.ages} AS
         SELECT day, age, event, CAST(coalesce(p.n, 0) + coalesce(d.n, 0) AS BIGINT) AS n
         FROM {plan.ages} p FULL JOIN __abp_pa d USING (day, age, event)""")
-    con.execute("DROP TABLE __abp_pa")
+    for table in ("__abp_pa", "__abp_dv", "__abp_nv"):
+        con.execute(f"DROP TABLE {table}")
 
 
 def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool):
