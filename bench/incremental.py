@@ -10,7 +10,9 @@ much less than wall seconds). Nothing here is asserted by the tests.
             tables: `analyze(use_state=False)`) vs the same bare pass;
   +1%       after 1% more events arrive as a new file, the incremental pass (`analyze`, inside the
             process) vs a full analyze; and `abproxy run` vs `abproxy analyze --full` as processes
-            (wall time including start-up and the ingest of the new file);
+            (wall time including start-up and the ingest of the new file), and the same pass as a
+            job of the long-running service (`run_job` in a process that has imported everything,
+            as `abproxy schedule` / `serve` run their jobs) vs the same `analyze --full` process;
   start-up  fresh processes, wall and CPU (user+sys): `import abproxy.cli, abproxy.jobs` plus reading
             and validating abproxy.yaml (what `abproxy analyze` does before it opens the warehouse),
             `abproxy --help`, the bare interpreter, and the lazily imported analysis stack;
@@ -238,7 +240,29 @@ def measure_processes(path: Path, n: int, a) -> dict:
         run.append(_timed_process(ABPROXY + ["run", *common]))
         full.append(_timed_process(ABPROXY + ["analyze", "--full", *common]))
         print(f"  +1% #{r + 1}: abproxy run {run[-1]:.2f}s, analyze --full {full[-1]:.2f}s  [{_load()}]", flush=True)
-    return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)}
+    service = _child(["--worker", "service", "--path", str(ws), "--units", str(n),
+                      "--events-per-unit", str(a.events_per_unit), "--repeat", str(a.repeat)])
+    return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)} | service
+
+
+def measure_service(ws_path: Path, n: int, a) -> dict:
+    """The same pass as a job of the long-running service (`abproxy schedule` / `serve` run their
+    jobs in-process): `run_job` after 1% more events, with the libraries already imported."""
+    from abproxy.jobs import run_job
+    from abproxy.workspace import Workspace
+
+    ws = Workspace.open(ws_path)
+    run_job(ws, "run", base.AS_OF, on_runs=None)                       # warm-up: imports, nothing new
+    times = []
+    for r in range(a.repeat):
+        extra = int(n * a.events_per_unit) // 100
+        _new_events_file(ws.inbox / "events" / f"service{r}.parquet", n, 3 * 10**10 + r * extra,
+                         3 * 10**10 + (r + 1) * extra)
+        started = time.perf_counter()
+        result = run_job(ws, "run", base.AS_OF, on_runs=None)
+        times.append(time.perf_counter() - started)
+        assert result.ok and all(run.refresh["mode"] == "incremental" for run in result.runs), result.errors
+    return {"service_run_s": statistics.median(times)}
 
 
 def _new_events_file(target: Path, n: int, lo: int, hi: int) -> None:
@@ -286,7 +310,9 @@ def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
             m = measure_processes(db, a.units, a)
             r |= m
             print(f"processes: abproxy run after +1% {m['process_run_s']:.2f}s vs analyze --full "
-                  f"{m['process_full_s']:.2f}s ({m['process_run_s'] / m['process_full_s']:.3f}x)  [{_load()}]", flush=True)
+                  f"{m['process_full_s']:.2f}s ({m['process_run_s'] / m['process_full_s']:.3f}x); the same pass as a job "
+                  f"of the running service (imports warm) {m['service_run_s']:.2f}s "
+                  f"({m['service_run_s'] / m['process_full_s']:.3f}x)  [{_load()}]", flush=True)
     if "experiments" in only:
         db = folder / "exps.duckdb"
         _child(["--worker", "generate", "--units", str(a.experiments_units), "--path", str(db), *common])
@@ -323,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(a.path)
         fn = {"analysis": lambda: measure_analysis(path, a.units, a),
               "experiments": lambda: measure_experiments(path, a.experiments_units, a),
+              "service": lambda: measure_service(path, a.units, a),
               "ingest": lambda: __import__("incremental_big").measure_ingest(path, a),
               "seed": lambda: __import__("incremental_big").seeded(path, a)[1],
               "generate": lambda: base.generate(path, a.units, a.events_per_unit, a.threads, a.memory_limit)}
