@@ -29,7 +29,6 @@ much less than wall seconds). Nothing here is asserted by the tests.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
