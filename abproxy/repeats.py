@@ -13,6 +13,7 @@ from __future__ import annotations
 import duckdb
 
 KEY = "event, unit_id, occurred_at, value"
+FEW = 16    # candidate times up to which stored rows are looked up one time at a time
 SAME_KEY = ("{a}.event = {b}.event AND {a}.unit_id = {b}.unit_id AND {a}.occurred_at = {b}.occurred_at "
             "AND {a}.value IS NOT DISTINCT FROM {b}.value")
 
@@ -31,8 +32,8 @@ def refresh_repeats(con: duckdb.DuckDBPyConnection) -> bool:
     con.execute("BEGIN TRANSACTION")
     try:
         if stale:
-            con.execute("DELETE FROM event_keys")
-            con.execute("DELETE FROM event_repeats")
+            for table in ("event_keys", "event_repeats", "event_key_spans"):
+                con.execute(f"DELETE FROM {table}")
         _add_files(con, 0 if stale else meta[0], newest)
         con.execute("DELETE FROM event_keys_meta")
         con.execute("INSERT INTO event_keys_meta VALUES (?, ?)", [newest, version])
@@ -61,17 +62,15 @@ def _add_files(con, after: int, upto: int) -> None:
     repeats, among them or in `event_keys`, are read again and compared on the key itself."""
     rows = f"file_id > {int(after)} AND file_id <= {int(upto)}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_nk AS SELECT hash({KEY}) AS h, file_id FROM events WHERE {rows}")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_sk AS SELECT h, file_id FROM event_keys
+                    WHERE {_in_time(con, rows)} h IN (SELECT h FROM __abp_nk)""")
     con.execute("""CREATE OR REPLACE TEMP TABLE __abp_nh AS
-                   SELECT h FROM __abp_nk GROUP BY h HAVING count(*) > 1
-                   UNION SELECT h FROM event_keys WHERE h IN (SELECT h FROM __abp_nk)""")
-    hits = [r[0] for r in con.execute(
-        "SELECT DISTINCT file_id FROM event_keys WHERE h IN (SELECT h FROM __abp_nh)").fetchall()]
-    prior = (f"""SELECT DISTINCT {KEY} FROM events WHERE file_id IN ({', '.join(str(int(f)) for f in hits)})
-                 AND hash({KEY}) IN (SELECT h FROM __abp_nh)""" if hits else f"SELECT {KEY} FROM events WHERE FALSE")
+                   SELECT h FROM __abp_nk GROUP BY h HAVING count(*) > 1 UNION SELECT h FROM __abp_sk""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_nr AS SELECT {KEY}, file_id FROM events
+                    WHERE {rows} AND hash({KEY}) IN (SELECT h FROM __abp_nh)""")
     con.execute(f"""INSERT INTO event_repeats
-        WITH g AS (SELECT {KEY}, file_id, count(*) AS c FROM events
-                   WHERE {rows} AND hash({KEY}) IN (SELECT h FROM __abp_nh) GROUP BY ALL),
-        p AS ({prior}),
+        WITH g AS (SELECT {KEY}, file_id, count(*) AS c FROM __abp_nr GROUP BY ALL),
+        p AS ({_prior_sql(con)}),
         marked AS (SELECT g.*, min(g.file_id) OVER (PARTITION BY g.event, g.unit_id, g.occurred_at, g.value)
                               AS first_file,
                           EXISTS (SELECT 1 FROM p WHERE {SAME_KEY.format(a='p', b='g')}) AS seen
@@ -80,8 +79,39 @@ def _add_files(con, after: int, upto: int) -> None:
             SELECT *, CASE WHEN seen OR file_id > first_file THEN c ELSE c - 1 END AS n FROM marked)
         WHERE n > 0""")
     con.execute("INSERT INTO event_keys SELECT h, file_id FROM __abp_nk")
-    con.execute("DROP TABLE __abp_nh")
-    con.execute("DROP TABLE __abp_nk")
+    con.execute(f"INSERT INTO event_key_spans SELECT file_id, min(occurred_at), max(occurred_at) FROM events "
+                f"WHERE {rows} GROUP BY file_id")
+    for table in ("__abp_nr", "__abp_nh", "__abp_sk", "__abp_nk"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _prior_sql(con) -> str:
+    """The stored rows that may hold the key of a new row whose hash matched a stored one
+    (`__abp_nr`), from the files holding the match (the caller compares them on the key). For a few
+    such keys, one scan per time (`occurred_at = t` is pushed into the scan, which then reads the
+    other columns of those rows alone) instead of reading every row of those files."""
+    hits = [r[0] for r in con.execute("SELECT DISTINCT file_id FROM __abp_sk").fetchall()]
+    if not hits:
+        return f"SELECT {KEY} FROM events WHERE FALSE"
+    files = f"file_id IN ({', '.join(str(int(f)) for f in hits)})"
+    times = [r[0] for r in con.execute(f"SELECT DISTINCT occurred_at FROM __abp_nr LIMIT {FEW + 1}").fetchall()]
+    if len(times) > FEW:
+        return f"SELECT DISTINCT {KEY} FROM events WHERE {files} AND ({KEY}) IN (SELECT ({KEY}) FROM __abp_nr)"
+    return " UNION ".join(f"(SELECT {KEY} FROM events WHERE {files} AND occurred_at = TIMESTAMP "
+                          f"'{t.isoformat(sep=' ')}')" for t in times)
+
+
+def _in_time(con, rows: str) -> str:
+    """The `event_keys` rows a new row can repeat, as a WHERE prefix: those of the stored files whose
+    time span overlaps the new rows' (a key holds its time; keys are appended file by file, so the
+    other files' row groups are skipped)."""
+    files = [r[0] for r in con.execute(f"""
+        SELECT s.file_id FROM event_key_spans s,
+               (SELECT min(occurred_at) AS lo, max(occurred_at) AS hi FROM events WHERE {rows}) n
+        WHERE s.lo <= n.hi AND s.hi >= n.lo""").fetchall()]
+    if not files:
+        return "FALSE AND"
+    return f"file_id IN ({', '.join(str(int(f)) for f in files)}) AND"
 
 
 def scoped_sql(units: str, types: str, window: str, as_of: str, only: str = "") -> str:

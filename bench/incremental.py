@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("startup", "startup_duckdb", "help", "python", "analysis_imports", "pass_imports"))
             + f"  [{_load()}]", flush=True)
     r |= _parts(folder, only, common, a)
-    if only & {"ingest", "seed-ingest", "rss", "generate-rss"}:
+    if only & {"ingest", "seed-ingest", "rss", "generate-rss", "repeats"}:
         import incremental_big
 
         r |= incremental_big.run_parts(folder, only, common, a)

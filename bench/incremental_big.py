@@ -1,7 +1,8 @@
 """bench/incremental.py's figures at 100M events (issue 15): ingest of +1% events with event ids into a
 big warehouse vs into an empty one, and the peak RSS of `abproxy analyze --full` / `abproxy run` as
-processes. Run through bench/incremental.py (`--only ingest,rss`; `--only seed-ingest,generate-rss`
-makes the big warehouses ahead of the timed runs on the same `--dir`)."""
+processes; and the per-pass refresh of the maintained repeats (`--only repeats`, at --units). Run
+through bench/incremental.py (`--only ingest,rss`; `--only seed-ingest,generate-rss` makes the big
+warehouses ahead of the timed runs on the same `--dir`)."""
 from __future__ import annotations
 
 import resource
@@ -123,6 +124,38 @@ def measure_rss(path: Path, n: int, a) -> dict:
             "run_s": run[0], "run_cpu_s": run[1], "run_rss_mb": run[2]}
 
 
+def measure_repeats(folder: Path, a) -> dict:
+    """The maintained repeats (abproxy/repeats.py, refreshed by each pass) after +1% events, medians of
+    --repeat passes, vs rebuilding them from every event, on a --units x --events-per-unit warehouse
+    (bench/analyze.py's generator; made once per --dir)."""
+    from abproxy.repeats import refresh_repeats
+    from abproxy.warehouse import connect
+
+    db = folder / "repeats" / "repeats.duckdb"
+    db.parent.mkdir(exist_ok=True)
+    if not db.exists():
+        inc.base.generate(db, a.units, a.events_per_unit, a.threads, a.memory_limit)
+        con = connect(db, memory_limit=a.memory_limit, threads=a.threads)
+        inc._ledger_rows(con)
+        con.close()
+    con = connect(db, memory_limit=a.memory_limit, threads=a.threads)
+    con.execute("SET enable_progress_bar = false")
+    refresh_repeats(con)
+    times = []
+    for _ in range(a.repeat):
+        inc._add_events(con, a.units, con.execute("SELECT max(file_id) + 1 FROM files").fetchone()[0])
+        started = time.perf_counter()
+        refresh_repeats(con)
+        times.append(time.perf_counter() - started)
+    con.execute("UPDATE event_keys_meta SET duckdb_version = 'rebuild'")       # from every event, as after an upgrade
+    started = time.perf_counter()
+    refresh_repeats(con)
+    full = time.perf_counter() - started
+    events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    con.close()
+    return {"repeats_s": statistics.median(times), "repeats_runs": times, "repeats_full_s": full, "events": events}
+
+
 def run_parts(folder: Path, only: set[str], common: list[str], a) -> dict:
     """The ingest and RSS figures (and their data, made once per --dir), printed as they come."""
     r: dict = {}
@@ -143,6 +176,12 @@ def run_parts(folder: Path, only: set[str], common: list[str], a) -> dict:
     if "generate-rss" in only and not (folder / "rss" / "rss.duckdb").exists():
         (folder / "rss").mkdir(exist_ok=True)
         print(f"generated: {inc._child(['--worker', 'generate', '--units', str(a.rss_units), '--path', str(folder / 'rss' / 'rss.duckdb'), *common])}", flush=True)
+    if "repeats" in only:
+        m = measure_repeats(folder, a)
+        r |= {f"p_{x}": v for x, v in m.items()}
+        print(f"repeats after +1% at {m['events']:,} events {m['repeats_s']:.2f}s (runs "
+              f"{' / '.join(f'{t:.2f}' for t in m['repeats_runs'])}) vs rebuilt from every event "
+              f"{m['repeats_full_s']:.2f}s ({m['repeats_s'] / m['repeats_full_s']:.3f}x)  [{inc._load()}]", flush=True)
     if "rss" in only:
         db = folder / "rss" / "rss.duckdb"
         db.parent.mkdir(exist_ok=True)

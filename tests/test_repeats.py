@@ -4,6 +4,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import pytest
+
+from abproxy import repeats
 from abproxy.ingest import ingest
 from abproxy.repeats import refresh_repeats
 from abproxy.warehouse import connect
@@ -46,7 +49,9 @@ def random_rows(rng: random.Random, earlier: list[str], n: int) -> list[str]:
     return rows
 
 
-def test_repeats_equal_grouping_by_the_key_over_many_files(tmp_path):
+@pytest.mark.parametrize("few", [repeats.FEW, 0])   # stored rows looked up time by time, or all at once
+def test_repeats_equal_grouping_by_the_key_over_many_files(tmp_path, monkeypatch, few):
+    monkeypatch.setattr(repeats, "FEW", few)
     con, rng, sent = connect(tmp_path / "w.duckdb"), random.Random(7), []
     for k in range(12):
         rows = random_rows(rng, sent, 25)
@@ -89,3 +94,21 @@ def test_rebuilt_after_an_upgrade_or_rows_removed_outside_ingest(tmp_path):
     assert refresh_repeats(con) is True and maintained(con) == truth(con)
     con.execute("INSERT INTO events (unit_id, event, occurred_at, value) VALUES ('u1', 'buy', TIMESTAMP '2026-03-01', 1)")
     assert refresh_repeats(con) is False          # a row without a file: callers group by the key
+
+
+def test_new_rows_are_probed_against_the_files_whose_time_span_overlaps(tmp_path):
+    # each file's [first, last] event time is kept; a late row still finds its stored repeat
+    con = connect(tmp_path / "w.duckdb")
+    deliver(con, tmp_path, "a.csv", ["u1,buy,2026-03-01 10:00:00,2", "u2,buy,2026-03-02 10:00:00,"])
+    deliver(con, tmp_path, "b.csv", ["u1,buy,2026-03-05 10:00:00,2", "u3,view,2026-03-06 10:00:00,1"])
+    refresh_repeats(con)
+    assert con.execute("SELECT file_id, lo, hi FROM event_key_spans ORDER BY 1").fetchall() == con.execute(
+        "SELECT file_id, min(occurred_at), max(occurred_at) FROM events GROUP BY 1 ORDER BY 1").fetchall()
+    deliver(con, tmp_path, "c.csv", ["u1,buy,2026-03-01 10:00:00,2", "u9,buy,2026-03-01 11:00:00,1"])
+    deliver(con, tmp_path, "d.csv", ["u3,view,2026-03-06 10:00:00,1", "u3,view,2026-03-06 10:00:00,1"])
+    deliver(con, tmp_path, "e.csv", ["u4,view,2026-03-20 10:00:00,1"])
+    assert "file_id IN (1) AND" == repeats._in_time(con, "file_id = 3")
+    assert "file_id IN (2) AND" == repeats._in_time(con, "file_id = 4")
+    assert "FALSE AND" == repeats._in_time(con, "file_id = 5")
+    assert refresh_repeats(con) is True
+    assert maintained(con) == truth(con) and sum(maintained(con).values()) == 3
