@@ -158,15 +158,16 @@ def test_analyze_and_run_start_without_the_analysis_stack(tmp_path):
 
 
 def test_the_statistics_load_their_libraries_where_they_are_used():
-    """`abproxy.stats` and the metric types import no scipy/statsmodels/pandas; an effect needs only
-    scipy.special (t distribution), not scipy.stats or statsmodels (which brings pandas and formulaic)."""
+    """`abproxy.stats` and the metric types import no scipy/statsmodels/pandas; an effect, a power
+    analysis and the SRM test (what `validate --data` runs) need only scipy.special, not scipy.stats or
+    statsmodels (which brings pandas and formulaic)."""
     modules = sorted(m for m in GRAPH if m.startswith("abproxy.stats")) + ["abproxy.metric_types"]
     loaded = _loaded(f"import {', '.join(modules)}")
     heavy = {m for m in loaded if m.split(".")[0] in ANALYSIS_STACK and m.split(".")[0] != "numpy"}
     assert not heavy, sorted(heavy)
-    loaded = _loaded("from abproxy.stats import Moments, mean_effect, power_analysis\n"
+    loaded = _loaded("from abproxy.stats import Moments, mean_effect, power_analysis, srm_test\n"
                      "e = mean_effect(Moments(100, 50.0, 60.0), Moments(100, 55.0, 70.0))\n"
-                     "power_analysis(e, 100, 100)")
+                     "power_analysis(e, 100, 100)\nsrm_test({'c': 510, 't': 490}, {'c': 1, 't': 1})")
     assert "scipy.special" in loaded
     heavy = {m for m in loaded if m.split(".")[0] in ("statsmodels", "pandas", "formulaic", "pyarrow")
              or m == "scipy.stats" or m.startswith("scipy.stats.")}

@@ -39,9 +39,18 @@ def srm_test(observed: dict[str, int], weights: dict[str, float],
     if total == 0 or df < 1:
         warning = "no_units" if total == 0 else "too_few_variants"
         return SRMResult(0.0, df, 1.0, True, obs, exp, threshold, warning)
-    from scipy.stats import chisquare
-
     cells = [k for k in names if exp[k] > 0]
-    res = chisquare([obs[k] for k in cells], [exp[k] for k in cells])
-    p = float(res.pvalue)
-    return SRMResult(float(res.statistic), df, p, p >= threshold, obs, exp, threshold)
+    chi2, p = pearson_chisquare([obs[k] for k in cells], [exp[k] for k in cells])
+    return SRMResult(chi2, df, p, p >= threshold, obs, exp, threshold)
+
+
+def pearson_chisquare(observed: list[int], expected: list[float]) -> tuple[float, float]:
+    """(X², p) of scipy ``chisquare(observed, expected)``, computed as it does (Σ(o−e)²/e over float64
+    arrays, p = χ²_sf(X², k−1) by ``scipy.special.chdtrc``) so the result is the same to the bit —
+    without importing scipy.stats (~1 s), which `validate --data` would otherwise load for this alone."""
+    import numpy as np
+    from scipy.special import chdtrc
+
+    o, e = np.asarray(observed, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    stat = np.sum((o - e) ** 2 / e)
+    return float(stat), float(chdtrc(np.float64(len(o) - 1), stat))
