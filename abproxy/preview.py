@@ -104,32 +104,36 @@ def preview(con: duckdb.DuckDBPyConnection, config: Config, metric: str, experim
 def previews(con: duckdb.DuckDBPyConnection, config: Config, key: str, metrics: list[str],
              as_of: dt.datetime) -> list[MetricPreview]:
     """The previews of `metrics` on the units of experiment `key`: one per-unit query for all of
-    them (`experiment_sql`), one aggregate over it and one read of its first rows."""
+    them (`experiment_sql`), one aggregate of it before and one after capping, and one read of its
+    first rows."""
     exp = config.experiments[key]
     extra = {m: config.metrics[m] for m in metrics if m not in exp.roles()}
     query = experiment_sql(config, key, as_of, keys=[m for m in metrics if m not in extra], extra=extra)
     cols = {c.key: c for c in query.columns}
     ctes = query.unit_sql[: query.unit_sql.rindex("SELECT * FROM capped")]
+    parts = [_stats_sql(config.metrics[m], cols[m]) for m in metrics]
     stats = con.execute(f"""{ctes}
-SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max(exposed_at) FROM units),
-       {', '.join(_stats_sql(config.metrics[m], cols[m]) for m in metrics)}
-FROM unit_values u JOIN capped c USING (unit_id)""").fetchone()
+SELECT * FROM (SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max(exposed_at) FROM units),
+                      {', '.join(b for b, _ in parts)} FROM unit_values u),
+              (SELECT {', '.join(a for _, a in parts)} FROM capped c)""").fetchone()
+    n, first, last = stats[:3]
     shown = list(dict.fromkeys(n for m in metrics for n in (cols[m].y, cols[m].x) if n))
     head = con.execute(f"{ctes}SELECT unit_id, variant, {', '.join(shown)} FROM capped "
                        f"ORDER BY unit_id LIMIT {FIRST_ROWS}").fetchall()
-    n, first, last = stats[:3]
     rate = _units_per_day(n, first, last, as_of)
     out = []
     for i, m in enumerate(metrics):
         col = cols[m]
         picked = [r[:2] + tuple(r[2 + shown.index(c)] for c in (col.y, col.x) if c) for r in head]
         sql = metric_sql(config, m, key) if m not in extra else query.sql
-        out.append(_preview(config, exp, col, key, as_of, n, rate, stats[3 + 5 * i: 8 + 5 * i], picked, sql))
+        mine = (*stats[3 + 4 * i: 7 + 4 * i], stats[3 + 4 * len(metrics) + i])
+        out.append(_preview(config, exp, col, key, as_of, n, rate, mine, picked, sql))
     return out
 
 
-def _stats_sql(m, col) -> str:
-    """A metric's five aggregates over the joined per-unit rows u (before capping) and c (after)."""
+def _stats_sql(m, col) -> tuple[str, str]:
+    """A metric's aggregates over the per-unit rows u before capping (non-zero units, quantiles, max,
+    the cap) and over the rows c after capping (the sums its moments need); no join between them."""
     y, x, cap = col.y, col.x, m.capping
     cap_sql = "NULL"
     if cap is not None and cap.value is not None:
@@ -137,8 +141,9 @@ def _stats_sql(m, col) -> str:
     elif cap is not None:
         cap_sql = f"quantile_cont(u.{y}, {cap.quantile!r})" + (f" FILTER (WHERE u.{y} <> 0)" if cap.ignore_zeros else "")
     xs = f"fsum(c.{x}), fsum(c.{x} * c.{x}), fsum(c.{y} * c.{x})" if x else "0, 0, 0"
-    return (f"count(*) FILTER (WHERE u.{y} <> 0), quantile_cont(u.{y}, [0.5, 0.9, 0.99]), max(u.{y}), {cap_sql}, "
-            f"[fsum(c.{y}), fsum(c.{y} * c.{y}), {xs}]")
+    before = (f"count(*) FILTER (WHERE u.{y} <> 0), quantile_cont(u.{y}, [0.5, 0.9, 0.99]), "
+              f"max(u.{y}), {cap_sql}")
+    return before, f"[fsum(c.{y}), fsum(c.{y} * c.{y}), {xs}]"
 
 
 def _preview(config: Config, exp, col, key: str, as_of: dt.datetime, n: int, rate: float | None,
