@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import duckdb
 
+from .warehouse import transaction
+
 KEY = "event, unit_id, occurred_at, value"
 FEW = 16    # candidate times up to which stored rows are looked up one time at a time
 SAME_KEY = ("{a}.event = {b}.event AND {a}.unit_id = {b}.unit_id AND {a}.occurred_at = {b}.occurred_at "
@@ -29,18 +31,13 @@ def refresh_repeats(con: duckdb.DuckDBPyConnection) -> bool:
     stale = meta is None or meta[1] != version or not _consistent(con, meta[0])
     if not stale and newest <= meta[0]:
         return _covered(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if stale:
             for table in ("event_keys", "event_repeats", "event_key_spans"):
                 con.execute(f"DELETE FROM {table}")
         _add_files(con, 0 if stale else meta[0], newest)
         con.execute("DELETE FROM event_keys_meta")
         con.execute("INSERT INTO event_keys_meta VALUES (?, ?)", [newest, version])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return _covered(con)
 
 

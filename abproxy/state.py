@@ -35,6 +35,7 @@ from .metrics import interval_days, literal, timestamp_literal
 from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, aggregates_sql, covariates, experiment_aggs,
                          exposed_sql, metric_aggs, plan_for, rows_sql, unfolded, unsupported)
 from .state_profile import build_profile, fold_profile, frontier_moved
+from .warehouse import transaction
 
 __all__ = ["MAX_BITMASK_DAYS", "Agg", "Refresh", "StateSource", "covariates", "current_sources", "experiment_aggs",
            "metric_aggs", "refresh"]
@@ -81,17 +82,12 @@ def _save(con, plan: Plan, file_id: int, as_of: dt.datetime, counts: tuple[int, 
 
 def _build(con, plan: Plan, as_of: dt.datetime, file_id: int, counts: tuple[int, int], repeats: bool) -> None:
     """(Re)build an experiment's state from the raw tables, in one transaction."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_x AS {exposed_sql(plan, as_of)}")
         con.execute(f"CREATE OR REPLACE TABLE {plan.table} AS {rows_sql(plan, '__abp_x', 'events', as_of)}")
         con.execute("DROP TABLE __abp_x")
         build_profile(con, plan, as_of, repeats)
         _save(con, plan, file_id, as_of, counts, built=True)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
@@ -106,8 +102,7 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
         [w_min, s_min]).fetchall()]
     types = ", ".join(sorted({literal(a.source.event) for p, _ in items for a in p.aggs})) or "NULL"
     late = f" OR (file_id IN ({', '.join(map(str, pending))}) AND occurred_at > {timestamp_literal(s_min)})" if pending else ""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_delta AS SELECT * FROM events
                         WHERE event IN ({types}) AND occurred_at <= {t} AND (file_id > {w_min}{late})""")
         rebuilt = []
@@ -125,10 +120,6 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
             _save(con, plan, file_id, as_of, counts, built=False)
         con.execute("DROP TABLE __abp_delta")
         con.execute("DROP TABLE __abp_old")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _stored_needed(con, items, rebuilt, types: str, t: str, repeats: bool) -> None:

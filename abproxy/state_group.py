@@ -14,6 +14,7 @@ import datetime as dt
 
 from .state_plan import Plan, aggregates_sql, exposed_sql, rows_sql
 from .state_profile import build_profile
+from .warehouse import transaction
 
 
 def grouped(plans: list[Plan]) -> list[list[Plan]]:
@@ -26,8 +27,7 @@ def grouped(plans: list[Plan]) -> list[list[Plan]]:
 
 def build_group(con, plans: list[Plan], as_of: dt.datetime, repeats: bool, save) -> None:
     """(Re)build the states of `plans` (same aggregates) in one transaction; `save(plan)` records each."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for i, plan in enumerate(plans):
             con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_gx{i} AS {exposed_sql(plan, as_of)}")
         _shared_aggregates(con, plans, as_of)
@@ -47,10 +47,6 @@ def build_group(con, plans: list[Plan], as_of: dt.datetime, repeats: bool, save)
         for i in range(len(plans)):
             con.execute(f"DROP TABLE __abp_gx{i}")
         con.execute("DROP TABLE __abp_ga")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _shared_aggregates(con, plans: list[Plan], as_of: dt.datetime) -> None:
