@@ -117,7 +117,7 @@ SELECT * FROM (SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max
                       {', '.join(b for b, _ in parts)} FROM unit_values u),
               (SELECT {', '.join(a for _, a in parts)} FROM capped c)""").fetchone()
     n, first, last = stats[:3]
-    shown = list(dict.fromkeys(n for m in metrics for n in (cols[m].y, cols[m].x) if n))
+    shown = list(dict.fromkeys(c for m in metrics for c in (cols[m].y, cols[m].x) if c))   # per-unit columns
     head = con.execute(f"{ctes}SELECT unit_id, variant, {', '.join(shown)} FROM capped "
                        f"ORDER BY unit_id LIMIT {FIRST_ROWS}").fetchall()
     rate = _units_per_day(n, first, last, as_of)
