@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import duckdb
 
-from .warehouse import transaction
+from .warehouse import overlapping_files, transaction
 
 KEY = "event, unit_id, occurred_at, value"
 FEW = 16    # candidate times up to which stored rows are looked up one time at a time
@@ -102,10 +102,7 @@ def _in_time(con, rows: str) -> str:
     """The `event_keys` rows a new row can repeat, as a WHERE prefix: those of the stored files whose
     time span overlaps the new rows' (a key holds its time; keys are appended file by file, so the
     other files' row groups are skipped)."""
-    files = [r[0] for r in con.execute(f"""
-        SELECT s.file_id FROM event_key_spans s,
-               (SELECT min(occurred_at) AS lo, max(occurred_at) AS hi FROM events WHERE {rows}) n
-        WHERE s.lo <= n.hi AND s.hi >= n.lo""").fetchall()]
+    files = overlapping_files(con, "event_key_spans", "occurred_at", f"events WHERE {rows}")
     if not files:
         return "FALSE AND"
     return f"file_id IN ({', '.join(str(int(f)) for f in files)}) AND"

@@ -1,4 +1,5 @@
-"""Opening DuckDB, applying `sql/` migrations, publishing the read-only report snapshot.
+"""Opening DuckDB, applying `sql/` migrations, publishing the read-only report snapshot; the
+transaction and per-file range lookup that the writing modules share.
 
 The job is the only writer of the warehouse. After each run it copies what the report needs
 into a new versioned DuckDB file and atomically repoints the snapshot symlink at it, so a reader
@@ -127,6 +128,15 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def overlapping_files(con: duckdb.DuckDBPyConnection, spans: str, column: str, rows: str) -> list[int]:
+    """The files of `spans` (a table of per-file ranges: file_id, lo, hi) whose [lo, hi] overlaps the
+    range of `column` over `rows` (a FROM clause: a table, optionally with its WHERE), ascending;
+    none when `rows` is empty."""
+    return [r[0] for r in con.execute(
+        f"SELECT DISTINCT s.file_id FROM {spans} s, (SELECT min({column}) AS lo, max({column}) AS hi "
+        f"FROM {rows}) n WHERE s.lo <= n.hi AND s.hi >= n.lo ORDER BY s.file_id").fetchall()]
 
 
 def publish_snapshot(con: duckdb.DuckDBPyConnection, snapshot: Path | str,

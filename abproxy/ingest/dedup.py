@@ -3,6 +3,7 @@ narrow `event_ids` table of their hashes, in the files whose id range overlaps t
 same rows re-delivered in another format."""
 from __future__ import annotations
 
+from ..warehouse import overlapping_files
 from .sql import OPTIONAL, REQUIRED, q, rollback
 
 
@@ -60,9 +61,7 @@ def _overlapping(con) -> str | None:
     """The `event_ids` rows a new file's ids can repeat, as a WHERE prefix: those of the stored files
     whose [smallest, largest] event_id overlaps the new ids' (file ids between the first and last
     such file: row groups outside are skipped); None when no stored file overlaps."""
-    files = [r[0] for r in con.execute(
-        "SELECT DISTINCT r.file_id FROM event_id_ranges r, (SELECT min(event_id) AS lo, max(event_id) AS hi "
-        "FROM __abp_new) n WHERE r.lo <= n.hi AND r.hi >= n.lo").fetchall()]
+    files = overlapping_files(con, "event_id_ranges", "event_id", "__abp_new")
     if not files:
         return None
     if -1 in files:               # ids stored without a file: their rows are anywhere in the table
