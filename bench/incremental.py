@@ -2,7 +2,10 @@
 
 Every figure is a median of `--repeat` (default 3) timed runs after a warm-up, set against a
 baseline timed in the same process and the same minutes (the machine may be shared: ratios move
-much less than wall seconds). Nothing here is asserted by the tests.
+much less than wall seconds). The in-process analysis figures interleave their steps (bare, full,
+without state; then incremental, full) and give the process's CPU time (user + sys of every thread)
+beside the wall time: CPU ratios hardly move with the load of other processes. Nothing here is
+asserted by the tests.
 
   full      `analyze --full` (state rebuilt from the events; statistics, every health check and the
             robustness re-derivation, verdict) vs the bare DuckDB pass (bench/analyze.py's
@@ -57,6 +60,24 @@ def _median(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def _timed(fn) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process: user + sys of every thread, DuckDB's included, result)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    started, cpu = time.perf_counter(), usage.ru_utime + usage.ru_stime
+    out = fn()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime - cpu, out
+
+
+def _medians(timed: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """`{name}_s` (wall) and `{name}_cpu_s` medians of (wall, CPU) pairs."""
+    out = {}
+    for name, pairs in timed.items():
+        out[f"{name}_s"] = statistics.median(w for w, _ in pairs)
+        out[f"{name}_cpu_s"] = statistics.median(c for _, c in pairs)
+    return out
+
+
 def _add_events(con, n: int, file_id: int, share: float = 0.01) -> int:
     """1% more events as a new loaded file (ledger row included), as an ingest would leave them."""
     total = con.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -103,24 +124,27 @@ def measure_analysis(path: Path, n: int, a) -> dict:
     con.execute("SET enable_progress_bar = false")
     _ledger_rows(con)
     keys = [base.KEY]
-    bare = lambda: con.execute(base.bare_sql(base.AS_OF)).fetchall()  # noqa: E731
-    full = lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True)  # noqa: E731
-    raw = lambda: analyze(con, cfg, keys, base.AS_OF, record=False, use_state=False)  # noqa: E731
-    bare(), full()                                                      # warm-up
-    out = {}
-    for name, fn in (("bare", bare), ("full", full), ("raw", raw)):
-        out[f"{name}_s"], last = _median(fn, a.repeat)
-    run = last[0]
+    steps = {"bare": lambda: con.execute(base.bare_sql(base.AS_OF)).fetchall(),
+             "full": lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True),
+             "raw": lambda: analyze(con, cfg, keys, base.AS_OF, record=False, use_state=False)}
+    steps["bare"](), steps["full"]()                                    # warm-up
+    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
+    last: dict[str, object] = {}
+    for _ in range(a.repeat):                   # interleaved, so that each round's load hits all three
+        for name, fn in steps.items():
+            wall, cpu, last[name] = _timed(fn)
+            timed[name].append((wall, cpu))
+    out = _medians(timed)
+    run = last["full"][0]
     out["verdict"] = run.verdict.decision if run.verdict else run.status
-    incremental, fulls = [], []
+    rounds: dict[str, list[tuple[float, float]]] = {"incremental": [], "full_again": []}
     for r in range(a.repeat):                                           # +1%, then incremental vs full
         _add_events(con, n, 3 + r)
-        started = time.perf_counter()
-        runs = analyze(con, cfg, keys, base.AS_OF, record=False)
-        incremental.append(time.perf_counter() - started)
+        wall, cpu, runs = _timed(lambda: analyze(con, cfg, keys, base.AS_OF, record=False))
+        rounds["incremental"].append((wall, cpu))
         assert runs[0].refresh["mode"] == "incremental", runs[0].refresh
-        fulls.append(_median(full, 1)[0])
-    out |= {"incremental_s": statistics.median(incremental), "full_again_s": statistics.median(fulls)}
+        rounds["full_again"].append(_timed(steps["full"])[:2])
+    out |= _medians(rounds)
     con.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -286,6 +310,15 @@ def _child(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _pair(m: dict, name: str) -> str:
+    return f"{m[f'{name}_s']:.2f}s ({m[f'{name}_cpu_s']:.2f}s)"
+
+
+def _ratios(m: dict, num: str, den: str, digits: int = 2) -> str:
+    return (f"{m[f'{num}_s'] / m[f'{den}_s']:.{digits}f}x "
+            f"({m[f'{num}_cpu_s'] / m[f'{den}_cpu_s']:.{digits}f}x)")
+
+
 def _load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -300,10 +333,10 @@ def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
         if "analysis" in only:
             m = _child(["--worker", "analysis", "--units", str(a.units), "--path", str(db), *common])
             r |= {f"a_{k}": v for k, v in m.items()}
-            print(f"bare {m['bare_s']:.2f}s; analyze --full {m['full_s']:.2f}s ({m['full_s'] / m['bare_s']:.2f}x bare); "
-                  f"without state (today) {m['raw_s']:.2f}s ({m['raw_s'] / m['bare_s']:.2f}x); +1% incremental "
-                  f"{m['incremental_s']:.2f}s vs full {m['full_again_s']:.2f}s "
-                  f"({m['incremental_s'] / m['full_again_s']:.3f}x); peak RSS {m['peak_rss_mb'] / 1024:.2f} GB; "
+            print(f"wall (CPU): bare {_pair(m, 'bare')}; analyze --full {_pair(m, 'full')}, "
+                  f"{_ratios(m, 'full', 'bare')} bare; without state (today) {_pair(m, 'raw')}, {_ratios(m, 'raw', 'bare')}; "
+                  f"+1% incremental {_pair(m, 'incremental')} vs full {_pair(m, 'full_again')}, "
+                  f"{_ratios(m, 'incremental', 'full_again', 3)}; peak RSS {m['peak_rss_mb'] / 1024:.2f} GB; "
                   f"verdict {m['verdict']}  [{_load()}]", flush=True)
         if "processes" in only:
             m = measure_processes(db, a.units, a)
