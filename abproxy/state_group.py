@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from .state_plan import Plan, aggregates_sql, exposed_sql, rows_sql
+from .state_plan import Plan, aggregates_sql, exposed_sql, precomputed_rows_sql
 from .state_profile import build_profile
 from .warehouse import transaction
 
@@ -33,7 +33,7 @@ def build_group(con, plans: list[Plan], as_of: dt.datetime, repeats: bool, save)
         _shared_aggregates(con, plans, as_of)
         for i, plan in enumerate(plans):
             con.execute(f"CREATE OR REPLACE TABLE {plan.table} AS "
-                        f"{rows_sql(plan, f'__abp_gx{i}', '', as_of, aggregates='__abp_ga')}")
+                        f"{precomputed_rows_sql(plan, f'__abp_gx{i}', '__abp_ga')}")
         built: list[int] = []
         for i, plan in enumerate(plans):
             same = next((j for j in built if _same_profile(con, plans[j], plan, j, i, as_of)), None)

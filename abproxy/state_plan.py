@@ -222,18 +222,25 @@ def aggregates_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, only
     GROUP BY e.unit_id"""
 
 
-def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, aggregates: str | None = None) -> str:
-    """State rows: the exposure summaries `units` with the aggregates of their `events` (or those
-    already computed in `aggregates`, per unit and first exposure: `state_group`)."""
+def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime) -> str:
+    """State rows: the exposure summaries `units` with the aggregates of their `events`."""
+    return _joined(plan, units, f"({aggregates_sql(plan, units, events, as_of)})", "USING (unit_id)")
+
+
+def precomputed_rows_sql(plan: Plan, units: str, aggregates: str) -> str:
+    """State rows: the exposure summaries `units` with the aggregates already computed in the table
+    `aggregates`, per unit and first exposure (`state_group`)."""
+    return _joined(plan, units, aggregates, "ON a.unit_id = x.unit_id AND a.exposed_at = x.exposed_at")
+
+
+def _joined(plan: Plan, units: str, aggregates: str, on: str) -> str:
+    """`units` (alias x) left-joined to `aggregates` (alias a): a unit without events gets 0 for
+    counts and day bits, NULL for sums, minima and maxima."""
     if not plan.aggs:
         return f"SELECT * FROM {units}"
     cols = ", ".join(f"coalesce(a.{c}, 0) AS {c}" if rule in ("add", "or") else f"a.{c}"
                      for c, _, _, rule in plan.parts())
-    if aggregates is not None:
-        return (f"SELECT x.*, {cols} FROM {units} x LEFT JOIN {aggregates} a "
-                "ON a.unit_id = x.unit_id AND a.exposed_at = x.exposed_at")
-    return (f"SELECT x.*, {cols} FROM {units} x LEFT JOIN ({aggregates_sql(plan, units, events, as_of)}) a "
-            "USING (unit_id)")
+    return f"SELECT x.*, {cols} FROM {units} x LEFT JOIN {aggregates} a {on}"
 
 
 def unfolded(reg: dict, file_id: str, ts: str) -> str:
