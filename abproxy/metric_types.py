@@ -94,6 +94,16 @@ class MetricColumns:
         """The per-unit columns winsorized when the metric has capping (the outcome and its covariate)."""
         return [self.y] + ([self.x] if self.metric.cuped_days else [])
 
+    def cap_sql(self, expr: str, d: Dialect) -> str | None:
+        """The cap of the per-unit values `expr` (None without capping): the absolute value, or their
+        pooled quantile, an aggregate over the unit rows (of the non-zero values with ignore_zeros)."""
+        cap = self.metric.capping
+        if cap is None:
+            return None
+        if cap.value is not None:
+            return d.number(cap.value)
+        return d.quantile(expr, cap.quantile) + (f" FILTER (WHERE {expr} <> 0)" if cap.ignore_zeros else "")
+
     def sums(self, d: Dialect) -> list[tuple[str, str]]:
         """(output column, aggregate over the unit table) of the sufficient statistics per group."""
         y, x = self.y, self.x

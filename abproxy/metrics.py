@@ -300,14 +300,12 @@ def capped_cte(plan: Plan) -> str:
     """Winsorize capped metrics: min(x, c), c a pooled quantile of the unit values (METHODS §6)."""
     d, caps, bounds = plan.d, [], {}
     for c in plan.columns:
-        cap = c.metric.capping
-        for col in (c.capped_names() if cap is not None else []):
-            if cap.value is not None:
-                bounds[col] = d.number(cap.value)
-                continue
-            nonzero = f" FILTER (WHERE {col} <> 0)" if cap.ignore_zeros else ""
-            caps.append(f"{d.quantile(col, cap.quantile)}{nonzero} AS cap_{col}")
-            bounds[col] = f"coalesce(cap_{col}, {col})"
+        for col in (c.capped_names() if c.metric.capping is not None else []):
+            if c.metric.capping.value is not None:       # an absolute cap: a constant
+                bounds[col] = c.cap_sql(col, d)
+            else:                                        # a pooled quantile: an aggregate of the unit rows
+                caps.append(f"{c.cap_sql(col, d)} AS cap_{col}")
+                bounds[col] = f"coalesce(cap_{col}, {col})"
     if not bounds:
         return "capped AS (SELECT * FROM unit_values)"
     select = ", ".join(f"least(unit_values.{n}, {bounds[n]}) AS {n}" if n in bounds else f"unit_values.{n}"

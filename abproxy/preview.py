@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from .config import Config
+from .dialect import DUCKDB
 from .errors import PreviewError  # noqa: F401  (raised here, caught by the CLI)
 from .metrics import experiment_sql, metric_sql
 from .stats import JointMoments, Moments, power_analysis
@@ -111,7 +112,7 @@ def previews(con: duckdb.DuckDBPyConnection, config: Config, key: str, metrics: 
     query = experiment_sql(config, key, as_of, keys=[m for m in metrics if m not in extra], extra=extra)
     cols = {c.key: c for c in query.columns}
     ctes = query.unit_sql[: query.unit_sql.rindex("SELECT * FROM capped")]
-    parts = [_stats_sql(config.metrics[m], cols[m]) for m in metrics]
+    parts = [_stats_sql(cols[m]) for m in metrics]
     stats = con.execute(f"""{ctes}
 SELECT * FROM (SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max(exposed_at) FROM units),
                       {', '.join(b for b, _ in parts)} FROM unit_values u),
@@ -131,15 +132,11 @@ SELECT * FROM (SELECT count(*), (SELECT min(exposed_at) FROM units), (SELECT max
     return out
 
 
-def _stats_sql(m, col) -> tuple[str, str]:
+def _stats_sql(col) -> tuple[str, str]:
     """A metric's aggregates over the per-unit rows u before capping (non-zero units, quantiles, max,
     the cap) and over the rows c after capping (the sums its moments need); no join between them."""
-    y, x, cap = col.y, col.x, m.capping
-    cap_sql = "NULL"
-    if cap is not None and cap.value is not None:
-        cap_sql = repr(float(cap.value))
-    elif cap is not None:
-        cap_sql = f"quantile_cont(u.{y}, {cap.quantile!r})" + (f" FILTER (WHERE u.{y} <> 0)" if cap.ignore_zeros else "")
+    y, x = col.y, col.x
+    cap_sql = col.cap_sql(f"u.{y}", DUCKDB) or "NULL"
     xs = f"fsum(c.{x}), fsum(c.{x} * c.{x}), fsum(c.{y} * c.{x})" if x else "0, 0, 0"
     before = (f"count(*) FILTER (WHERE u.{y} <> 0), quantile_cont(u.{y}, [0.5, 0.9, 0.99]), "
               f"max(u.{y}), {cap_sql}")
