@@ -3,8 +3,8 @@ narrow `event_ids` table of their hashes, in the files whose id range overlaps t
 same rows re-delivered in another format."""
 from __future__ import annotations
 
-from ..warehouse import overlapping_files
-from .sql import OPTIONAL, REQUIRED, q, rollback
+from ..warehouse import overlapping_files, transaction
+from .sql import OPTIONAL, REQUIRED, q
 
 
 def content_digest(con, kind: str, file_id: int, properties: list[str]) -> str:
@@ -76,8 +76,7 @@ def event_ids_current(con) -> None:
     version = con.execute("SELECT library_version FROM pragma_version()").fetchone()[0]
     if stored == version:
         return
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("DELETE FROM event_ids")
         con.execute("INSERT INTO event_ids SELECT hash(event_id), coalesce(file_id, -1) FROM events "
                     "WHERE event_id IS NOT NULL")
@@ -86,7 +85,3 @@ def event_ids_current(con) -> None:
                     "FROM events WHERE event_id IS NOT NULL GROUP BY ALL")
         con.execute("DELETE FROM event_ids_meta")
         con.execute("INSERT INTO event_ids_meta VALUES (?)", [version])
-        con.execute("COMMIT")
-    except BaseException:
-        rollback(con)
-        raise

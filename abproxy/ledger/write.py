@@ -6,6 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from ..lineage import ModelLineage, arm_status
+from ..warehouse import transaction
 from .core import code_version, dumps, json_safe
 
 if TYPE_CHECKING:  # pragma: no cover - records import the statistics (scipy, statsmodels): not at start-up
@@ -34,8 +35,7 @@ def _iso(value: Any) -> str | None:
 
 def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
     """Append one run with its results, series and health checks, in one transaction."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _run_row(run))
         if run.results:
@@ -49,10 +49,6 @@ def record_run(con: duckdb.DuckDBPyConnection, run: "AnalysisRun") -> None:
                                      *json_safe([c.value, c.threshold]), c.detail) for c in run.health])
         if run.lineage:
             _insert(con, "lineage", [_lineage_row(run, lin) for lin in run.lineage.values()])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _run_row(run: "AnalysisRun") -> list[Any]:
