@@ -67,22 +67,13 @@ def missing_checks(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, dai
            for i, t in enumerate(scope.types) if i not in seen and units > 0]
     if not seen:
         return out
-    values = ", ".join(f"({i}, {timestamp_literal(t)})" for i, t in seen.items())
-    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
-    engine = as_engine(engine)
-    sec = engine.dialect.epoch_seconds
-    spans = engine.frame(f"""WITH {scope.units_sql}
-        SELECT s.i,
-               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, {as_of})')} - {sec('greatest(u.exposed_at, s.t)')}))
-                   / 86400 AS after,
-               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, s.t)')} - {sec('u.exposed_at')})) / 86400 AS before
-        FROM units u CROSS JOIN (VALUES {values}) AS s(i, t) GROUP BY s.i ORDER BY s.i""").itertuples(index=False)
     newest = max(seen.values())
     stale = (scope.as_of - newest).total_seconds() / 86400 > missing_days
-    for i, after, before in spans:
-        i = int(i)
+    gaps = {i: (scope.as_of - t).total_seconds() / 86400 for i, t in sorted(seen.items())}
+    spans = _unit_days_around(engine, scope, {i: seen[i] for i, gap in gaps.items() if gap > missing_days})
+    for i, gap in gaps.items():
         t, users = scope.types[i], scope.users[scope.types[i]]
-        gap = (scope.as_of - seen[i]).total_seconds() / 86400
+        after, before = spans.get(i, (0.0, 0.0))
         count = float(daily[f"t{i}"].sum())
         expected = count / before * after if before else 0.0
         if gap > missing_days and expected >= MIN_EXPECTED_MISSING:
@@ -101,6 +92,24 @@ def missing_checks(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, dai
                       "units still in their window")
         out.append(Check("event_missing", status, detail, metric=users[0], value=gap, threshold=missing_days))
     return out
+
+
+def _unit_days_around(engine, scope: Scope, last: dict[int, dt.datetime]) -> dict[int, tuple[float, float]]:
+    """Per event type i, the unit-days in window after and before its last event `last[i]` (an
+    O(units) query; only the types whose last event is older than the threshold need them)."""
+    if not last:
+        return {}
+    values = ", ".join(f"({i}, {timestamp_literal(t)})" for i, t in last.items())
+    as_of, window = timestamp_literal(scope.as_of), interval_days(scope.window_days)
+    engine = as_engine(engine)
+    sec = engine.dialect.epoch_seconds
+    rows = engine.frame(f"""WITH {scope.units_sql}
+        SELECT s.i,
+               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, {as_of})')} - {sec('greatest(u.exposed_at, s.t)')}))
+                   / 86400 AS after,
+               sum(greatest(0, {sec(f'least(u.exposed_at + {window}, s.t)')} - {sec('u.exposed_at')})) / 86400 AS before
+        FROM units u CROSS JOIN (VALUES {values}) AS s(i, t) GROUP BY s.i ORDER BY s.i""").itertuples(index=False)
+    return {int(i): (after, before) for i, after, before in rows}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 import yaml
 
@@ -320,6 +321,44 @@ def test_volume_needs_both_size_and_significance():
     assert c.status == "warn" and round(c.value, 2) == -0.67
     assert volume_checks(_scope(), _profile(20, [300] * 19 + [420]), 14, 0.5)[0].status == "ok"   # +40%
 
+
+
+def test_missing_event_unit_days_are_queried_only_for_overdue_types():
+    """The O(units) unit-days query runs only for the event types whose last event is older than the
+    threshold (the others are ok whatever it says); `expected` checked against a Python sum."""
+    from abproxy.config import EventSource
+    from abproxy.engines import DuckDBEngine
+    from abproxy.quality import Scope, missing_checks
+
+    as_of = START + dt.timedelta(days=20)
+    scope = Scope("x", as_of, 14, ("purchase", "view"), {"purchase": ("spend",), "view": ("views",)},
+                  {EventSource(event="purchase"): ("spend",), EventSource(event="view"): ("views",)}, frozenset())
+    con = duckdb.connect()
+    exposed = [START + dt.timedelta(hours=7 * i) for i in range(60)]
+    con.execute("CREATE TABLE exposures (unit_id VARCHAR, experiment VARCHAR, exposed_at TIMESTAMP)")
+    con.executemany("INSERT INTO exposures VALUES (?, 'x', ?)", [[f"u{i}", t] for i, t in enumerate(exposed)])
+    sql = []
+
+    class Recording(DuckDBEngine):
+        def frame(self, q):
+            sql.append(q)
+            return super().frame(q)
+
+    def daily(last_purchase, last_view):
+        return pd.DataFrame({"day": [START.date()], "unit_days": [500.0], "t0": [4000], "t1": [900],
+                             "last0": [last_purchase], "last1": [last_view]})
+
+    recent = as_of - dt.timedelta(hours=6)
+    assert [c.status for c in missing_checks(Recording(con), scope, daily(recent, recent), 3)] == ["ok", "ok"]
+    assert sql == []
+    old = as_of - dt.timedelta(days=5)
+    buy, view = missing_checks(Recording(con), scope, daily(old, recent), 3)
+    assert len(sql) == 1 and sql[0].count("TIMESTAMP '" + f"{old:%Y-%m-%d %H:%M:%S}") == 1
+    window = dt.timedelta(days=14)
+    after = sum(max(0.0, (min(t + window, as_of) - max(t, old)).total_seconds()) for t in exposed) / 86400
+    before = sum(max(0.0, (min(t + window, old) - t).total_seconds()) for t in exposed) / 86400
+    assert buy.status == "fail" and f"~{4000 / before * after:,.0f} were expected" in buy.detail
+    assert view.status == "ok" and view.value == pytest.approx(0.25)
 
 def test_event_volume_drop(mild):
     c = one(mild, "event_volume", metric="feature_usage")
