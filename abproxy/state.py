@@ -32,9 +32,10 @@ from .errors import MetricSQLError
 from .loads import refresh_load_profile
 from .repeats import refresh_repeats
 from .metrics import interval_days, literal, timestamp_literal
-from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, aggregates_sql, covariates, experiment_aggs,
-                         exposed_sql, metric_aggs, plan_for, rows_sql, unfolded, unsupported)
-from .state_profile import build_profile, fold_profile, frontier_moved
+from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, covariates, experiment_aggs, exposed_sql,
+                         joined_aggregates_sql, joined_delta_sql, metric_aggs, plan_for, rows_sql, unfolded,
+                         unsupported)
+from .state_profile import build_profile, fold_profile, frontier_moved, joined_table
 from .warehouse import transaction
 
 __all__ = ["MAX_BITMASK_DAYS", "Agg", "Refresh", "StateSource", "covariates", "current_sources", "experiment_aggs",
@@ -109,14 +110,15 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
         for i, (plan, reg) in enumerate(items):
             rebuilt.append(_fold_units(con, plan, reg, as_of, i))
         _stored_needed(con, items, rebuilt, types, t, repeats)
-        for (plan, reg), (r, moved) in zip(items, rebuilt):
+        for i, ((plan, reg), (r, moved)) in enumerate(zip(items, rebuilt)):
             con.execute(f"DELETE FROM {plan.table} WHERE unit_id IN (SELECT unit_id FROM {r})")
             con.execute(f"INSERT INTO {plan.table} BY NAME {rows_sql(plan, r, '__abp_old', as_of)}")
             if plan.profile and (moved or frontier_moved(con, plan, reg)):
                 build_profile(con, plan, as_of, repeats)
             elif plan.profile:
-                fold_profile(con, plan, reg, as_of, r, repeats)
+                fold_profile(con, plan, reg, as_of, r, repeats, joined_table(i))
             con.execute(f"DROP TABLE {r}")
+            con.execute(f"DROP TABLE {joined_table(i)}")
             _save(con, plan, file_id, as_of, counts, built=False)
         con.execute("DROP TABLE __abp_delta")
         con.execute("DROP TABLE __abp_old")
@@ -177,12 +179,14 @@ def _fold_units(con, plan: Plan, reg: dict, as_of: dt.datetime, i: int) -> tuple
                f"AND exposed_at <= {t} AND {unfolded(reg, 'file_id', 'exposed_at')})")
     x, r = f"__abp_x{i}", f"__abp_r{i}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {x} AS {exposed_sql(plan, as_of, touched)}")
+    # the new rows of the state's units, joined once for the aggregates and the profile fold
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {joined_table(i)} AS "
+                f"{joined_delta_sql(plan, '__abp_delta', unfolded(reg, 'e.file_id', 'e.occurred_at'))}")
     if plan.aggs:
-        fresh = unfolded(reg, "e.file_id", "e.occurred_at")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_d AS
-            {aggregates_sql(plan, plan.table, '__abp_delta', as_of, ' AND ' + fresh)}""")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_d AS {joined_aggregates_sql(plan, joined_table(i), as_of)}")
         sets = ", ".join(f"{c} = {MERGE[rule].format(t=f'{plan.table}.{c}', d=f'd.{c}')}" for c, _, _, rule in plan.parts())
-        con.execute(f"UPDATE {plan.table} SET {sets} FROM __abp_d d WHERE {plan.table}.unit_id = d.unit_id")
+        # by rowid: the state row each aggregate was joined to, in this transaction (cheaper than the unit_id join)
+        con.execute(f"UPDATE {plan.table} SET {sets} FROM __abp_d d WHERE {plan.table}.rowid = d._row")
         con.execute("DROP TABLE __abp_d")
     seg = "".join(f", seg_{k} = x.seg_{k}" for k in range(len(plan.segments)))
     seg += "".join(f", cov_{v} = x.cov_{v}, cov_{v}_values = x.cov_{v}_values" for v in plan.covariates)

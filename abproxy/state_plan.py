@@ -208,18 +208,37 @@ def aggregates_sql(plan: Plan, units: str, events: str, as_of: dt.datetime, only
     """Per-unit aggregates of `events` in the windows of `units`: the events joined once to their
     unit's exposure (with the age `_age` every window compares, computed once per row), then one
     filtered aggregate per state column (`Agg.parts`)."""
+    return _aggregates_sql(plan, f"{units} u JOIN {events} e ON e.unit_id = u.unit_id", "u.exposed_at",
+                           "unit_id", as_of, only)
+
+
+def joined_delta_sql(plan: Plan, events: str, only: str) -> str:
+    """The fold's new rows `events` (alias e, filtered by `only`) joined once to their unit's state
+    row: its rowid `_row` and first exposure `_exposed_at`. Both the aggregates
+    (`joined_aggregates_sql`) and the quality profile fold read it."""
+    return (f"SELECT e.*, u.rowid AS _row, u.exposed_at AS _exposed_at FROM {plan.table} u "
+            f"JOIN {events} e ON e.unit_id = u.unit_id WHERE {only}")
+
+
+def joined_aggregates_sql(plan: Plan, joined: str, as_of: dt.datetime) -> str:
+    """`aggregates_sql` of rows already joined to their state row (`joined_delta_sql`), per `_row`."""
+    return _aggregates_sql(plan, f"{joined} e", "e._exposed_at", "_row", as_of, "")
+
+
+def _aggregates_sql(plan: Plan, source: str, exposed: str, key: str, as_of: dt.datetime, only: str) -> str:
     post = max((a.days for a in plan.aggs if a.side == "post"), default=0.0)
     pre = max((a.days for a in plan.aggs if a.side == "pre"), default=0.0)
-    lower = f"u.exposed_at - {interval_days(pre)}" if pre else "u.exposed_at"
+    lower = f"{exposed} - {interval_days(pre)}" if pre else exposed
     names = ", ".join(sorted({literal(a.source.event) for a in plan.aggs}))
     cols = ",\n           ".join(f"{expr} AS {col}" for col, expr, _, _ in plan.parts())
-    return f"""SELECT e.unit_id,
+    carried = f", {exposed} AS _exposed_at" if exposed != "e._exposed_at" else ""
+    return f"""SELECT e.{key},
            {cols}
-    FROM (SELECT e.*, u.exposed_at AS _exposed_at, epoch_us(e.occurred_at) - epoch_us(u.exposed_at) AS _age
-          FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
+    FROM (SELECT e.*{carried}, epoch_us(e.occurred_at) - epoch_us({exposed}) AS _age
+          FROM {source}
           WHERE e.event IN ({names}) AND e.occurred_at <= {timestamp_literal(as_of)}
-            AND e.occurred_at >= {lower} AND e.occurred_at < u.exposed_at + {interval_days(post)}{only}) e
-    GROUP BY e.unit_id"""
+            AND e.occurred_at >= {lower} AND e.occurred_at < {exposed} + {interval_days(post)}{only}) e
+    GROUP BY e.{key}"""
 
 
 def rows_sql(plan: Plan, units: str, events: str, as_of: dt.datetime) -> str:

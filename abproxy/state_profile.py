@@ -26,6 +26,24 @@ def window_events(plan: Plan, units: str, events: str, as_of: dt.datetime, only:
       AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
 
 
+def joined_table(i: int) -> str:
+    """The temp table of the i-th folded state's new rows joined to their state rows
+    (`state_plan.joined_delta_sql`)."""
+    return f"__abp_dj{i}"
+
+
+def _joined_window_events(plan: Plan, joined: str, as_of: dt.datetime, only: str, narrow: bool) -> str:
+    """`window_events` of the rows already joined to their units (`joined_delta_sql`): the same rows
+    and columns, in the same order."""
+    scope = plan.scope(as_of)
+    names = ", ".join(literal(t) for t in scope.types)
+    drop = "_row, _exposed_at, unit_id, event_id" if narrow else "_row, _exposed_at"
+    return f"""SELECT e.* EXCLUDE ({drop}), e._exposed_at FROM {joined} e
+    WHERE e.event IN ({names}) AND e.occurred_at >= e._exposed_at
+      AND e.occurred_at < e._exposed_at + {interval_days(scope.window_days)}
+      AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
+
+
 def _repeats(plan: Plan, units: str, as_of: dt.datetime, only: str = "") -> str:
     """The repeats (`abproxy.repeats`) of the rows `window_events` selects."""
     scope = plan.scope(as_of)
@@ -55,10 +73,11 @@ def build_profile(con, plan: Plan, as_of: dt.datetime, repeats: bool = False) ->
     con.execute("DROP TABLE __abp_pev")
 
 
-def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool = False) -> None:
+def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool, joined: str) -> None:
     """Add the new rows of unchanged units (a row whose key was counted before adds a repeat) and
-    every row of new units to the profile, per day; with `repeats`, their repeats are the dups."""
-    delta, seen, new, parts = _fold_parts(plan, reg, as_of, rebuilt, repeats)
+    every row of new units to the profile, per day; with `repeats`, their repeats are the dups.
+    `joined`: the new rows joined to their state rows (`joined_table`)."""
+    delta, seen, new, parts = _fold_parts(plan, reg, as_of, rebuilt, repeats, joined)
     cols = [d[0] for d in con.execute(f"DESCRIBE {plan.profile}").fetchall() if d[0] != "day"]
     merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
                        f"coalesce(p.{c}, 0) + coalesce(d.{c}, 0) AS {c}" for c in cols)
@@ -80,14 +99,17 @@ def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, r
         con.execute(f"DROP TABLE {table}")
 
 
-def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool):
+def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool, joined: str):
     """The fold's relations: new rows of unchanged units, the stored rows counted before, every row
     of the rebuilt units, and the per-day counts of the first and the last."""
     from .quality import counts_sql
 
     scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
     kept = f" AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})"
-    delta = window_events(plan, plan.table, "__abp_delta", as_of, f" AND {fresh}{kept}", narrow=repeats)
+    # `joined` holds the new rows (`fresh`) of the units in the state before this fold; those of
+    # the rebuilt units are left out here (their exposure moved or they are new: all their rows are in `new`)
+    delta = _joined_window_events(plan, joined, as_of, f" AND e.unit_id NOT IN (SELECT unit_id FROM {rebuilt})",
+                                  narrow=repeats)
     seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
     new = window_events(plan, rebuilt, "__abp_old", as_of, narrow=repeats)
     if repeats:
