@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from .config import Config, Experiment
+from .sources import first_exposures_sql
 
 BULK_QUANTILE = 0.001       # the bulk of exposures starts at this quantile of first exposures
 RECENT_DAYS = 3.0           # the enrollment rate is measured over this many days before the analysis time
@@ -58,16 +59,6 @@ def tolerance_days(config: Config, exp: Experiment) -> float:
     return max([1.0, *windows])
 
 
-def _first_exposures(d, key: str, as_of: dt.datetime) -> str:
-    from .sources import active
-
-    if (source := active(key, as_of)) is not None:      # the per-unit state: the same first exposures
-        return f"WITH u AS (SELECT unit_id, exposed_at AS t, variant FROM {source.table})"
-    return (f"WITH u AS (SELECT unit_id, min(exposed_at) AS t, {d.arg_min('variant', 'exposed_at')} AS variant "
-            f"FROM exposures WHERE experiment = {d.literal(key)} AND exposed_at <= {d.timestamp(as_of)} "
-            "GROUP BY unit_id)")
-
-
 def enrollment(engine, config: Config, key: str, as_of: dt.datetime) -> Enrollment:
     """Two grouped queries over the units' first exposures (on the engine that holds the data: the
     warehouse connection or an `engines.Engine`): the bulk's start, then per arm the early exposures,
@@ -79,7 +70,8 @@ def enrollment(engine, config: Config, key: str, as_of: dt.datetime) -> Enrollme
     exp = config.experiments[key]
     end = min(as_of, dt.datetime.combine(exp.end, dt.time()) + dt.timedelta(days=1)) if exp.end else as_of
     configured = dt.datetime.combine(exp.start, dt.time()) if exp.start else None
-    first = _first_exposures(d, key, as_of)
+    first = (f"WITH u AS (SELECT unit_id, exposed_at AS t, variant "
+             f"FROM ({first_exposures_sql(key, as_of, d, variant=True)}) f)")
     head = engine.frame(f"{first} SELECT {d.quantile_disc_time('t', BULK_QUANTILE)} AS bulk, max(t) AS last "
                         "FROM u").iloc[0]
     bulk, last = as_datetime(head["bulk"]), as_datetime(head["last"])

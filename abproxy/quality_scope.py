@@ -7,8 +7,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 from .config import Config, EventSource, Metric
+from .dialect import DUCKDB
 from .metric_types import columns_for
 from .metrics import literal, post_window, quote_ident, timestamp_literal
+from .sources import first_exposures_sql
 
 COLUMN_AGGREGATES = {"sum", "max", "min", "avg"}   # aggregates that read the event's column
 UNKNOWN_VARIANT_FAIL = 0.01    # share of the experiment's exposure rows with an unknown variant
@@ -38,15 +40,8 @@ class Scope:
     @property
     def units_sql(self) -> str:
         """`units`: each exposed unit's first exposure — the per-unit state's rows when one is in
-        place for this analysis (`sources.active`: the same units and times, O(units) to read)."""
-        from .sources import active
-
-        if (source := active(self.key, self.as_of)) is not None:
-            return f"units AS (SELECT unit_id, exposed_at FROM {source.table})"
-        return f"""units AS (
-    SELECT unit_id, min(exposed_at) AS exposed_at FROM exposures
-    WHERE experiment = {literal(self.key)} AND exposed_at <= {timestamp_literal(self.as_of)} GROUP BY unit_id
-)"""
+        place for this analysis (`sources.first_exposures_sql`)."""
+        return f"units AS ({first_exposures_sql(self.key, self.as_of, DUCKDB)})"
 
     @property
     def events_sql(self) -> str:
