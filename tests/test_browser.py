@@ -4,7 +4,6 @@ in docs/screenshots/."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port, stop
 from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,12 +23,6 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-
 TIMEOUT_MS = 120_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
@@ -64,15 +58,6 @@ def launched_chromium():
             yield chromium
         finally:
             chromium.close()
-
-
-def stop(proc: subprocess.Popen, seconds: float) -> None:
-    """Terminate a server the test started; kill it if it has not stopped within `seconds`."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from abproxy.scheduler import port_in_use, streamlit_command
 from abproxy.simulate import ExperimentSpec, SimulationSpec, simulate
 from abproxy.warehouse import WarehouseError, connect, open_snapshot, publish_snapshot
 from abproxy.workspace import Workspace
+from processes import free_port
 
 START = dt.datetime(2026, 1, 5)
 AS_OF = START + dt.timedelta(days=10)
@@ -41,14 +42,6 @@ def job_rows(ws: Workspace) -> list[tuple]:
         return con.execute("SELECT kind, status, errors FROM job_runs ORDER BY started_at").fetchall()
     finally:
         con.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -19,13 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -73,7 +68,7 @@ def test_init_simulate_run_and_serve_from_the_installed_wheel(installed, tmp_pat
     out = json.loads(_run([abproxy, "run", "--workspace", "sim", "--json"], tmp_path).stdout)
     assert out["status"] == "ok" and out["experiments"][0]["verdict"]["decision"]
     assert (tmp_path / "sim" / "data" / "report.duckdb").exists()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ABPROXY_WORKSPACE")}
     proc = subprocess.Popen([abproxy, "serve", "--workspace", "sim", "--port", str(port), "--address", "127.0.0.1"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

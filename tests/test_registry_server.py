@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_port
 from mlflow_fixtures import START, VAL_AUC, empty_store, registry_store, use_registry  # noqa: F401
 from abproxy.jobs import run_job
 from abproxy.simulate import ExperimentSpec, SimulationSpec, analysis_time, simulate
@@ -23,12 +23,6 @@ SPEC = SimulationSpec(experiments=(
     ExperimentSpec("recsys-v2", units=6000, spend_lift=1.5, model="recsys", variants=("v1", "v2")),),
     start=START, seed=5)
 pytestmark = pytest.mark.slow   # the server takes ~20-60 s to start
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
@@ -51,7 +45,7 @@ def server(tmp_path, empty_store):
     store.mkdir()
     client = registry_store(store, empty_store)
     exe = Path(sys.executable).with_name("mlflow")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([str(exe), "server", "--backend-store-uri", f"sqlite:///{store / 'mlruns.db'}",
                              "--default-artifact-root", str(store / "artifacts"), "--host", "127.0.0.1",

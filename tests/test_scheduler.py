@@ -35,6 +35,7 @@ from abproxy.scheduler import APP, Service, analyze_trigger, ingest_seconds, por
 from abproxy.simulate import ExperimentSpec, SimulationSpec, simulate
 from abproxy.warehouse import SNAPSHOT_TABLES, WarehouseError, connect, open_snapshot
 from abproxy.workspace import Workspace
+from processes import free_port
 
 REPORT_TABLES = set(SNAPSHOT_TABLES) | {"experiments", "variants", "metrics", "snapshot_info"}
 START_TIMEOUT = 120      # an idle 2-core machine needs a few seconds; a loaded CI box much more
@@ -178,12 +179,6 @@ def assert_consistent(ws: Workspace, running_ok: bool = False) -> None:
             assert con.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0] == 0
     finally:
         con.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- tests

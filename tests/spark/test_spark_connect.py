@@ -17,18 +17,12 @@ import yaml
 
 from abproxy.analysis import analyze_experiment
 from abproxy.config import parse_config
-from abproxy.ingest import ingest
-from abproxy.simulate import ExperimentSpec, SimulationSpec, analysis_time, config_for, simulate
-from abproxy.warehouse import connect
+from abproxy.simulate import ExperimentSpec, SimulationSpec, analysis_time, config_for
+from lake import simulated_lake
+from processes import free_port, stop
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 SPEC = SimulationSpec(experiments=(ExperimentSpec("connect", units=1200, spend_lift=0.08, days=6),), seed=5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def connect_server(tmp_path_factory):
     import pyspark
 
     home = Path(pyspark.__file__).parent
-    port = _free_port()
+    port = free_port()
     logs = tmp_path_factory.mktemp("connect-logs") / "server.log"
     cmd = [str(home / "bin" / "spark-submit"), "--master", "local[1]",
            "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
@@ -58,31 +52,20 @@ def connect_server(tmp_path_factory):
             pytest.fail("the Connect server did not listen within 240 s")
         yield f"sc://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 30)
 
 
 def test_abproxy_run_over_spark_connect_matches_duckdb(tmp_path, connect_server):
     """`abproxy analyze` in its own process (a Connect client cannot share a process with the classic
     local session of the other Spark tests), reading Parquet through the server."""
-    simulate(tmp_path, SPEC, write_config=False)
-    con = connect(tmp_path / "data" / "warehouse.duckdb")
-    ingest(con, tmp_path / "inbox")
-    lake = tmp_path / "lake"
-    for table in ("exposures", "events"):
-        (lake / table).mkdir(parents=True)
-        con.execute(f"COPY {table} TO '{lake / table / 'part-0.parquet'}' (FORMAT parquet)")
+    con, source = simulated_lake(tmp_path, SPEC)
     data = config_for(SPEC)
     as_of = analysis_time(SPEC)
     duck = analyze_experiment(con, parse_config(data), "connect", as_of)
     con.close()
     ws = tmp_path / "remote"
     ws.mkdir()
-    data.update(engine="spark", spark={"remote": connect_server},
-                source={"exposures": str(lake / "exposures"), "events": str(lake / "events")})
+    data.update(engine="spark", spark={"remote": connect_server}, source=source)
     (ws / "abproxy.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(data, default=str))))
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME",)}
     env["PATH"] = os.path.dirname(sys.executable)          # no java: a Connect client needs none

@@ -11,7 +11,6 @@ multi-exposed units, a sample-ratio mismatch, sequential and fixed-horizon decis
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,10 +18,10 @@ import pytest
 from abproxy.analysis import analyze_experiment, run_query
 from abproxy.config import parse_config
 from abproxy.engines import SparkEngine
-from abproxy.ingest import ingest
-from abproxy.simulate import ExperimentSpec, SegmentHarm, SimulationSpec, analysis_time, config_for, simulate
+from abproxy.simulate import ExperimentSpec, SegmentHarm, SimulationSpec, analysis_time, config_for
 from abproxy.spark import register_source
 from abproxy.warehouse import connect
+from lake import simulated_lake
 
 pytestmark = pytest.mark.spark
 
@@ -53,7 +52,7 @@ EXTRA_METRICS = {
 }
 
 
-def _config(engine: str, lake: Path | None = None):
+def _config(engine: str, source: dict[str, str] | None = None):
     data = config_for(SPEC)
     data["metrics"].update(EXTRA_METRICS)
     for key, exp in data["experiments"].items():
@@ -61,22 +60,15 @@ def _config(engine: str, lake: Path | None = None):
         exp["decision"].update({"min_segment_units": 100, "min_units_per_variant": 300,
                                 "sequential": key == "ranker"})
     if engine == "spark":
-        data.update(engine="spark", spark={"master": "local[2]"},
-                    source={"exposures": str(lake / "exposures"), "events": str(lake / "events")})
+        data.update(engine="spark", spark={"master": "local[2]"}, source=source)
     return parse_config(data)
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("parity")
-    simulate(root, SPEC, write_config=False)
-    con = connect(root / "data" / "warehouse.duckdb")
-    ingest(con, root / "inbox")
-    lake = root / "lake"
-    for table in ("exposures", "events"):
-        (lake / table).mkdir(parents=True)
-        con.execute(f"COPY {table} TO '{lake / table / 'part-0.parquet'}' (FORMAT parquet)")
-    config = _config("spark", lake)
+    con, source = simulated_lake(root, SPEC)
+    config = _config("spark", source)
     engine = SparkEngine(spark, register_source(spark, config.source, root))
     ledger = connect(root / "data" / "spark-ledger.duckdb")     # the Spark runs' own (empty) local ledger
     yield {"con": con, "duck_config": _config("duckdb"), "spark_config": config, "engine": engine,
