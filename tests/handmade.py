@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from report_fixtures import built_once
+
 HAND, SHIPPED = "hand-v2", "hand-shipped"
 TITLES = {HAND: "Hand made ![logo](http://example.invalid/x.png) root:x:0 *stars* <b>bold</b>",
           SHIPPED: "Shipped :rocket: model"}
@@ -103,20 +105,4 @@ def build_handmade(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def handmade_ws(tmp_path_factory) -> Path:
-    import fcntl
-    import os
-
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    root = base / "handmade-workspace"
-    with open(base / "handmade-workspace.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / ".built").exists():
-            if root.exists():
-                import shutil
-
-                shutil.rmtree(root)
-            build_handmade(root)
-            (root / ".built").touch()
-    return root
+    return built_once(tmp_path_factory, "handmade-workspace", build_handmade)

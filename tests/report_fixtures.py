@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -88,8 +89,13 @@ def empty_workspace(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def report_ws(tmp_path_factory) -> Path:
-    """The simulated, analysed workspace, built once per test run and shared read-only by the app,
-    export and browser tests (also across pytest-xdist workers, under a file lock)."""
+    """The simulated, analysed workspace, shared read-only by the app, export and browser tests."""
+    return built_once(tmp_path_factory, "report-workspace", build_workspace)
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """The workspace `name`, made by `build(root)` once per test run and shared by every pytest-xdist
+    worker of the run (under a file lock; one left half-built by an interrupted run is made again)."""
     import fcntl
     import os
     import shutil
@@ -97,13 +103,13 @@ def report_ws(tmp_path_factory) -> Path:
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent                      # shared by every worker of this run
-    root = base / "report-workspace"
-    with open(base / "report-workspace.lock", "w") as lock:
+    root = base / name
+    with open(base / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / ".built").exists():
             if root.exists():
                 shutil.rmtree(root)
-            build_workspace(root)
+            build(root)
             (root / ".built").touch()
     return root
 
