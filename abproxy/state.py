@@ -183,9 +183,11 @@ def _fold_units(con, plan: Plan, reg: dict, as_of: dt.datetime, i: int) -> tuple
     con.execute(f"CREATE OR REPLACE TEMP TABLE {joined_table(i)} AS "
                 f"{joined_delta_sql(plan, '__abp_delta', unfolded(reg, 'e.file_id', 'e.occurred_at'))}")
     if plan.aggs:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_d AS {joined_aggregates_sql(plan, joined_table(i), as_of)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __abp_d AS "
+                    f"{joined_aggregates_sql(plan, joined_table(i), as_of)} ORDER BY _row")
         sets = ", ".join(f"{c} = {MERGE[rule].format(t=f'{plan.table}.{c}', d=f'd.{c}')}" for c, _, _, rule in plan.parts())
-        # by rowid: the state row each aggregate was joined to, in this transaction (cheaper than the unit_id join)
+        # by rowid, the state row each aggregate was joined to in this transaction (in row order: the
+        # UPDATE then writes the table's vectors in order; cheaper than matching the unit_id strings)
         con.execute(f"UPDATE {plan.table} SET {sets} FROM __abp_d d WHERE {plan.table}.rowid = d._row")
         con.execute("DROP TABLE __abp_d")
     seg = "".join(f", seg_{k} = x.seg_{k}" for k in range(len(plan.segments)))
