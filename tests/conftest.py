@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite.
 
 * `con`: a fresh, migrated warehouse per test (sqlite-utils' fresh database per test);
+* `inbox`: an empty inbox beside it, for the ingest tests;
 * `make_run`: a small, hand-made `AnalysisRun` (units, results, series), for checks that need a run
   but not a simulated workspace;
 * `report_ws` (from `report_fixtures`, a plugin module): the simulated, analysed workspace shared
@@ -26,6 +27,14 @@ def con(tmp_path: Path):
     connection = connect(tmp_path / "data" / "warehouse.duckdb")
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """An empty inbox (exposures/ and events/) to write files into."""
+    for kind in ("exposures", "events"):
+        (tmp_path / "inbox" / kind).mkdir(parents=True)
+    return tmp_path / "inbox"
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from processes import free_port, stop
+from processes import free_port, stop, wait_healthy
 from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,21 +21,6 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-
 TIMEOUT_MS = 120_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not healthy after {seconds} s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")

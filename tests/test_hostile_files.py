@@ -19,24 +19,10 @@ import pytest
 
 from abproxy.config import parse_config
 from abproxy.ingest import IngestSummary, Limits, ingest
-from abproxy.warehouse import WarehouseError, connect, migrations
+from abproxy.warehouse import WarehouseError, migrations
 
 NOW = datetime(2026, 1, 10, 12, 0, 0)
 HEADER = "unit_id,event,occurred_at,value\n"
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    for kind in ("exposures", "events"):
-        (tmp_path / "inbox" / kind).mkdir(parents=True)
-    return tmp_path / "inbox"
-
-
-@pytest.fixture
-def con(tmp_path: Path):
-    con = connect(tmp_path / "data" / "warehouse.duckdb")
-    yield con
-    con.close()
 
 
 def run(con, inbox, **kw) -> IngestSummary:

@@ -36,13 +36,6 @@ NOW = datetime(2026, 1, 10, 12, 0, 0)
 EVENTS_HEADER = "unit_id,event,occurred_at,value,event_id\n"
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    for kind in ("exposures", "events"):
-        (tmp_path / "inbox" / kind).mkdir(parents=True)
-    return tmp_path / "inbox"
-
-
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):

@@ -12,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-from test_browser import TIMEOUT_MS, free_port, launched_chromium, stop, wait_healthy
+from processes import free_port, stop, wait_healthy
+from test_browser import TIMEOUT_MS, launched_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

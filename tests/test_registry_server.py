@@ -7,13 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from processes import free_port
+from processes import free_port, wait_healthy
 from mlflow_fixtures import START, VAL_AUC, empty_store, registry_store, use_registry  # noqa: F401
 from abproxy.jobs import run_job
 from abproxy.simulate import ExperimentSpec, SimulationSpec, analysis_time, simulate
@@ -23,20 +21,6 @@ SPEC = SimulationSpec(experiments=(
     ExperimentSpec("recsys-v2", units=6000, spend_lift=1.5, model="recsys", variants=("v1", "v2")),),
     start=START, seed=5)
 pytestmark = pytest.mark.slow   # the server takes ~20-60 s to start
-
-
-def _wait(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"mlflow server did not answer {url} within {seconds:.0f} s")
 
 
 @pytest.fixture
@@ -52,7 +36,7 @@ def server(tmp_path, empty_store):
                              "--port", str(port), "--workers", "1"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc)
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, tmp_path / "server.log", seconds=240)
         yield f"http://127.0.0.1:{port}", client
     finally:
         os.killpg(proc.pid, signal.SIGTERM)        # the server we started, and its worker
