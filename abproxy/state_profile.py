@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from .metrics import interval_days, literal, timestamp_literal
+from .quality import counts_sql
 from .repeats import scoped_sql
 from .state_plan import Plan, unfolded
 
@@ -62,8 +63,6 @@ def build_profile(con, plan: Plan, as_of: dt.datetime, repeats: bool = False) ->
     With `repeats` (they cover every stored event) duplicates are counted from them, not by key."""
     if not plan.profile:
         return
-    from .quality import counts_sql
-
     con.execute(f"""CREATE OR REPLACE TEMP TABLE __abp_pev AS
                     {window_events(plan, plan.table, 'events', as_of, narrow=repeats)}""")
     reps = _repeats(plan, plan.table, as_of) if repeats else None
@@ -102,8 +101,6 @@ def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, r
 def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool, joined: str):
     """The fold's relations: new rows of unchanged units, the stored rows counted before, every row
     of the rebuilt units, and the per-day counts of the first and the last."""
-    from .quality import counts_sql
-
     scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
     kept = f" AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})"
     # `joined` holds the new rows (`fresh`) of the units in the state before this fold; those of
