@@ -168,6 +168,7 @@ def measure_experiments(path: Path, n: int, a) -> dict:
         times = []
         for _ in range(a.repeat):
             _add_events(con, n, file_id)
+            con.execute("CHECKPOINT")     # as measure_analysis: what the commit of a real ingest leaves
             file_id += 1
             times.append(_median(lambda: analyze(con, cfg, keys, base.AS_OF, record=False), 1)[0])
         out[f"incremental_{k}_s"] = statistics.median(times)
