@@ -35,7 +35,7 @@ from .metrics import interval_days, literal, timestamp_literal
 from .state_plan import (MAX_BITMASK_DAYS, Agg, Plan, StateSource, covariates, experiment_aggs, exposed_sql,
                          joined_aggregates_sql, joined_delta_sql, metric_aggs, plan_for, rows_sql, unfolded,
                          unsupported)
-from .state_profile import build_profile, fold_profile, frontier_moved, joined_table
+from .state_profile import build_profile, fold_profile, frontier_moved
 from .warehouse import transaction
 
 __all__ = ["MAX_BITMASK_DAYS", "Agg", "Refresh", "StateSource", "covariates", "current_sources", "experiment_aggs",
@@ -122,6 +122,12 @@ def _fold(con, items: list[tuple[Plan, dict]], as_of: dt.datetime, file_id: int,
             _save(con, plan, file_id, as_of, counts, built=False)
         con.execute("DROP TABLE __abp_delta")
         con.execute("DROP TABLE __abp_old")
+
+
+def joined_table(i: int) -> str:
+    """The temp table of the i-th folded state's new rows joined to their state rows
+    (`state_plan.joined_delta_sql`), made by `_fold_units`, dropped by `_fold`."""
+    return f"__abp_dj{i}"
 
 
 def _stored_needed(con, items, rebuilt, types: str, t: str, repeats: bool) -> None:

@@ -18,30 +18,26 @@ def window_events(plan: Plan, units: str, events: str, as_of: dt.datetime, only:
                   narrow: bool = False) -> str:
     """The profile's events: `events` of the metric types in the post windows of `units` (`narrow`:
     without the unit and event id, for counts that take duplicates from the repeats)."""
-    scope = plan.scope(as_of)
-    names = ", ".join(literal(t) for t in scope.types)
     cols = "e.* EXCLUDE (unit_id, event_id)" if narrow else "e.*"
-    return f"""SELECT {cols}, u.exposed_at AS _exposed_at FROM {units} u JOIN {events} e ON e.unit_id = u.unit_id
-    WHERE e.event IN ({names}) AND e.occurred_at >= u.exposed_at
-      AND e.occurred_at < u.exposed_at + {interval_days(scope.window_days)}
-      AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
-
-
-def joined_table(i: int) -> str:
-    """The temp table of the i-th folded state's new rows joined to their state rows
-    (`state_plan.joined_delta_sql`)."""
-    return f"__abp_dj{i}"
+    return _in_windows(plan, f"{cols}, u.exposed_at AS _exposed_at",
+                       f"{units} u JOIN {events} e ON e.unit_id = u.unit_id", "u.exposed_at", as_of, only)
 
 
 def _joined_window_events(plan: Plan, joined: str, as_of: dt.datetime, only: str, narrow: bool) -> str:
     """`window_events` of the rows already joined to their units (`joined_delta_sql`): the same rows
     and columns, in the same order."""
+    drop = "_row, _exposed_at, unit_id, event_id" if narrow else "_row, _exposed_at"
+    return _in_windows(plan, f"e.* EXCLUDE ({drop}), e._exposed_at", f"{joined} e", "e._exposed_at", as_of, only)
+
+
+def _in_windows(plan: Plan, cols: str, source: str, exposed: str, as_of: dt.datetime, only: str) -> str:
+    """`cols` of the rows of `source` (events as e) of the scope's types in the post window after
+    `exposed`, up to `as_of`."""
     scope = plan.scope(as_of)
     names = ", ".join(literal(t) for t in scope.types)
-    drop = "_row, _exposed_at, unit_id, event_id" if narrow else "_row, _exposed_at"
-    return f"""SELECT e.* EXCLUDE ({drop}), e._exposed_at FROM {joined} e
-    WHERE e.event IN ({names}) AND e.occurred_at >= e._exposed_at
-      AND e.occurred_at < e._exposed_at + {interval_days(scope.window_days)}
+    return f"""SELECT {cols} FROM {source}
+    WHERE e.event IN ({names}) AND e.occurred_at >= {exposed}
+      AND e.occurred_at < {exposed} + {interval_days(scope.window_days)}
       AND e.occurred_at <= {timestamp_literal(as_of)}{only}"""
 
 
@@ -75,7 +71,7 @@ def build_profile(con, plan: Plan, as_of: dt.datetime, repeats: bool = False) ->
 def fold_profile(con, plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats: bool, joined: str) -> None:
     """Add the new rows of unchanged units (a row whose key was counted before adds a repeat) and
     every row of new units to the profile, per day; with `repeats`, their repeats are the dups.
-    `joined`: the new rows joined to their state rows (`joined_table`)."""
+    `joined`: the new rows joined to their state rows (`state_plan.joined_delta_sql`)."""
     delta, seen, new, parts = _fold_parts(plan, reg, as_of, rebuilt, repeats, joined)
     cols = [d[0] for d in con.execute(f"DESCRIBE {plan.profile}").fetchall() if d[0] != "day"]
     merged = ", ".join(f"greatest(p.{c}, d.{c}) AS {c}" if c.startswith("last") else
