@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 WORKSPACE ?= demo
 PORT   ?= 8501
 
-.PHONY: install run test bench browser java clean
+.PHONY: install run test docs bench browser java clean
 
 $(BIN)/abproxy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ java:
 
 test: install browser java
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# the README's screenshots and docs/review-example.html, from the browser tests (a plain test run
+# writes them to a temp folder and leaves the checkout clean)
+docs: install browser
+	ABPROXY_WRITE_DOCS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m browser tests/test_browser.py tests/test_demo.py
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -4,6 +4,8 @@
 * `inbox`: an empty inbox beside it, for the ingest tests;
 * `make_run`: a small, hand-made `AnalysisRun` (units, results, series), for checks that need a run
   but not a simulated workspace;
+* `docs_out`: where the browser tests save the README's screenshots and the review example: a temp
+  folder, so a test run leaves the checkout clean, or docs/ itself under `make docs`;
 * `report_ws` (from `report_fixtures`, a plugin module): the simulated, analysed workspace shared
   read-only by the report, export and browser tests.
 
@@ -12,12 +14,21 @@ The package is imported as installed (`make install` installs it editable); no t
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 pytest_plugins = ("report_fixtures",)
+
+
+@pytest.fixture(scope="session")
+def docs_out(tmp_path_factory) -> Path:
+    """docs/ when ABPROXY_WRITE_DOCS=1 (`make docs` refreshes the README's images), else a temp folder."""
+    if os.environ.get("ABPROXY_WRITE_DOCS") == "1":
+        return Path(__file__).resolve().parent.parent / "docs"
+    return tmp_path_factory.mktemp("docs")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The report in a real browser: `streamlit run app.py` on the simulated workspace, driven by
 headless Chromium (Debian's /usr/bin/chromium through Python Playwright). Saves the screenshots
-in docs/screenshots/."""
+in the `docs_out` folder (a temp folder; docs/ under `make docs`)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,6 @@ from report_fixtures import HARM, NAMES, NASTY, SHIP, latest_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-gpu"]
 TIMEOUT_MS = 120_000
@@ -75,16 +74,16 @@ def open_page(browser, url: str, heading: str, charts: int = 0):
     return page, main.inner_text()
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, path: Path) -> Path:
+    """The whole page as a PNG at `path` (its folder is created)."""
     fit_viewport(page)
     page.wait_for_timeout(500)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
     return path
 
 
-def test_overview_in_a_real_browser(server, browser):
+def test_overview_in_a_real_browser(server, browser, docs_out):
     page, text = open_page(browser, server + "/", "Rollout overview", charts=1)
     try:
         for name in NAMES.values():
@@ -93,12 +92,12 @@ def test_overview_in_a_real_browser(server, browser):
             assert verdict in text
         assert "\\" not in text, "Markdown escapes must not leak into the page"
         assert "Download portfolio (CSV)" in text
-        assert screenshot(page, "report-overview.png").stat().st_size > 10_000
+        assert screenshot(page, docs_out / "screenshots" / "report-overview.png").stat().st_size > 10_000
     finally:
         page.close()
 
 
-def test_experiment_page_in_a_real_browser(server, browser, report_ws):
+def test_experiment_page_in_a_real_browser(server, browser, report_ws, docs_out):
     page, text = open_page(browser, f"{server}/experiment?experiment={SHIP}", NAMES[SHIP], charts=5)
     try:
         assert "✔ SHIP" in text
@@ -107,7 +106,7 @@ def test_experiment_page_in_a_real_browser(server, browser, report_ws):
         assert "Download go/no-go review" in text
         assert "\\" not in text
         assert page.locator(".vega-embed").count() >= 5, "forest, effect over time, segments and history charts"
-        assert screenshot(page, "report-experiment.png").stat().st_size > 10_000
+        assert screenshot(page, docs_out / "screenshots" / "report-experiment.png").stat().st_size > 10_000
     finally:
         page.close()
 
@@ -134,13 +133,13 @@ def test_harmed_segment_in_a_real_browser(server, browser):
     ("/data-health", "Data health", ["events/broken.csv", "missing required columns", "unparseable timestamp"],
      "data-health.png"),
 ])
-def test_other_pages_in_a_real_browser(server, browser, path, heading, expected, shot):
+def test_other_pages_in_a_real_browser(server, browser, docs_out, path, heading, expected, shot):
     page, text = open_page(browser, server + path, heading)
     try:
         for item in expected:
             assert item in text, item
         assert "\\" not in text
-        screenshot(page, shot)
+        screenshot(page, docs_out / "screenshots" / shot)
     finally:
         page.close()
 
@@ -182,10 +181,9 @@ def experiment_keys(workspace: Path) -> list[str]:
         con.close()
 
 
-def read_every_page(browser, url: str, keys: list[str], shots: dict[str, str] | None = None) -> dict[str, str]:
+def read_every_page(browser, url: str, keys: list[str]) -> dict[str, str]:
     """Open every page (each experiment's too) and fail on nan/None/inf in the text, a Vega warning in
     the console, or Streamlit's Deploy button; returns the text of each page."""
-    shots = shots or {}
     pages = [("/", "Rollout overview"), ("/metrics", "Metrics catalog"), ("/models", "Model leaderboard"),
              ("/data-health", "Data health")] + [(f"/experiment?experiment={k}", None) for k in keys]
     texts = {}
@@ -211,8 +209,6 @@ def read_every_page(browser, url: str, keys: list[str], shots: dict[str, str] | 
             assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, "the Deploy button is shown"
             assert "Deploy" not in page.locator("header").inner_text() if page.locator("header").count() else True
             assert page.locator('img[src*="example.invalid"]').count() == 0, "a remote image in user text was fetched"
-            if path in shots:
-                screenshot(page, shots[path])
         finally:
             page.close()
     return texts

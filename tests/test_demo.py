@@ -77,10 +77,10 @@ def test_live_mode_drops_new_files_that_load(demo, tmp_path):
 
 
 @pytest.mark.browser
-def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_path):
+def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_path, docs_out):
     """The README's screenshots: the demo workspace served by `streamlit run app.py` in Chromium
     (started by test_browser's `serving()`, with its Chromium settings)."""
-    from test_browser import ARGS, CHROMIUM, ROOT, experiment_keys, open_page, read_every_page, screenshot, serving
+    from test_browser import ARGS, CHROMIUM, experiment_keys, open_page, read_every_page, screenshot, serving
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: make browser)")
@@ -93,18 +93,21 @@ def test_demo_report_in_a_real_browser_makes_the_readme_screenshots(demo, tmp_pa
             page, text = open_page(browser, url + "/", "Rollout overview", charts=1)
             for key, decision in EXPECTED.items():
                 assert decision in text and key in text
-            screenshot(page, "overview.png")
+            screenshot(page, docs_out / "screenshots" / "overview.png")
             page.close()
             page, text = open_page(browser, f"{url}/experiment?experiment=pricing-nn",
                                    "Price suggestion network", charts=3)
             assert "SHIP" in text and "country=DE" in text and "caution" in text
-            screenshot(page, "experiment.png")
+            screenshot(page, docs_out / "screenshots" / "experiment.png")
             page.close()
             # every page of the demo, read as a reader: no nan/None/inf, no Vega warning, no Deploy button
             read_every_page(browser, url, experiment_keys(ws.root))
         finally:
             browser.close()
-    # the review export in docs/ is the demo's SHIP-with-caution experiment
+    # the review example in docs/ is the demo's SHIP-with-caution experiment
     from abproxy.report.export import write_review
 
-    write_review(ws, "pricing-nn", ROOT / "docs" / "review-example.html")
+    review = docs_out / "review-example.html"
+    write_review(ws, "pricing-nn", review)
+    html = review.read_text()
+    assert "Price suggestion network" in html and "SHIP" in html
