@@ -63,10 +63,12 @@ def secrets_toml(auth: Auth, address: str, port: int, environ: dict[str, str] | 
 
 
 def write_secrets(auth: Auth, address: str, port: int) -> Path:
-    """The secrets file in a new private folder (0700, file 0600); the caller removes the folder."""
+    """The secrets file in a new private folder (0700, file 0600); the caller removes the folder.
+    Raises AuthSetupError before anything is written when a secret is missing."""
+    text = secrets_toml(auth, address, port)
     folder = Path(tempfile.mkdtemp(prefix="abproxy-auth-"))
     path = folder / "secrets.toml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets_toml(auth, address, port))
+        handle.write(text)
     return path

@@ -1,7 +1,9 @@
 """The report's allow-list, the login settings serve writes, and the gate failing closed."""
 from __future__ import annotations
 
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,10 @@ def test_secrets_come_from_the_environment(tmp_path, monkeypatch):
     assert data["abproxy_access"]["allowed_domains"] == ["review.example"]
     monkeypatch.setenv("ABPROXY_OIDC_CLIENT_SECRET", "s")
     path = write_secrets(auth, "127.0.0.1", 8600)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(path.parent)
 
 
 def test_serve_refuses_to_start_without_the_client_secret(tmp_path, monkeypatch, capsys):
@@ -58,8 +63,12 @@ def test_serve_refuses_to_start_without_the_client_secret(tmp_path, monkeypatch,
     data = yaml.safe_load((root / "abproxy.yaml").read_text())
     (root / "abproxy.yaml").write_text(yaml.safe_dump({**data, "auth": AUTH}))
     monkeypatch.delenv("ABPROXY_OIDC_CLIENT_SECRET", raising=False)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     assert serve(Workspace.open(root), port=0) == 1
     assert "ABPROXY_OIDC_CLIENT_SECRET" in capsys.readouterr().err
+    assert not list(temp.iterdir()), "a refused start leaves no secrets folder behind"
 
 
 def test_the_gate_fails_closed_without_the_login_settings(tmp_path, monkeypatch):
