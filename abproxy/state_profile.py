@@ -98,11 +98,10 @@ def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats
     """The fold's relations: new rows of unchanged units, the stored rows counted before, every row
     of the rebuilt units, and the per-day counts of the first and the last."""
     scope, fresh = plan.scope(as_of), unfolded(reg, "e.file_id", "e.occurred_at")
-    kept = f" AND u.unit_id NOT IN (SELECT unit_id FROM {rebuilt})"
+    kept = _not_rebuilt("u", rebuilt)
     # `joined` holds the new rows (`fresh`) of the units in the state before this fold; those of
     # the rebuilt units are left out here (their exposure moved or they are new: all their rows are in `new`)
-    delta = _joined_window_events(plan, joined, as_of, f" AND e.unit_id NOT IN (SELECT unit_id FROM {rebuilt})",
-                                  narrow=repeats)
+    delta = _joined_window_events(plan, joined, as_of, _not_rebuilt("e", rebuilt), narrow=repeats)
     seen = f"(SELECT * FROM __abp_old e WHERE NOT {fresh})"
     new = window_events(plan, rebuilt, "__abp_old", as_of, narrow=repeats)
     if repeats:
@@ -112,6 +111,11 @@ def _fold_parts(plan: Plan, reg: dict, as_of: dt.datetime, rebuilt: str, repeats
     else:
         parts = (counts_sql(scope, plan.late_hours, "dv", seen="seen"), counts_sql(scope, plan.late_hours, "nv"))
     return delta, seen, new, tuple(f"SELECT * FROM ({q})" for q in parts)
+
+
+def _not_rebuilt(alias: str, rebuilt: str) -> str:
+    """The filter keeping the rows of `alias` whose unit is not in the table `rebuilt`."""
+    return f" AND {alias}.unit_id NOT IN (SELECT unit_id FROM {rebuilt})"
 
 
 def frontier_moved(con, plan: Plan, reg: dict) -> bool:
