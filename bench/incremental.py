@@ -183,11 +183,11 @@ def _timed_process(cmd: list[str], env=None) -> float:
     return _process_usage(cmd, env)[0]
 
 
-def _process_usage(cmd: list[str], env=None) -> tuple[float, float, float]:
+def _process_usage(cmd: list[str], env=None, out=subprocess.DEVNULL) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds user+sys, peak RSS in MB) of one child process (its own rusage)."""
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -259,15 +259,36 @@ def measure_processes(path: Path, n: int, a) -> dict:
     full, run = [], []
     _timed_process(ABPROXY + ["analyze", "--full", *common])             # warm-up, builds the state
     for r in range(a.repeat):
-        extra = int(n * a.events_per_unit) // 100
-        _new_events_file(ws / "inbox" / "events" / f"new{r}.parquet", n, 2 * 10**10 + r * extra,
-                         2 * 10**10 + (r + 1) * extra)
-        run.append(_timed_process(ABPROXY + ["run", *common]))
-        full.append(_timed_process(ABPROXY + ["analyze", "--full", *common]))
-        print(f"  +1% #{r + 1}: abproxy run {run[-1]:.2f}s, analyze --full {full[-1]:.2f}s  [{_load()}]", flush=True)
+        _next_events_file(ws / "inbox" / "events", "new", n, 2 * 10**10, int(n * a.events_per_unit) // 100)
+        run.append(_checked_run(ABPROXY + ["run", *common]))
+        full.append(_process_usage(ABPROXY + ["analyze", "--full", *common]))
+        print(f"  +1% #{r + 1}: abproxy run {run[-1][0]:.2f}s ({run[-1][1]:.2f}s CPU), analyze --full "
+              f"{full[-1][0]:.2f}s ({full[-1][1]:.2f}s CPU)  [{_load()}]", flush=True)
     service = _child(["--worker", "service", "--path", str(ws), "--units", str(n),
                       "--events-per-unit", str(a.events_per_unit), "--repeat", str(a.repeat)])
-    return {"process_full_s": statistics.median(full), "process_run_s": statistics.median(run)} | service
+    return {"process_full_s": statistics.median(w for w, _, _ in full),
+            "process_run_s": statistics.median(w for w, _, _ in run),
+            "process_full_cpu_s": statistics.median(c for _, c, _ in full),
+            "process_run_cpu_s": statistics.median(c for _, c, _ in run)} | service
+
+
+def _next_events_file(folder: Path, prefix: str, n: int, first: int, extra: int) -> None:
+    """The next +1% inbox file: `{prefix}{k}.parquet` with events [first + k·extra, first + (k+1)·extra), k the
+    number of such files already there, so a rerun in the same --dir brings new rows (a file with the name and
+    content of a loaded one would be skipped)."""
+    k = len(list(folder.glob(f"{prefix}*.parquet")))
+    _new_events_file(folder / f"{prefix}{k}.parquet", n, first + k * extra, first + (k + 1) * extra)
+
+
+def _checked_run(cmd: list[str]) -> tuple[float, float, float]:
+    """`abproxy run --json` as a timed process; it must have loaded one new file and folded it incrementally."""
+    with tempfile.TemporaryFile() as out:
+        usage = _process_usage(cmd, out=out)
+        out.seek(0)
+        result = json.loads(out.read())
+    modes = [e["refresh"]["mode"] for e in result["experiments"]]
+    assert result["files_loaded"] == 1 and modes == ["incremental"], (result["files_loaded"], modes)
+    return usage
 
 
 def measure_service(ws_path: Path, n: int, a) -> dict:
@@ -280,9 +301,7 @@ def measure_service(ws_path: Path, n: int, a) -> dict:
     run_job(ws, "run", base.AS_OF, on_runs=None)                       # warm-up: imports, nothing new
     times = []
     for r in range(a.repeat):
-        extra = int(n * a.events_per_unit) // 100
-        _new_events_file(ws.inbox / "events" / f"service{r}.parquet", n, 3 * 10**10 + r * extra,
-                         3 * 10**10 + (r + 1) * extra)
+        _next_events_file(ws.inbox / "events", "service", n, 3 * 10**10, int(n * a.events_per_unit) // 100)
         started = time.perf_counter()
         result = run_job(ws, "run", base.AS_OF, on_runs=None)
         times.append(time.perf_counter() - started)
@@ -330,8 +349,11 @@ def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
     r: dict = {}
     if only & {"analysis", "processes"}:
         db = folder / "main.duckdb"
-        g = _child(["--worker", "generate", "--units", str(a.units), "--path", str(db), *common])
-        print(f"generated {g['event_rows']:,} events for {a.units:,} units in {g['generate_s']:.0f}s", flush=True)
+        if db.exists():   # made by an earlier run in this --dir (generating again would add a second copy)
+            print(f"reusing {db} (delete it to generate a new one)", flush=True)
+        else:
+            g = _child(["--worker", "generate", "--units", str(a.units), "--path", str(db), *common])
+            print(f"generated {g['event_rows']:,} events for {a.units:,} units in {g['generate_s']:.0f}s", flush=True)
         if "analysis" in only:
             m = _child(["--worker", "analysis", "--units", str(a.units), "--path", str(db), *common])
             r |= {f"a_{k}": v for k, v in m.items()}
@@ -344,7 +366,8 @@ def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
             m = measure_processes(db, a.units, a)
             r |= m
             print(f"processes: abproxy run after +1% {m['process_run_s']:.2f}s vs analyze --full "
-                  f"{m['process_full_s']:.2f}s ({m['process_run_s'] / m['process_full_s']:.3f}x); the same pass as a job "
+                  f"{m['process_full_s']:.2f}s ({m['process_run_s'] / m['process_full_s']:.3f}x; CPU {m['process_run_cpu_s']:.2f}s vs "
+                  f"{m['process_full_cpu_s']:.2f}s, {m['process_run_cpu_s'] / m['process_full_cpu_s']:.3f}x); the same pass as a job "
                   f"of the running service (imports warm) {m['service_run_s']:.2f}s "
                   f"({m['service_run_s'] / m['process_full_s']:.3f}x)  [{_load()}]", flush=True)
     if "experiments" in only:
