@@ -11,7 +11,6 @@ import logging
 import math
 
 import duckdb
-import pandas as pd
 
 from .config import Config, Experiment
 from .engines import ENGINE_ERRORS, Engine, as_engine
@@ -48,6 +47,8 @@ SELECT max(abs(fc - ft)) AS d, max(tc) AS nc, max(tt) AS nt FROM (
 
 
 def _row(engine: Engine, sql: str) -> tuple:
+    import pandas as pd
+
     return tuple(None if pd.isna(v) else v for v in engine.frame(sql).iloc[0])
 
 
@@ -158,6 +159,8 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
     """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's
     units (an experiment sharing no unit has no cells); rows by other, arm of A, arm of the other."""
+    import pandas as pd
+
     d, sums = engine.dialect, []
     for c in cols:
         sums += [d.sum(c.y), d.sum(f"{c.y} * {c.y}")]

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, Experiment, Metric
 from .metric_types import MetricColumns, type_of
@@ -22,6 +20,9 @@ from .stats import (Effect, JointMoments, Moments, adjust_pvalues, adjusted_alph
 from .stats.groupseq import current_look, group_sequential, obf_boundary
 from .stats.quantile import QuantileSummary
 from .verdict import Flag, Outcome, Policy, Verdict, decide
+
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is read (not when the module loads)
+    import pandas as pd
 
 FAMILY_METHOD = {"primary": "holm", "guardrail": "holm", "secondary": "fdr_bh"}
 

@@ -12,7 +12,6 @@ import math
 
 import duckdb
 import numpy as np
-from scipy.stats import ks_2samp, norm
 
 from . import format as fmt
 from . import ledger
@@ -171,9 +170,11 @@ def novelty_checks(run: "AnalysisRun", config: Config, key: str) -> list[Check]:
     """Novelty/primacy: WLS trend of the daily cohorts' relative effect of each primary metric; warn when
     it falls significantly and the fitted effect on the last day is below (1 − decay_fraction) × the
     fitted effect on the first day."""
+    from scipy.special import ndtri   # what scipy.stats.norm.ppf calls, without loading scipy.stats
+
     exp = config.experiments[key]
     alpha, decay = exp.decision.alpha, exp.drift.decay_fraction
-    z = float(norm.ppf(1 - alpha / 2))
+    z = float(ndtri(1 - alpha / 2))
     out = []
     for metric, variant, sign, x, days, y, se in _primary_daily(run, config, exp, z):
         if len(x) < MIN_TREND_DAYS:
@@ -231,6 +232,8 @@ def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as
                     run: "AnalysisRun", engine: Engine | None = None) -> list[Check]:
     """A shipped experiment that keeps a holdback: the effect of the recent exposure cohorts against the
     launch estimate in the ledger, and the per-unit distribution of the primary metric (KS test)."""
+    from scipy.special import ndtri   # what scipy.stats.norm.ppf calls, without loading scipy.stats
+
     exp = config.experiments[key]
     if exp.status != "shipped" or not exp.holdback:
         return []
@@ -240,7 +243,7 @@ def holdback_checks(con: duckdb.DuckDBPyConnection, config: Config, key: str, as
                                             "no SHIP run); the effect will be compared once one exists")]
     run_id, launch_as_of, effects = launch
     alpha, decay, recent = exp.decision.alpha, exp.drift.decay_fraction, exp.drift.recent_days
-    z = float(norm.ppf(1 - alpha / 2))
+    z = float(ndtri(1 - alpha / 2))
     out = []
     for metric, variant, sign, x, days, y, se in _primary_daily(run, config, exp, z):
         then = effects.get((metric, variant))
@@ -266,6 +269,8 @@ def distribution_drift(engine: Engine | duckdb.DuckDBPyConnection, config: Confi
                        as_of: dt.datetime, launched: dt.datetime) -> list[Check]:
     """Two-sample KS test of the primary metric's per-unit values: the last `recent_days` of exposure
     cohorts with a complete window vs the `recent_days` before launch, per variant (bounded sample)."""
+    from scipy.stats import ks_2samp
+
     exp = config.experiments[key]
     metric, recent = exp.primary[0], exp.drift.recent_days
     window = math.ceil(config.metrics[metric].window_days)

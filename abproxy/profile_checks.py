@@ -7,16 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
-from scipy.stats import poisson
 
 from .engines import Engine, as_engine
 from .metrics import interval_days, literal, timestamp_literal
 from .quality_scope import (DUPLICATE_WARN, LATE_WARN, MIN_EXPECTED_MISSING, MIN_NULL_ROWS, MIN_TRAILING_DAYS,
                             MOSTLY_NULL, VOLUME_P, Scope)
 from .records import Check
+
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is read (not when the module loads)
+    import pandas as pd
 
 
 def null_checks(scope: Scope, daily: pd.DataFrame, recent_days: int, increase: float) -> list[Check]:
@@ -58,6 +60,8 @@ def missing_checks(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, dai
                    missing_days: float) -> list[Check]:
     """An event type not seen for `missing_days` before the analysis time while units are still in
     their window and, at its usual rate, at least MIN_EXPECTED_MISSING events were due: vanished."""
+    import pandas as pd
+
     last = {i: daily[f"last{i}"].max() for i in range(len(scope.types))}
     seen = {i: pd.Timestamp(t).to_pydatetime() for i, t in last.items() if pd.notna(t)}
     units = float(daily["unit_days"].sum())
@@ -152,6 +156,8 @@ def age_profile(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope) -> Age
 
 
 def _age_profile(events: pd.DataFrame, cohorts: list, scope: Scope) -> AgeProfile:
+    import pandas as pd
+
     if len(events):
         events["day"] = pd.to_datetime(events["day"]).dt.date
     return AgeProfile(events, {pd.Timestamp(d).date(): int(n) for d, n in cohorts}, math.ceil(scope.window_days))
@@ -178,11 +184,21 @@ def expected_events(profile: AgeProfile, event: str, day: dt.date, history: list
     return total
 
 
+def poisson_tails(observed: int, expected: float) -> tuple[float, float]:
+    """(P(X <= observed), P(X >= observed)) for X ~ Poisson(expected): scipy.special's pdtr / pdtrc, which
+    scipy.stats.poisson.cdf / .sf call (without importing scipy.stats); P(X >= 0) = 1, as poisson.sf gives."""
+    from scipy.special import pdtr, pdtrc
+
+    return float(pdtr(observed, expected)), float(pdtrc(observed - 1, expected)) if observed > 0 else 1.0
+
+
 def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: float,
                   profile: AgeProfile | None = None) -> list[Check]:
     """Each metric event type on the last complete day against what the units in window were expected
     to produce, at the per-unit event rate of each day since exposure over the trailing days
     (`expected_events`); flagged only beyond ±`change` *and* improbable under Poisson noise (p < VOLUME_P)."""
+    import pandas as pd
+
     complete = daily[(daily["unit_days"] > 0)
                      & (pd.to_datetime(daily["day"]) + pd.Timedelta(days=1) <= pd.Timestamp(scope.as_of))]
     if len(complete) <= MIN_TRAILING_DAYS:
@@ -203,7 +219,7 @@ def volume_checks(scope: Scope, daily: pd.DataFrame, trailing: int, change: floa
         if len(history) < MIN_TRAILING_DAYS or not expected > 0:
             continue
         ratio = observed / expected
-        p_low, p_high = poisson.cdf(observed, expected), poisson.sf(observed - 1, expected)
+        p_low, p_high = poisson_tails(observed, expected)
         flagged = (ratio < 1 - change and p_low < VOLUME_P) or (ratio > 1 + change and p_high < VOLUME_P)
         detail = (f"'{t}' on {last['day']}: {observed:,} events vs ~{expected:,.0f} expected from {basis} "
                   f"({ratio - 1:+.0%}, tolerance ±{change:.0%})")

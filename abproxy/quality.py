@@ -13,9 +13,9 @@ import datetime as dt
 import difflib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from . import shared
 from .config import Config
@@ -27,6 +27,9 @@ from .profile_checks import (AgeProfile, age_profile, duplicate_check, expected_
 from .quality_scope import FUTURE_FAIL, UNKNOWN_VARIANT_FAIL, US_PER_DAY, Scope, make_scope
 from .records import Check
 from .spark_dialect import DUCKDB_EXTRAS
+
+if TYPE_CHECKING:  # pragma: no cover - pandas is imported where a frame is read (not when the module loads)
+    import pandas as pd
 
 __all__ = ["AgeProfile", "Scope", "age_profile", "assignment_checks", "counts_sql", "daily_profile",
            "duplicate_check", "expected_events", "future_check", "late_check", "make_scope", "missing_checks",
@@ -219,6 +222,8 @@ def daily_profile(engine: Engine | duckdb.DuckDBPyConnection, scope: Scope, late
     counts AS ({counts_sql(scope, late_hours, "ev", d=d, load_times=engine.name == "duckdb")}),
     {cover_sql(scope, d)}
     SELECT * FROM cover FULL JOIN counts USING (day) ORDER BY day"""
+    import pandas as pd
+
     frame = engine.frame(sql)
     counts = [c for c in frame.columns if c not in ("day",) and not c.startswith("last")]
     frame[counts] = frame[counts].fillna(0)

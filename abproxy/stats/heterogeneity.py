@@ -33,11 +33,11 @@ def cochran_q(effects: Sequence[float], variances: Sequence[float]) -> Heterogen
         pooled = float(e[0]) if k == 1 else math.nan
         return Heterogeneity(math.nan, max(k - 1, 0), math.nan, math.nan, pooled,
                              "too_few_segments")
-    from scipy.stats import chi2
+    from scipy.special import chdtrc   # what scipy.stats.chi2.sf calls
     from statsmodels.stats.meta_analysis import combine_effects
 
     with np.errstate(invalid="ignore", divide="ignore"):  # RE parts unused; τ²=0 → 0/0
         res = combine_effects(e, v, method_re="dl")
     q = float(res.q)
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
-    return Heterogeneity(q, k - 1, float(chi2.sf(q, k - 1)), i2, float(res.mean_effect_fe))
+    return Heterogeneity(q, k - 1, float(chdtrc(k - 1, q)), i2, float(res.mean_effect_fe))
