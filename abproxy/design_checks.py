@@ -17,7 +17,7 @@ from .engines import ENGINE_ERRORS, Engine, as_engine
 from .effects import StatsTable, compute_effect
 from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
 from .records import Check
-from .shared import current, others_sql
+from .shared import _case, current, others_sql
 from .stats import JointMoments, Moments, adjust_pvalues
 from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
 from .stats.interaction import assignment_independence, interaction_test
@@ -156,7 +156,8 @@ def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) ->
 
 # ------------------------------------------------------------------ concurrent experiments (§15)
 
-def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime):
+def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], others: list[str], as_of: dt.datetime,
+           variants: list[str]):
     """Per (other experiment, arm of A, arm of the other): n and the metric sums — one scan of A's
     units (an experiment sharing no unit has no cells); rows by other, arm of A, arm of the other."""
     import pandas as pd
@@ -173,14 +174,15 @@ def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], other
                f"JOIN ({others_sql(others, as_of, engine.dialect)}) o ON o.unit_id = u.unit_id "
                "GROUP BY o.other, u.variant, o.other_variant")
         rows = list(engine.frame(sql).itertuples(index=False))
-    else:   # the pass's numbered assignments: joined and grouped on integers
+    else:   # the pass's numbered assignments: joined and grouped on integers (A's variant numbered too)
         ids = ", ".join(str(found.others.index(o)) for o in others)
-        sql = (f"SELECT o.oid, u.variant, o.vid, count(*) AS n{sums} FROM (SELECT v.*, m.h FROM "
-               f"({table.query.unit_sql}) v JOIN {found.units} m ON m.unit_id = v.unit_id) u "
+        sql = (f"SELECT o.oid, u.aid, o.vid, count(*) AS n{sums} FROM (SELECT v.*, m.h, CAST("
+               f"{_case('v.variant', variants)} AS INTEGER) AS aid FROM ({table.query.unit_sql}) v "
+               f"JOIN {found.units} m ON m.unit_id = v.unit_id) u "
                f"JOIN (SELECT h, oid, vid FROM {found.table} WHERE oid IN ({ids})) o ON o.h = u.h "
-               "GROUP BY o.oid, u.variant, o.vid")
-        rows = [(found.others[int(r[0])], r[1], None if pd.isna(r[2]) else found.variants[int(r[2])], *r[3:])
-                for r in engine.frame(sql).itertuples(index=False)]
+               "GROUP BY o.oid, u.aid, o.vid")
+        rows = [(found.others[int(r[0])], variants[int(r[1])], None if pd.isna(r[2]) else found.variants[int(r[2])],
+                 *r[3:]) for r in engine.frame(sql).itertuples(index=False)]
     out: dict[str, list] = {}
     for row in sorted(rows, key=lambda r: tuple((v is None, v or "") for v in r[:3])):
         out.setdefault(row[0], []).append(row[1:])
@@ -208,7 +210,7 @@ def interaction_checks(engine: Engine, config: Config, key: str, as_of: dt.datet
     threshold = config.health.interaction_p
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
     running = [o for o, e in config.experiments.items() if o != key and e.status == "running"]
-    cells_by_other = _cells(engine, table, cols, running, as_of) if running else {}
+    cells_by_other = _cells(engine, table, cols, running, as_of, list(exp.variants)) if running else {}
     out = []
     for other in running:
         rows = cells_by_other.get(other)

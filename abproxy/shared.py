@@ -3,7 +3,8 @@
 Within `sharing_pass(con, config, keys, as_of)` the checks that would scan the whole `exposures`
 table once per experiment (O(experiments²) for a pass) read what the pass grouped once:
   * `assignments`: every running experiment's single-variant units with their variant, numbered
-    (the interaction checks' other experiments, `design_checks`);
+    (the interaction checks' other experiments, `design_checks`), read from the per-unit states
+    the pass put in place (O(units) each) and grouped from the exposures for the others;
   * `exposure_counts`: per experiment and variant, the exposures since an analysed experiment's
     first exposure (`quality.assignment_checks`), from one scan bucketed by the experiments' first
     exposures.
@@ -73,7 +74,7 @@ class sharing_pass:
     def _assign(self, engine: Any) -> Assignments:
         """Units numbered h, experiments oid and variants vid: the checks group and join on integers."""
         t, con = self.table, self.con
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_a AS {others_sql(self.running, self.as_of, engine.dialect)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {t}_a AS {self._assignments_sql(engine)}")
         variants = [r[0] for r in con.execute(f"SELECT DISTINCT other_variant FROM {t}_a").fetchall()]
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_u AS SELECT unit_id, CAST(row_number() OVER () AS INTEGER) AS h
                         FROM (SELECT DISTINCT unit_id FROM {t}_a)""")
@@ -81,6 +82,19 @@ class sharing_pass:
             AS oid, CAST({_case('other_variant', variants)} AS INTEGER) AS vid FROM {t}_a a JOIN {t}_u m USING (unit_id)""")
         con.execute(f"DROP TABLE {t}_a")
         return Assignments(t, f"{t}_u", tuple(self.running), tuple(variants))
+
+    def _assignments_sql(self, engine: Any) -> str:
+        """`others_sql` of the running experiments: read from the per-unit state where the pass put one
+        in place (its rows are the units' first exposures; `multi`: more than one variant), else
+        grouped from the exposures."""
+        from .sources import active
+
+        states = {o: s.table for o in self.running if (s := active(o, self.as_of)) is not None}
+        parts = [f"SELECT {literal(o)} AS other, unit_id, variant AS other_variant FROM {table} WHERE NOT multi"
+                 for o, table in states.items()]
+        if rest := [o for o in self.running if o not in states]:
+            parts.append(others_sql(rest, self.as_of, engine.dialect))
+        return " UNION ALL ".join(parts)
 
     def exposure_counts(self, engine: Any, key: str, as_of: dt.datetime) -> Any:
         """(experiment, variant, n): the exposures up to `as_of` since `key`'s first exposure, for a key
