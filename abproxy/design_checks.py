@@ -20,7 +20,7 @@ from .records import Check
 from .shared import _case, current, others_sql
 from .stats import JointMoments, Moments, adjust_pvalues
 from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
-from .stats.interaction import assignment_independence, interaction_test
+from .stats.interaction import assignment_independence_all, interaction_test
 
 log = logging.getLogger(__name__)
 COVARIATE_KS_P = 0.001   # a CUPAC covariate differing by arm at this level is refused
@@ -211,15 +211,14 @@ def interaction_checks(engine: Engine, config: Config, key: str, as_of: dt.datet
     cols = [c for c in table.query.columns if c.key in exp.primary and c.metric.type != "quantile"]
     running = [o for o, e in config.experiments.items() if o != key and e.status == "running"]
     cells_by_other = _cells(engine, table, cols, running, as_of, list(exp.variants)) if running else {}
-    out = []
-    for other in running:
-        rows = cells_by_other.get(other)
-        if not rows:
-            continue
+    shared = [(other, rows, sorted({r[1] for r in rows})) for other in running if (rows := cells_by_other.get(other))]
+    tables = []
+    for _, rows, arms_b in shared:
         arms_a = [v for v in exp.variants if any(r[0] == v for r in rows)]
-        arms_b = sorted({r[1] for r in rows})
         counts = {(r[0], r[1]): int(r[2]) for r in rows}
-        indep = assignment_independence([[counts.get((a, b), 0) for b in arms_b] for a in arms_a])
+        tables.append([[counts.get((a, b), 0) for b in arms_b] for a in arms_a])
+    out = []
+    for (other, rows, arms_b), indep in zip(shared, assignment_independence_all(tables)):
         tests = [("assignment", None, None, indep.p_value,
                   f"assignments of {key} and {other} on {indep.shared_units:,} shared units: χ² = {indep.chi2:.2f}, "
                   f"df = {indep.df}, p = {indep.p_value:.3g}")]

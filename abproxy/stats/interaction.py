@@ -55,6 +55,38 @@ def assignment_independence(table: Sequence[Sequence[float]]) -> Independence:
     return Independence(float(res.statistic), int(res.dof), float(res.pvalue), total)
 
 
+def assignment_independence_all(tables: Sequence[Sequence[Sequence[float]]]) -> list[Independence]:
+    """`assignment_independence` of each table, the tables of one shape (after dropping empty rows and
+    columns) in one vectorised call: the expected counts of each (scipy ``expected_freq``), then
+    Pearson's χ² along the last axis of the stacked tables (scipy ``chisquare``, the test
+    ``chi2_contingency`` runs on one table)."""
+    out: list[Independence | None] = [None] * len(tables)
+    shapes: dict[tuple[int, int], list[tuple[int, np.ndarray, int]]] = {}
+    for i, table in enumerate(tables):
+        t = np.asarray(table, dtype=float)
+        if t.ndim != 2 or not t.size:
+            out[i] = assignment_independence(t)
+            continue
+        total = int(t.sum())
+        t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+        if t.shape[0] < 2 or t.shape[1] < 2:
+            out[i] = Independence(0.0, 0, 1.0, total, "too_few_arms")
+        else:
+            shapes.setdefault(t.shape, []).append((i, t, total))
+    if shapes:
+        from scipy.stats import chisquare
+        from scipy.stats.contingency import expected_freq
+
+    for (r, c), group in shapes.items():
+        observed = np.stack([t.ravel() for _, t, _ in group])
+        expected = np.stack([expected_freq(t).ravel() for _, t, _ in group])
+        dof = (r - 1) * (c - 1)
+        res = chisquare(observed, expected, ddof=r * c - 1 - dof, axis=-1)
+        for (i, _, total), chi2, p in zip(group, np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue)):
+            out[i] = Independence(float(chi2), dof, float(p), total)
+    return out  # type: ignore[return-value]
+
+
 def interaction_test(effects: Sequence[float], variances: Sequence[float]) -> Interaction:
     """Cochran's Q of A's effect across the arms of B (k arms → df k−1); < 2 usable → warning."""
     het = cochran_q(effects, variances)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from abproxy.stats.interaction import assignment_independence, interaction_test
+from abproxy.stats.interaction import assignment_independence, assignment_independence_all, interaction_test
 
 
 def test_independence_matches_scipy_on_raw_assignments():
@@ -21,6 +21,25 @@ def test_dependent_assignment_detected_and_degenerate():
     assert assignment_independence([[900, 100], [100, 900]]).p_value < 1e-100
     assert assignment_independence([[10, 0], [20, 0]]).warning == "too_few_arms"
     assert assignment_independence([]).warning == "too_few_arms"
+
+
+def test_independence_of_many_tables_at_once_equals_each_alone():
+    """Tables of mixed shapes, with empty rows and columns and degenerate ones: the vectorised call
+    gives what each table gives alone (χ², df, p, shared units, warning), to the last bit."""
+    rng = np.random.default_rng(4)
+    tables = []
+    for _ in range(400):
+        t = rng.integers(0, 60, (rng.integers(1, 4), rng.integers(1, 5))).astype(float)
+        if rng.random() < 0.2:
+            t[rng.integers(0, t.shape[0])] = 0
+        if rng.random() < 0.2:
+            t[:, rng.integers(0, t.shape[1])] = 0
+        tables.append(t.tolist())
+    tables += [[], [[0, 0], [0, 0]], [[7]], [[900, 100], [100, 900]]]
+    together = assignment_independence_all(tables)
+    assert together == [assignment_independence(t) for t in tables]
+    assert sum(r.warning is None for r in together) > 100 and {r.df for r in together} >= {1, 2, 3, 6}
+    assert assignment_independence_all([]) == []
 
 
 def test_interaction_equals_ols_with_hc2_on_raw_units():
