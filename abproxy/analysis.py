@@ -70,7 +70,7 @@ def analyze_experiment(con: duckdb.DuckDBPyConnection, config: Config, key: str,
             return run
         plain, covariate_checks = design_checks.covariate_refusals(engine, config, key, as_of)
         table = run_query(engine, config, key, as_of, plain)
-        overall = _by_variant(table.rows("overall"))
+        overall = _by_variant(table.records("overall"))
         run.units = {v: int(overall[v]["n"]) if v in overall else 0 for v in exp.variants}
         run.excluded_multi = int(table.frame["excluded_multi"].max()) if len(table.frame) else 0
         run.srm = srm_test(run.units, exp.weights)

@@ -120,7 +120,7 @@ def _restarts(engine: Engine, exp: Experiment, key: str, as_of: dt.datetime) -> 
 def pre_exposure_checks(table: "StatsTable", config: Config, exp: Experiment) -> list[Check]:
     """Arms compared on each CUPED covariate (pre-window or CUPAC), Holm over metrics × treatments."""
     threshold = config.health.pre_exposure_p
-    arms = {str(r["variant"]): r for _, r in table.rows("overall").iterrows()}
+    arms = {str(r["variant"]): r for r in table.records("overall")}
     tests = []
     for col in table.query.columns:
         if not (col.metric.cuped_days or col.covariate) or exp.control not in arms:

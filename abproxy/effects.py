@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, Experiment, Metric
@@ -38,6 +39,17 @@ class StatsTable:
 
     def rows(self, dim: str) -> pd.DataFrame:
         return self.frame[self.frame["dim"] == dim]
+
+    def records(self, dim: str) -> list[dict[str, Any]]:
+        """The rows of `dim` as plain dicts, in the frame's order (read from the frame once per table)."""
+        return self._records.get(dim, [])
+
+    @cached_property
+    def _records(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in self.frame.to_dict("records"):
+            out.setdefault(r["dim"], []).append(r)
+        return out
 
     def moments(self, row: pd.Series, col: MetricColumns) -> Moments | JointMoments:
         """The metric's own reading of its sums (`metric_types`); unadjusted when its covariate was refused."""
@@ -77,12 +89,12 @@ def look_of(exp: Experiment, days_running: float) -> int | None:
     return current_look(days_running / exp.planned_days, exp.decision.looks)
 
 
-def _by_variant(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    return {str(r["variant"]): r for _, r in frame.iterrows()}
+def _by_variant(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(r["variant"]): r for r in records}
 
 
 def overall_results(table: StatsTable, config: Config, exp: Experiment, look: int | None = None) -> list[MetricResult]:
-    arms = _by_variant(table.rows("overall"))
+    arms = _by_variant(table.records("overall"))
     roles = exp.roles()
     out = []
     for col in table.query.columns:
@@ -161,7 +173,7 @@ def segment_results(table: StatsTable, exp: Experiment, look: int | None = None)
 class _ArmSums:
     """Sufficient statistics of one segment value and arm, additive so small segments can pool."""
 
-    def __init__(self, table: StatsTable, row: pd.Series):
+    def __init__(self, table: StatsTable, row: dict[str, Any]):
         self.by_col = {c.key: table.moments(row, c) for c in table.query.columns}
         self.n = int(row["n"])
 
@@ -175,9 +187,9 @@ class _ArmSums:
         return self.by_col[col.key]
 
 
-def _segment_rows(rows: pd.DataFrame) -> dict[str, dict[str, pd.Series]]:
-    out: dict[str, dict[str, pd.Series]] = {}
-    for _, r in rows.iterrows():
+def _segment_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
         value = r["dim_value"] if isinstance(r["dim_value"], str) else "(missing)"
         out.setdefault(value, {})[str(r["variant"])] = r
     return out
@@ -188,7 +200,7 @@ def _pooled_segments(table: StatsTable, dim: str, exp: Experiment
     """Segment values with at least min_segment_units in every arm, the rest pooled into 'other'
     (the pooled values are returned too). A bucket that holds every unit (all values pooled, or a
     single value) is the whole population, not a segment: the dimension is then left out."""
-    raw = _segment_rows(table.rows(dim))
+    raw = _segment_rows(table.records(dim))
     minimum = exp.decision.min_segment_units
     out: dict[str, dict[str, _ArmSums]] = {}
     pooled: list[str] = []
@@ -211,11 +223,13 @@ def series(table: StatsTable, exp: Experiment, levels: dict[tuple[str, str], flo
     level of the overall result (`levels`: (metric, variant) → the interval's α), so the last one is
     the interval the verdict shows (METHODS §19)."""
     levels = levels or {}
-    rows = table.rows("day")
-    if rows.empty:
+    rows = table.records("day")
+    if not rows:
         return []
-    days = sorted({str(d) for d in rows["dim_value"]})
-    by_day = {d: _by_variant(rows[rows["dim_value"] == d]) for d in days}
+    by_day: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_day.setdefault(str(r["dim_value"]), {})[str(r["variant"])] = r
+    days = sorted(by_day)
     out = []
     for col in (c for c in table.query.columns if c.additive):
         for variant in exp.treatments:
