@@ -164,14 +164,15 @@ def measure_experiments(path: Path, n: int, a) -> dict:
     for k in (1, a.experiments):
         cfg = _config(a.threads, a.memory_limit, k)
         keys = list(cfg.experiments)
-        out[f"full_{k}_s"], _ = _median(lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True), a.repeat)
-        times = []
+        timed: dict[str, list[tuple[float, float]]] = {f"full_{k}": [], f"incremental_{k}": []}
+        for _ in range(a.repeat):
+            timed[f"full_{k}"].append(_timed(lambda: analyze(con, cfg, keys, base.AS_OF, record=False, full=True))[:2])
         for _ in range(a.repeat):
             _add_events(con, n, file_id)
             con.execute("CHECKPOINT")     # as measure_analysis: what the commit of a real ingest leaves
             file_id += 1
-            times.append(_median(lambda: analyze(con, cfg, keys, base.AS_OF, record=False), 1)[0])
-        out[f"incremental_{k}_s"] = statistics.median(times)
+            timed[f"incremental_{k}"].append(_timed(lambda: analyze(con, cfg, keys, base.AS_OF, record=False))[:2])
+        out |= _medians(timed)
     con.close()
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -376,10 +377,10 @@ def _parts(folder: Path, only: set[str], common: list[str], a) -> dict:
         m = _child(["--worker", "experiments", "--path", str(db), *common])
         k = a.experiments
         r |= {f"e_{x}": v for x, v in m.items()}
-        print(f"{k} experiments vs 1 ({a.experiments_units:,} units): full {m[f'full_{k}_s']:.2f}s vs "
-              f"{m['full_1_s']:.2f}s ({m[f'full_{k}_s'] / m['full_1_s']:.2f}x); incremental "
-              f"{m[f'incremental_{k}_s']:.2f}s vs {m['incremental_1_s']:.2f}s "
-              f"({m[f'incremental_{k}_s'] / m['incremental_1_s']:.2f}x)  [{_load()}]", flush=True)
+        print(f"{k} experiments vs 1 ({a.experiments_units:,} units), wall (CPU): full {_pair(m, f'full_{k}')} vs "
+              f"{_pair(m, 'full_1')}, {_ratios(m, f'full_{k}', 'full_1', 2)}; incremental "
+              f"{_pair(m, f'incremental_{k}')} vs {_pair(m, 'incremental_1')}, "
+              f"{_ratios(m, f'incremental_{k}', 'incremental_1', 2)}  [{_load()}]", flush=True)
     return r
 
 
