@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, Experiment, Metric
@@ -36,24 +35,30 @@ class StatsTable:
     query: ExperimentQuery
     quantiles: dict[str, dict[str, QuantileSummary]] = field(default_factory=dict)  # metric → variant
     plain: frozenset[str] = frozenset()   # metrics whose CUPAC covariate was refused: analysed unadjusted
+    by_dim: dict[str, list[dict[str, Any]]] | None = field(default=None, compare=False, repr=False)
 
     def rows(self, dim: str) -> pd.DataFrame:
         return self.frame[self.frame["dim"] == dim]
 
     def records(self, dim: str) -> list[dict[str, Any]]:
-        """The rows of `dim` as plain dicts, in the frame's order (read from the frame once per table)."""
-        return self._records.get(dim, [])
+        """The rows of `dim` as plain dicts, in the frame's order (`by_dim`: read from the frame once)."""
+        if self.by_dim is None:
+            object.__setattr__(self, "by_dim", records_by_dim(self.frame))
+        return self.by_dim.get(dim, [])
 
-    @cached_property
-    def _records(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in self.frame.to_dict("records"):
-            out.setdefault(r["dim"], []).append(r)
-        return out
 
-    def moments(self, row: pd.Series, col: MetricColumns) -> Moments | JointMoments:
+    def moments(self, row: Any, col: MetricColumns) -> Moments | JointMoments:
         """The metric's own reading of its sums (`metric_types`); unadjusted when its covariate was refused."""
         return col.moments(row, adjusted=col.key not in self.plain)
+
+
+def records_by_dim(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """A statistics frame's rows as dicts of Python values by `dim` (one conversion of the whole frame)."""
+    names, out = list(frame.columns), {}
+    for values in frame.to_numpy(dtype=object).tolist():
+        row = dict(zip(names, values))
+        out.setdefault(row["dim"], []).append(row)
+    return out
 
 
 def compute_effect(metric: Metric, control, variant, alpha: float) -> Effect:

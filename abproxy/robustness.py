@@ -12,7 +12,7 @@ import duckdb
 from . import ledger
 from .config import Capping, Config, Cuped, Experiment, Metric
 from .engines import ENGINE_ERRORS, Engine, as_engine
-from .effects import StatsTable, look_of, overall_results, verdict_for
+from .effects import StatsTable, look_of, overall_results, records_by_dim, verdict_for
 from .fetch import quantile_summaries
 from .metric_types import type_of
 from .metrics import experiment_sql
@@ -127,6 +127,7 @@ def alternative_results(engine: "Engine | duckdb.DuckDBPyConnection", config: Co
     engine = as_engine(engine)
     query = experiment_sql(cfg, key, as_of, keys=decisive, extra=extra, dialect=engine.dialect)
     frame = engine.frame(query.sql)
+    rows = records_by_dim(frame)            # read once for every alternative
     by_key = {c.key: c for c in query.columns}
     out = []
     for i, (_, _, changed) in enumerate(alternatives):
@@ -135,7 +136,7 @@ def alternative_results(engine: "Engine | duckdb.DuckDBPyConnection", config: Co
                      for m in decisive if m in by_key)
         alt_cfg = cfg.model_copy(update={"metrics": {**config.metrics, **changed}})
         alt_query = replace(query, columns=cols)
-        table = StatsTable(frame, alt_query, quantile_summaries(engine, alt_query))
+        table = StatsTable(frame, alt_query, quantile_summaries(engine, alt_query), by_dim=rows)
         out.append((alt_cfg, overall_results(table, alt_cfg, lean, look)))
     return out
 
