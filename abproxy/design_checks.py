@@ -176,13 +176,18 @@ def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], other
         rows = list(engine.frame(sql).itertuples(index=False))
     else:   # the pass's numbered assignments: joined and grouped on integers (A's variant numbered too)
         ids = ", ".join(str(found.others.index(o)) for o in others)
-        sql = (f"SELECT o.oid, u.aid, o.vid, count(*) AS n{sums} FROM (SELECT v.*, m.h, CAST("
-               f"{_case('v.variant', variants)} AS INTEGER) AS aid FROM ({table.query.unit_sql}) v "
-               f"JOIN {found.units} m ON m.unit_id = v.unit_id) u "
-               f"JOIN (SELECT h, oid, vid FROM {found.table} WHERE oid IN ({ids})) o ON o.h = u.h "
-               "GROUP BY o.oid, u.aid, o.vid")
+        values = "".join(f", v.{name}" for c in cols for name in c.unit_names())   # only what the sums read
+        units = f"{found.table}_x"      # A's units numbered first: the join below reads a table of known size
+        engine.con.execute(f"CREATE OR REPLACE TEMP TABLE {units} AS SELECT m.h{values}, CAST("
+                           f"{_case('v.variant', variants)} AS INTEGER) AS aid FROM ({table.query.unit_sql}) v "
+                           f"JOIN {found.units} m ON m.unit_id = v.unit_id")
+        try:
+            frame = engine.frame(f"SELECT o.oid, u.aid, o.vid, count(*) AS n{sums} FROM {units} u JOIN (SELECT h, oid, "
+                                 f"vid FROM {found.table} WHERE oid IN ({ids})) o ON o.h = u.h GROUP BY o.oid, u.aid, o.vid")
+        finally:
+            engine.con.execute(f"DROP TABLE IF EXISTS {units}")
         rows = [(found.others[int(r[0])], variants[int(r[1])], None if pd.isna(r[2]) else found.variants[int(r[2])],
-                 *r[3:]) for r in engine.frame(sql).itertuples(index=False)]
+                 *r[3:]) for r in frame.itertuples(index=False)]
     out: dict[str, list] = {}
     for row in sorted(rows, key=lambda r: tuple((v is None, v or "") for v in r[:3])):
         out.setdefault(row[0], []).append(row[1:])

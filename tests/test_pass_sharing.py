@@ -46,7 +46,7 @@ def test_assignments_read_from_the_states_equal_the_grouped_exposures(tmp_path):
                 with reading(held), sharing_pass(con, cfg, keys, now) as shared:
                     assert _rows(con, shared._assignments_sql(engine)) == expected, (k, sorted(held))
             assert any(v for _, _, v in expected)
-            assert con.execute("SELECT count(*) FROM exposures e1 JOIN exposures e2 USING (experiment, unit_id) "
-                               "WHERE e1.variant < e2.variant").fetchone()[0], "no unit switched variant"
+        assert con.execute("SELECT count(*) FROM exposures e1 JOIN exposures e2 USING (experiment, unit_id) "
+                           "WHERE e1.variant < e2.variant").fetchone()[0], "no unit switched variant"
     finally:
         con.close()
