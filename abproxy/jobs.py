@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from . import prefetch
 from .errors import LockError, UnknownExperimentError
 from .engines import open_engine
 from .ledger import dumps, error_text, last_lineage, record_registry_writes
@@ -133,8 +132,6 @@ def _now() -> dt.datetime:
 def _run_locked(ws, kind, as_of, keys, progress, on_runs, full=False) -> JobResult:
     cfg = ws.config
     result = JobResult(uuid.uuid4().hex[:12], kind)
-    if kind != "ingest":   # the analysis libraries load while DuckDB ingests and folds (abproxy.prefetch)
-        prefetch.start(prefetch.libraries(cfg, keys))
     con = connect(ws.warehouse, cfg.duckdb.memory_limit, cfg.duckdb.threads)
     import duckdb   # imported by connect (not at start-up)
 
