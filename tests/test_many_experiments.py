@@ -52,6 +52,14 @@ def derived(rows: list[str], rng: random.Random) -> list[str]:
 
 
 @pytest.mark.slow
+def deliver(world: World, con, now: dt.datetime) -> None:
+    """One batch: the world's exposures (with the derived experiments') and events, ingested at `now`."""
+    exposures = world.exposures(now, ["one", "two"])
+    world.write("exposures", exposures + derived(exposures, world.rng))
+    world.write("events", world.events(now))
+    ingest(con, world.inbox, now=now)
+
+
 def test_a_pass_of_several_experiments_equals_each_alone(tmp_path, monkeypatch):
     groups = []
     build = state_group.build_group
@@ -63,10 +71,7 @@ def test_a_pass_of_several_experiments_equals_each_alone(tmp_path, monkeypatch):
     try:
         for k in range(4):
             now = START + k * STEP
-            exposures = world.exposures(now, ["one", "two"])
-            world.write("exposures", exposures + derived(exposures, world.rng))
-            world.write("events", world.events(now))
-            ingest(con, world.inbox, now=now)
+            deliver(world, con, now)
             together = analyze(con, cfg, keys, now, record=False, full=(k % 3 == 0))
             for run in together:
                 assert run.status == "ok", (run.experiment, run.error)

@@ -9,13 +9,12 @@ moving earlier, late rows), the assignments equal `others_sql` over the exposure
 from __future__ import annotations
 
 import pytest
-from test_many_experiments import config, derived
+from test_many_experiments import config, deliver
 from test_state import START, STEP, World
 
 from abproxy import state
 from abproxy.analysis import analyze
 from abproxy.engines import DuckDBEngine
-from abproxy.ingest import ingest
 from abproxy.shared import others_sql, sharing_pass
 from abproxy.sources import reading
 from abproxy.warehouse import connect
@@ -33,10 +32,7 @@ def test_assignments_read_from_the_states_equal_the_grouped_exposures(tmp_path):
     try:
         for k in range(5):
             now = START + k * STEP
-            exposures = world.exposures(now, ["one", "two"])
-            world.write("exposures", exposures + derived(exposures, world.rng))
-            world.write("events", world.events(now))
-            ingest(con, world.inbox, now=now)
+            deliver(world, con, now)
             analyze(con, cfg, list(cfg.experiments), now, record=False, full=(k == 3))
             engine = DuckDBEngine(con)
             expected = _rows(con, others_sql(keys, now, engine.dialect))
