@@ -42,17 +42,26 @@ def assignment_independence(table: Sequence[Sequence[float]]) -> Independence:
 
     Empty rows/columns are dropped; fewer than two non-empty rows or columns → warning
     ``too_few_arms`` (nothing to test, p = 1)."""
-    t = np.asarray(table, dtype=float)
-    total = int(t.sum()) if t.size else 0
-    if t.ndim != 2 or not t.size:
-        return Independence(0.0, 0, 1.0, 0, "too_few_arms")
-    t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
-    if t.shape[0] < 2 or t.shape[1] < 2:
-        return Independence(0.0, 0, 1.0, total, "too_few_arms")
+    t, total, untestable = _trimmed(table)
+    if untestable is not None:
+        return untestable
     from scipy.stats import chi2_contingency
 
     res = chi2_contingency(t, correction=False)
     return Independence(float(res.statistic), int(res.dof), float(res.pvalue), total)
+
+
+def _trimmed(table: Sequence[Sequence[float]]) -> tuple[np.ndarray, int, Independence | None]:
+    """The table without its empty rows and columns, its total, and the `too_few_arms` result when
+    fewer than two non-empty rows or columns are left (None when it can be tested)."""
+    t = np.asarray(table, dtype=float)
+    if t.ndim != 2 or not t.size:
+        return t, 0, Independence(0.0, 0, 1.0, 0, "too_few_arms")
+    total = int(t.sum())
+    t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+    if t.shape[0] < 2 or t.shape[1] < 2:
+        return t, total, Independence(0.0, 0, 1.0, total, "too_few_arms")
+    return t, total, None
 
 
 def assignment_independence_all(tables: Sequence[Sequence[Sequence[float]]]) -> list[Independence]:
@@ -63,15 +72,8 @@ def assignment_independence_all(tables: Sequence[Sequence[Sequence[float]]]) -> 
     out: list[Independence | None] = [None] * len(tables)
     shapes: dict[tuple[int, int], list[tuple[int, np.ndarray, int]]] = {}
     for i, table in enumerate(tables):
-        t = np.asarray(table, dtype=float)
-        if t.ndim != 2 or not t.size:
-            out[i] = assignment_independence(t)
-            continue
-        total = int(t.sum())
-        t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
-        if t.shape[0] < 2 or t.shape[1] < 2:
-            out[i] = Independence(0.0, 0, 1.0, total, "too_few_arms")
-        else:
+        t, total, out[i] = _trimmed(table)
+        if out[i] is None:
             shapes.setdefault(t.shape, []).append((i, t, total))
     if shapes:
         from scipy.stats import chisquare
