@@ -37,15 +37,11 @@ class StatsTable:
     plain: frozenset[str] = frozenset()   # metrics whose CUPAC covariate was refused: analysed unadjusted
     by_dim: dict[str, list[dict[str, Any]]] | None = field(default=None, compare=False, repr=False)
 
-    def rows(self, dim: str) -> pd.DataFrame:
-        return self.frame[self.frame["dim"] == dim]
-
     def records(self, dim: str) -> list[dict[str, Any]]:
         """The rows of `dim` as plain dicts, in the frame's order (`by_dim`: read from the frame once)."""
         if self.by_dim is None:
             object.__setattr__(self, "by_dim", records_by_dim(self.frame))
         return self.by_dim.get(dim, [])
-
 
     def moments(self, row: Any, col: MetricColumns) -> Moments | JointMoments:
         """The metric's own reading of its sums (`metric_types`); unadjusted when its covariate was refused."""

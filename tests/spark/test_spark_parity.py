@@ -181,7 +181,7 @@ def test_only_grouped_rows_come_back(engines):
     shipped = engine.rows_returned - before
     groups = table.frame.groupby("dim")["dim_value"].nunique()
     assert shipped == len(table.frame) == 3 * int(groups.sum()) < 200
-    assert shipped < sum(int(n) for n in table.rows("overall")["n"]) / 10
+    assert shipped < sum(int(r["n"]) for r in table.records("overall")) / 10
 
 
 def test_sums_are_bit_identical_across_partitionings(engines):
