@@ -17,7 +17,7 @@ from .engines import ENGINE_ERRORS, Engine, as_engine
 from .effects import StatsTable, compute_effect
 from .metrics import MetricColumns, experiment_sql, literal, timestamp_literal
 from .records import Check
-from .shared import _case, current, others_sql
+from .shared import current, others_sql, position_case
 from .stats import JointMoments, Moments, adjust_pvalues
 from .stats.balance import cuped_correction, ks_p_value, pre_exposure_balance
 from .stats.interaction import assignment_independence_all, interaction_test
@@ -179,7 +179,7 @@ def _cells(engine: Engine, table: "StatsTable", cols: list[MetricColumns], other
         values = "".join(f", v.{name}" for c in cols for name in c.unit_names())   # only what the sums read
         units = f"{found.table}_x"      # A's units numbered first: the join below reads a table of known size
         engine.con.execute(f"CREATE OR REPLACE TEMP TABLE {units} AS SELECT m.h{values}, CAST("
-                           f"{_case('v.variant', variants)} AS INTEGER) AS aid FROM ({table.query.unit_sql}) v "
+                           f"{position_case('v.variant', variants)} AS INTEGER) AS aid FROM ({table.query.unit_sql}) v "
                            f"JOIN {found.units} m ON m.unit_id = v.unit_id")
         try:
             frame = engine.frame(f"SELECT o.oid, u.aid, o.vid, count(*) AS n{sums} FROM {units} u JOIN (SELECT h, oid, "

@@ -43,7 +43,7 @@ class Assignments:
     variants: tuple[str | None, ...]
 
 
-def _case(column: str, values: list) -> str:
+def position_case(column: str, values: list) -> str:
     """The position of `column`'s value in `values` (NULL stays NULL)."""
     return "CASE " + " ".join(f"WHEN {column} = {literal(v)} THEN {i}" for i, v in enumerate(values) if v is not None) \
         + " END"
@@ -78,8 +78,9 @@ class sharing_pass:
         variants = [r[0] for r in con.execute(f"SELECT DISTINCT other_variant FROM {t}_a").fetchall()]
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {t}_u AS SELECT unit_id, CAST(row_number() OVER () AS INTEGER) AS h
                         FROM (SELECT DISTINCT unit_id FROM {t}_a)""")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t} AS SELECT m.h, CAST({_case('other', self.running)} AS INTEGER)
-            AS oid, CAST({_case('other_variant', variants)} AS INTEGER) AS vid FROM {t}_a a JOIN {t}_u m USING (unit_id)""")
+        oid, vid = position_case("other", self.running), position_case("other_variant", variants)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {t} AS SELECT m.h, CAST({oid} AS INTEGER) AS oid,
+            CAST({vid} AS INTEGER) AS vid FROM {t}_a a JOIN {t}_u m USING (unit_id)""")
         con.execute(f"DROP TABLE {t}_a")
         return Assignments(t, f"{t}_u", tuple(self.running), tuple(variants))
 
