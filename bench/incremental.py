@@ -182,10 +182,6 @@ def measure_experiments(path: Path, n: int, a) -> dict:
 
 # ----------------------------------------------------------------------------- process figures
 
-def _timed_process(cmd: list[str], env=None) -> float:
-    return _process_usage(cmd, env)[0]
-
-
 def _process_usage(cmd: list[str], env=None, out=subprocess.DEVNULL) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds user+sys, peak RSS in MB) of one child process (its own rusage)."""
     with tempfile.TemporaryFile() as err:
@@ -260,7 +256,7 @@ def measure_processes(path: Path, n: int, a) -> dict:
     as_of = base.AS_OF.isoformat()
     common = ["--workspace", str(ws), "--as-of", as_of, "--json"]
     full, run = [], []
-    _timed_process(ABPROXY + ["analyze", "--full", *common])             # warm-up, builds the state
+    _process_usage(ABPROXY + ["analyze", "--full", *common])             # warm-up, builds the state
     for r in range(a.repeat):
         _next_events_file(ws / "inbox" / "events", "new", n, 2 * 10**10, int(n * a.events_per_unit) // 100)
         run.append(_checked_run(ABPROXY + ["run", *common]))
