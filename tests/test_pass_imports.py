@@ -47,17 +47,21 @@ def test_normal_quantile_and_chi2_tail_equal_scipy_stats_bit_for_bit():
         assert r.p_value == float(stats.chi2.sf(r.q, k - 1))
 
 
-def _loaded(code: str, *args: str) -> tuple[set[str], str]:
-    code += "\nimport sys; print('MODULES ' + ' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
-    before, _, modules = out.rpartition("MODULES ")
+def _modules(stdout: str) -> tuple[set[str], str]:
+    """The modules a child printed last (`MODULES a b ...`), and what it printed before them."""
+    before, _, modules = stdout.rpartition("MODULES ")
     return set(modules.split()), before
+
+
+def _loaded(code: str) -> set[str]:
+    code += "\nimport sys; print('MODULES ' + ' '.join(sorted(sys.modules)))"
+    return _modules(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)[0]
 
 
 def test_the_pass_modules_load_no_analysis_library():
     """Importing the ingest, the state fold and the analysis pipeline loads neither pandas nor scipy:
     they load when a pass reads a frame or calls a test (so their import can overlap DuckDB's work)."""
-    loaded, _ = _loaded("import abproxy.cli, abproxy.jobs, abproxy.ingest, abproxy.state, abproxy.analysis")
+    loaded = _loaded("import abproxy.cli, abproxy.jobs, abproxy.ingest, abproxy.state, abproxy.analysis")
     assert not {m for m in loaded if m.split(".")[0] in ("pandas", "scipy", "pyarrow", *HEAVY)}
 
 
@@ -69,8 +73,8 @@ RUN = ("import atexit, runpy, sys\natexit.register(lambda: print('MODULES ' + ' 
 def _run_pass(root: Path) -> tuple[set[str], dict]:
     out = subprocess.run([sys.executable, "-c", RUN, str(root)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    result, _, modules = out.stdout.rpartition("MODULES ")
-    return set(modules.split()), json.loads(result)
+    modules, result = _modules(out.stdout)
+    return modules, json.loads(result)
 
 
 @pytest.mark.slow
